@@ -1,0 +1,1 @@
+"""WAL archiving: push (archive_command), fetch (restore_command), repository layout."""

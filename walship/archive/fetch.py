@@ -1,0 +1,125 @@
+"""``walship fetch NAME DEST``: restore one file (PostgreSQL's restore_command).
+
+The output appears at DEST only complete and verified (size, SHA-256, name,
+cluster): it is written to a temporary file beside DEST, fsynced and renamed.
+Only an authoritative "absent" from the store becomes
+:class:`~walship.errors.NotFound`; every other failure is a real error that
+the CLI maps to the abort exit code (docs/exit-codes.md).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import ForeignClusterError, IntegrityError, WalshipError
+from ..wal import FileKind, classify, parse_long_header
+from . import layout, objects
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..storage.base import Backend
+
+
+def control_system_identifier(pgdata: str) -> int | None:
+    """System identifier from ``global/pg_control`` (first 8 bytes), if present."""
+    try:
+        with open(os.path.join(pgdata, "global", "pg_control"), "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if len(head) != 8:
+        return None
+    value: int = struct.unpack("<Q", head)[0]
+    return value
+
+
+class FetchResult:
+    __slots__ = ("name", "raw_size", "seconds")
+
+    def __init__(self, name: str, raw_size: int, seconds: float) -> None:
+        self.name = name
+        self.raw_size = raw_size
+        self.seconds = seconds
+
+
+def fetch(cfg: Config, backend: Backend, name: str, dest: str) -> FetchResult:
+    started = time.monotonic()
+    kind = classify(name)
+    key = layout.key_for(name)
+    dest = os.path.abspath(dest)
+    directory = os.path.dirname(dest)
+    if not os.path.isdir(directory):
+        raise WalshipError(f"destination directory {directory} does not exist")
+    pgdata = cfg.pgdata or os.getcwd()
+    where = f"{backend.url}/{key}"
+
+    obj = objects.open_object(cfg, backend, key)  # NotFound propagates: "absent"
+    tmp = f"{dest}.walship-tmp-{os.getpid()}"
+    size = 0
+    try:
+        if obj.header.get("name") != name:
+            raise IntegrityError(
+                f"{where} holds {obj.header.get('name')!r}, not {name!r}",
+                hint="the object was copied or renamed inside the repository",
+            )
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as out:
+            first = True
+            for chunk in obj.raw:
+                if first and kind in (FileKind.SEGMENT, FileKind.PARTIAL):
+                    _check_segment(cfg, backend, name, chunk, obj.header, pgdata, where)
+                first = False
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+        tmp = ""
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise WalshipError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    finally:
+        obj.close()
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    return FetchResult(name, size, time.monotonic() - started)
+
+
+def _check_segment(
+    cfg: Config,
+    backend: Backend,
+    name: str,
+    first_chunk: bytes,
+    header: dict[str, object],
+    pgdata: str,
+    where: str,
+) -> None:
+    page = parse_long_header(first_chunk)
+    if page.seg_size != header.get("raw_size"):
+        raise IntegrityError(f"{where}: segment size does not match its page header")
+    control = control_system_identifier(pgdata)
+    if control is not None:
+        if control != page.system_identifier:
+            raise ForeignClusterError(
+                f"{name} in {backend.url} is from database system {page.system_identifier}, "
+                f"but the data directory {pgdata} is system {control}",
+                hint="restore_command points at another cluster's repository",
+            )
+        return
+    repo = layout.read_identity(backend)
+    if repo is not None:
+        layout.check_identity(
+            backend,
+            repo,
+            layout.Identity(page.system_identifier, page.seg_size, page.pg_version),
+        )

@@ -1,0 +1,123 @@
+"""``walship push SOURCE NAME``: archive one file (PostgreSQL's archive_command).
+
+Rules (docs/push-fetch.md): the name must be one of the four archive file
+kinds; WAL contents must match the name and the repository's cluster; the
+object is created with a conditional put, so an existing object is never
+replaced. If the name is taken, the same raw content is success and different
+content is a ConflictError naming both digests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from .. import log
+from ..codec import envelope
+from ..errors import AlreadyExists, ConflictError, InvalidWalError, WalshipError
+from ..wal import (
+    FileKind,
+    check_segment_header,
+    check_text_file,
+    classify,
+    parse_long_header,
+)
+from . import layout, objects
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..storage.base import Backend
+
+MAX_TEXT_FILE = 1 << 20
+
+
+class PushResult:
+    __slots__ = ("already", "key", "name", "raw_size", "seconds", "sha256", "stored_size")
+
+    def __init__(self, name: str, key: str, raw_size: int, sha256: str) -> None:
+        self.name = name
+        self.key = key
+        self.raw_size = raw_size
+        self.sha256 = sha256
+        self.stored_size = 0
+        self.already = False
+        self.seconds = 0.0
+
+
+def _digest(path: str) -> tuple[int, str, bytes]:
+    try:
+        return envelope.file_digest(path)
+    except FileNotFoundError:
+        raise WalshipError(
+            f"source file {path} does not exist",
+            hint="archive_command must pass %p (path) and %f (name): walship push %p %f",
+        ) from None
+    except IsADirectoryError:
+        raise WalshipError(f"source {path} is a directory, not a WAL file") from None
+    except PermissionError:
+        raise WalshipError(f"source file {path} is not readable by this user") from None
+
+
+def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
+    started = time.monotonic()
+    kind = classify(name)
+    path = os.path.abspath(source)
+    size, sha256, first = _digest(path)
+    extra: dict[str, object] = {}
+
+    if kind in (FileKind.SEGMENT, FileKind.PARTIAL):
+        page = parse_long_header(first)
+        check_segment_header(name, page)
+        if size != page.seg_size:
+            raise InvalidWalError(
+                f"{name}: file is {size} bytes but its header says segments are "
+                f"{page.seg_size} bytes",
+                hint="the file is truncated or not a complete WAL segment",
+            )
+        layout.ensure_identity(
+            backend, layout.Identity(page.system_identifier, page.seg_size, page.pg_version)
+        )
+        extra["system_identifier"] = str(page.system_identifier)
+        extra["pg_version"] = page.pg_version
+    else:
+        if size > MAX_TEXT_FILE:
+            raise InvalidWalError(f"{name}: {size} bytes is too large for a {kind} file")
+        with open(path, "rb") as fh:
+            check_text_file(name, kind, fh.read())
+
+    key = layout.key_for(name)
+    result = PushResult(name, key, size, sha256)
+    header = objects.new_header(name, kind, size, sha256, cfg, **extra)
+    try:
+        info = objects.put_object(cfg, backend, key, header, envelope.file_chunks(path, size))
+        result.stored_size = info.size
+    except AlreadyExists:
+        existing = objects.stored_digest(cfg, backend, key)
+        if existing != sha256:
+            raise ConflictError(
+                f"{name} is already archived with different content; refusing to overwrite "
+                f"(archived sha256 {existing}, new sha256 {sha256})",
+                hint="another cluster or a cloned server may be writing to this repository; "
+                "investigate before changing anything",
+            ) from None
+        result.already = True
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def log_result(result: PushResult) -> None:
+    if result.already:
+        log.info(
+            "push.duplicate",
+            f"{result.name} was already archived with identical content",
+            sha256=result.sha256,
+        )
+    else:
+        log.info(
+            "push.done",
+            f"pushed {result.name}",
+            raw_size=result.raw_size,
+            stored_size=result.stored_size,
+            ms=round(result.seconds * 1000, 1),
+        )

@@ -1,0 +1,174 @@
+"""Command line: argument parsing and exit-code mapping, no logic of its own.
+
+Commands live in their own modules and are imported only when run, so
+``walship push`` pays for nothing it does not use. A command module provides
+``configure(parser)`` and ``run(args, cfg) -> int``. Exit codes:
+docs/exit-codes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__, log
+from .errors import NotFound, UsageError, WalshipError
+
+#: command -> (module, one-line help). Add a line to add a command.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "push": (
+        "walship.commands.push",
+        "archive one WAL file (archive_command = 'walship push %%p %%f')",
+    ),
+    "fetch": (
+        "walship.commands.fetch",
+        "restore one WAL file (restore_command = 'walship fetch %%f %%p')",
+    ),
+    "show-config": (
+        "walship.commands.show_config",
+        "print the effective settings (secrets hidden)",
+    ),
+    "config-docs": (
+        "walship.commands.config_docs",
+        "print the settings reference table (Markdown)",
+    ),
+}
+
+#: exit code that makes PostgreSQL abort recovery instead of treating the file as absent
+ABORT_EXIT = 255
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+
+
+def _common(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="config file (default: $WALSHIP_CONFIG, then /etc/walship/walship.toml)",
+    )
+    parser.add_argument(
+        "--repo", metavar="URL", default=default, help="repository URL (overrides the repo setting)"
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default=default)
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=default, help="more log output (repeatable)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=default, help="less log output (repeatable)"
+    )
+
+
+def build_parser(command: str | None) -> _Parser:
+    parser = _Parser(
+        prog="walship",
+        description="PostgreSQL WAL archiving and point-in-time recovery helper.",
+        epilog="Exit codes and settings: see docs/exit-codes.md and docs/configuration.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"walship {__version__}")
+    _common(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, argparse.SUPPRESS)
+        if name == command:
+            importlib.import_module(module).configure(p)
+    return parser
+
+
+def _find_command(argv: Sequence[str]) -> str | None:
+    takes_value = {"--config", "--repo", "--log-format"}
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in takes_value:
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _find_command(argv)
+    fetching = command == "fetch"
+    try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        from . import config
+
+        overrides: dict[str, object] = {"repo": args.repo, "log_format": args.log_format}
+        cfg = config.load(config_path=args.config, overrides=overrides)
+        shift = 10 * ((args.quiet or 0) - (args.verbose or 0))
+        log.configure(level=cfg.log_level, fmt=cfg.log_format, shift=shift)
+        module = importlib.import_module(COMMANDS[args.command][0])
+        code: int = module.run(args, cfg)
+        return code
+    except NotFound as exc:
+        if fetching:
+            log.info("fetch.missing", exc.one_line())
+            return 1
+        log.error("error", exc.one_line())
+        return exc.exit_code
+    except WalshipError as exc:
+        log.error("error", exc.one_line(), error=type(exc).__name__)
+        return fetch_error_code() if fetching else exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted", "interrupted")
+        return fetch_error_code() if fetching else 130
+    except Exception as exc:  # a bug: still one line, never a traceback by default
+        log.error(
+            "internal-error",
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="please report this; run with -vv for a traceback",
+        )
+        if log.enabled("debug"):
+            import traceback
+
+            traceback.print_exc()
+        return fetch_error_code() if fetching else 1
+
+
+def fetch_error_code() -> int:
+    """Exit code for a real (not 'absent') fetch error, per fetch_error_exit."""
+    mode = _fetch_mode()
+    if mode == "missing":
+        return 1
+    if mode == "auto":
+        pgdata = _pgdata()
+        return 1 if os.path.exists(os.path.join(pgdata, "standby.signal")) else ABORT_EXIT
+    return ABORT_EXIT
+
+
+_fetch_settings: dict[str, str | None] = {"mode": None, "pgdata": None}
+
+
+def remember_fetch_settings(mode: str, pgdata: str | None) -> None:
+    _fetch_settings["mode"] = mode
+    _fetch_settings["pgdata"] = pgdata
+
+
+def _fetch_mode() -> str:
+    mode = _fetch_settings["mode"]
+    if mode is None:
+        # configuration itself failed: use the environment if it is clear, else abort
+        env = os.environ.get("WALSHIP_FETCH_ERROR_EXIT", "abort")
+        mode = env if env in ("abort", "missing", "auto") else "abort"
+    return mode
+
+
+def _pgdata() -> str:
+    return _fetch_settings["pgdata"] or os.environ.get("WALSHIP_PGDATA") or os.getcwd()

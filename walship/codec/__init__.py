@@ -1,0 +1,1 @@
+"""Object encoding: envelope (header), compression, encryption."""

@@ -1,0 +1,265 @@
+"""The object envelope: a versioned, self-describing header before every body.
+
+Layout of every stored object (format 1)::
+
+    MAGIC            8 bytes  b"\\x89WALSHP\\n"  (also catches text-mode mangling)
+    header_length    4 bytes  big-endian, <= 64 KiB
+    header           header_length bytes of UTF-8 JSON (an object)
+    body             compress(raw), then encrypted when header["encryption"] is set
+
+Header fields (format 1): ``format`` (1), ``name`` (the archive file name the
+object holds; fetch refuses an object under another name), ``kind``,
+``compression`` (``zstd`` | ``none``), ``encryption`` (``null`` or the
+scheme's own object, see docs/format.md), ``raw_size``, ``raw_sha256``, and
+for WAL kinds ``system_identifier`` (decimal string), plus informational
+``created`` and ``writer``. Readers ignore fields they do not know; a reader
+refuses a ``format`` it does not know with a message to upgrade walship.
+
+When the body is encrypted the exact header bytes are the AEAD associated
+data, so any header change is detected.
+
+The raw digest and size are also stored as backend metadata
+(:data:`META_SHA256`, :data:`META_SIZE`) so a HEAD answers "same content?".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from ..errors import IntegrityError, KeyNotConfigured
+from . import compress
+
+MAGIC = b"\x89WALSHP\n"
+FORMAT = 1
+MAX_HEADER = 1 << 16
+CHUNK = 1 << 20
+
+META_FORMAT = "walship-format"
+META_SHA256 = "walship-raw-sha256"
+META_SIZE = "walship-raw-size"
+
+
+class Encryptor(Protocol):
+    """Encrypts one object body. Created per object by walship.codec.crypto."""
+
+    def header(self) -> dict[str, Any]:
+        """The JSON object stored as ``header["encryption"]``."""
+        ...
+
+    def start(self, aad: bytes) -> bytes:
+        """Bind to the serialized header (associated data); returns leading bytes."""
+        ...
+
+    def update(self, data: bytes) -> bytes: ...
+
+    def finalize(self) -> bytes: ...
+
+
+class Decryptor(Protocol):
+    def start(self, aad: bytes) -> None: ...
+
+    def update(self, data: bytes) -> bytes: ...
+
+    def finalize(self) -> bytes:
+        """Return the remaining plaintext; raise DecryptionError if truncated."""
+        ...
+
+
+#: (encryption header, object name) -> Decryptor
+DecryptorFactory = Callable[[dict[str, Any], str], Decryptor]
+
+
+def serialize_header(header: dict[str, Any]) -> bytes:
+    body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    if len(body) > MAX_HEADER:
+        raise ValueError("object header too large")
+    return MAGIC + struct.pack(">I", len(body)) + body
+
+
+def metadata_for(header: dict[str, Any]) -> dict[str, str]:
+    return {
+        META_FORMAT: str(FORMAT),
+        META_SHA256: str(header["raw_sha256"]),
+        META_SIZE: str(header["raw_size"]),
+    }
+
+
+def encode(
+    header: dict[str, Any],
+    raw_chunks: Iterable[bytes],
+    *,
+    level: int = 1,
+    threads: int = 0,
+    encryptor: Encryptor | None = None,
+) -> Iterator[bytes]:
+    """Yield the stored bytes of an object: header, then the encoded body.
+
+    ``header`` must already hold ``name``, ``kind``, ``raw_size``,
+    ``raw_sha256`` and ``compression``; ``format`` and ``encryption`` are set
+    here.
+    """
+    header = dict(header)
+    header["format"] = FORMAT
+    header["encryption"] = encryptor.header() if encryptor is not None else None
+    head = serialize_header(header)
+    yield head
+    body = compress.compress_stream(header["compression"], raw_chunks, level, threads)
+    if encryptor is None:
+        yield from body
+        return
+    first = encryptor.start(head)
+    if first:
+        yield first
+    for chunk in body:
+        out = encryptor.update(chunk)
+        if out:
+            yield out
+    last = encryptor.finalize()
+    if last:
+        yield last
+
+
+class _Buffered:
+    """Reads exact byte counts from an iterator of chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._it = chunks
+        self._buf = b""
+
+    def read_exact(self, n: int, what: str) -> bytes:
+        while len(self._buf) < n:
+            try:
+                self._buf += next(self._it)
+            except StopIteration:
+                raise IntegrityError(f"{what}: object is truncated") from None
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def rest(self) -> Iterator[bytes]:
+        if self._buf:
+            yield self._buf
+            self._buf = b""
+        yield from self._it
+
+
+def read_header(chunks: Iterator[bytes], where: str) -> tuple[dict[str, Any], bytes, _Buffered]:
+    buf = _Buffered(chunks)
+    magic = buf.read_exact(len(MAGIC), where)
+    if magic != MAGIC:
+        raise IntegrityError(f"{where}: not a walship object (bad magic)")
+    (length,) = struct.unpack(">I", buf.read_exact(4, where))
+    if length > MAX_HEADER:
+        raise IntegrityError(f"{where}: implausible header length {length}")
+    body = buf.read_exact(length, where)
+    try:
+        header = json.loads(body)
+    except ValueError:
+        raise IntegrityError(f"{where}: corrupt object header") from None
+    if not isinstance(header, dict):
+        raise IntegrityError(f"{where}: corrupt object header")
+    fmt = header.get("format")
+    if fmt != FORMAT:
+        raise IntegrityError(
+            f"{where}: object format {fmt!r} is not supported by this walship",
+            hint="upgrade walship to read it",
+        )
+    for field in ("name", "compression", "raw_size", "raw_sha256"):
+        if field not in header:
+            raise IntegrityError(f"{where}: object header lacks {field!r}")
+    return header, magic + struct.pack(">I", length) + body, buf
+
+
+def decode(
+    chunks: Iterator[bytes],
+    where: str,
+    *,
+    decryptor_factory: DecryptorFactory | None = None,
+) -> tuple[dict[str, Any], Iterator[bytes]]:
+    """Parse the header and return it with an iterator of verified raw chunks.
+
+    The iterator raises :class:`IntegrityError` at its end if the size or
+    SHA-256 of what it yielded differs from the header: consumers must not
+    commit output before the iterator is exhausted.
+    """
+    header, head_bytes, buf = read_header(chunks, where)
+    body: Iterator[bytes] = buf.rest()
+    enc = header.get("encryption")
+    if enc is not None:
+        if decryptor_factory is None:
+            key_id = enc.get("key_id", "?") if isinstance(enc, dict) else "?"
+            raise KeyNotConfigured(
+                f"{where} is encrypted (key id {key_id}) but no decryption key is configured",
+                hint="configure the keyring (see docs/encryption.md)",
+            )
+        decryptor = decryptor_factory(enc, where)
+        decryptor.start(head_bytes)
+        body = _decrypt(decryptor, body)
+    raw = compress.decompress_stream(str(header["compression"]), body, where)
+    return header, _verify(header, raw, where)
+
+
+def _decrypt(decryptor: Decryptor, body: Iterator[bytes]) -> Iterator[bytes]:
+    for chunk in body:
+        out = decryptor.update(chunk)
+        if out:
+            yield out
+    last = decryptor.finalize()
+    if last:
+        yield last
+
+
+def _verify(header: dict[str, Any], raw: Iterator[bytes], where: str) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in raw:
+        digest.update(chunk)
+        size += len(chunk)
+        if size > int(header["raw_size"]):
+            raise IntegrityError(f"{where}: object decodes to more bytes than its header says")
+        yield chunk
+    if size != int(header["raw_size"]):
+        raise IntegrityError(
+            f"{where}: object is truncated (decoded {size} of {header['raw_size']} bytes)"
+        )
+    if digest.hexdigest() != header["raw_sha256"]:
+        raise IntegrityError(
+            f"{where}: content digest mismatch (object is corrupt)",
+            hint=f"expected sha256 {header['raw_sha256']}, got {digest.hexdigest()}",
+        )
+
+
+def file_digest(path: str, chunk: int = CHUNK) -> tuple[int, str, bytes]:
+    """Size, SHA-256 hex and the first 8 KiB of a file, in one pass."""
+    digest = hashlib.sha256()
+    size = 0
+    first = b""
+    with open(path, "rb") as fh:
+        while True:
+            data = fh.read(chunk)
+            if not data:
+                break
+            if not first:
+                first = data[:8192]
+            digest.update(data)
+            size += len(data)
+    return size, digest.hexdigest(), first
+
+
+def file_chunks(path: str, expected_size: int, chunk: int = CHUNK) -> Iterator[bytes]:
+    """Read a file in chunks; fail if it changed size since it was digested."""
+    size = 0
+    with open(path, "rb") as fh:
+        while True:
+            data = fh.read(chunk)
+            if not data:
+                break
+            size += len(data)
+            yield data
+    if size != expected_size:
+        raise IntegrityError(
+            f"{path} changed while being archived ({expected_size} -> {size} bytes)"
+        )

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import argparse
+
+from ..archive import push
+from ..config import Config
+from ..storage.registry import open_backend
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SOURCE", help="path of the file (%%p)")
+    parser.add_argument("name", metavar="NAME", help="archive file name (%%f)")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    backend = open_backend(cfg.require("repo"), cfg)
+    try:
+        result = push.push(cfg, backend, args.source, args.name)
+    finally:
+        backend.close()
+    push.log_result(result)
+    return 0

@@ -1,0 +1,318 @@
+"""Settings: one table, three sources.
+
+Precedence, lowest first: built-in defaults < TOML file < ``WALSHIP_*``
+environment variables < command-line flags. The file is the first of
+``--config``, ``$WALSHIP_CONFIG``, ``/etc/walship/walship.toml`` that is given
+(an explicitly named file must exist; the system path is optional).
+
+TOML tables flatten with ``_``: ``[s3] region = "x"`` is the setting
+``s3_region``, environment variable ``WALSHIP_S3_REGION``.
+
+Every setting is a field of :class:`Config` carrying its documentation; the
+table in docs/configuration.md is generated from it (``walship config-docs``)
+and a test keeps the two in step. Settings marked secret are never echoed in
+messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+SYSTEM_CONFIG_PATH = "/etc/walship/walship.toml"
+ENV_PREFIX = "WALSHIP_"
+ENV_CONFIG = "WALSHIP_CONFIG"
+
+
+class Setting:
+    """One row of the settings table."""
+
+    __slots__ = (
+        "choices",
+        "default",
+        "doc",
+        "maximum",
+        "minimum",
+        "name",
+        "required",
+        "secret",
+        "type",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        default: Any,
+        doc: str,
+        *,
+        type_: type = str,
+        choices: tuple[str, ...] | None = None,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        secret: bool = False,
+        required: bool = False,
+    ) -> None:
+        self.name = name
+        self.default = default
+        self.doc = doc
+        self.type = type_
+        self.choices = choices
+        self.minimum = minimum
+        self.maximum = maximum
+        self.secret = secret
+        self.required = required
+
+
+#: The settings table. Add a row here and an annotation on Config together.
+SETTINGS: tuple[Setting, ...] = (
+    # --- repository ---
+    Setting(
+        "repo",
+        None,
+        "Repository URL: a directory path or file:///path (local), s3://bucket/prefix, "
+        "gs://bucket/prefix, az://container/prefix, or mem://name (tests).",
+        required=True,
+    ),
+    # --- objects ---
+    Setting(
+        "compression",
+        "zstd",
+        "Compression of new objects. Old objects stay readable either way.",
+        choices=("zstd", "none"),
+    ),
+    Setting(
+        "compression_level",
+        1,
+        "zstd level for new objects (1 = fastest; see docs/benchmarks.md).",
+        type_=int,
+        minimum=-7,
+        maximum=22,
+    ),
+    Setting(
+        "compression_threads",
+        0,
+        "zstd worker threads (0 = compress in the calling thread).",
+        type_=int,
+        minimum=0,
+        maximum=64,
+    ),
+    # --- fetch ---
+    Setting(
+        "fetch_error_exit",
+        "abort",
+        "What `walship fetch` does on a real error (not an absent file): 'abort' exits "
+        "255 so recovery stops; 'missing' exits 1 like an absent file (a standby then "
+        "retries or streams); 'auto' is 'missing' when standby.signal exists in the data "
+        "directory and 'abort' otherwise.",
+        choices=("abort", "missing", "auto"),
+    ),
+    Setting(
+        "pgdata",
+        None,
+        "Data directory, for fetch_error_exit = 'auto' and the cluster check on fetch. "
+        "Default: the current directory (PostgreSQL runs restore_command there).",
+    ),
+    # --- logging ---
+    Setting("log_format", "text", "Log line format on stderr.", choices=("text", "json")),
+    Setting(
+        "log_level",
+        "info",
+        "Least severe level logged (-v / -q shift it).",
+        choices=("debug", "info", "warning", "error"),
+    ),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+class Config:
+    """Effective settings; one attribute per row of :data:`SETTINGS`."""
+
+    repo: str | None
+    compression: str
+    compression_level: int
+    compression_threads: int
+    fetch_error_exit: str
+    pgdata: str | None
+    log_format: str
+    log_level: str
+
+    def __init__(self, **values: object) -> None:
+        for s in SETTINGS:
+            setattr(self, s.name, values.pop(s.name, s.default))
+        if values:
+            raise TypeError(f"unknown settings {sorted(values)}")
+
+    def redacted(self) -> dict[str, object]:
+        """Effective settings with secrets replaced by '***'."""
+        out: dict[str, object] = {}
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            out[s.name] = "***" if s.secret and value is not None else value
+        return out
+
+    def require(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is None or value == "":
+            raise ConfigError(
+                f"missing setting {name!r}",
+                hint=f"set {name} in the config file or {ENV_PREFIX}{name.upper()} "
+                "(see docs/configuration.md)",
+            )
+        return value
+
+
+def _convert(name: str, raw: object, source: str, meta: Setting) -> object:
+    kind = meta.type
+    shown = "(hidden)" if meta.secret else repr(raw)
+    where = f"setting {name!r} from {source}"
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                value: object = raw
+            elif isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError
+        elif kind is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = int(raw) if isinstance(raw, (int, str)) else _raise()
+        elif kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw) if isinstance(raw, (int, float, str)) else _raise()
+        else:
+            if not isinstance(raw, str):
+                raise ValueError
+            value = raw
+    except ValueError:
+        raise ConfigError(
+            f"{where} has bad value {shown}", hint=f"expected a {kind.__name__}"
+        ) from None
+    choices = meta.choices
+    if choices and value not in choices:
+        raise ConfigError(
+            f"{where} has bad value {shown}", hint=f"use one of: {', '.join(choices)}"
+        )
+    lo, hi = meta.minimum, meta.maximum
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{where} has bad value {shown}", hint=f"allowed range {lo}..{hi}")
+    return value
+
+
+def _raise() -> object:
+    raise ValueError
+
+
+def _flatten(table: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "_"))
+        else:
+            out[name] = value
+    return out
+
+
+def _unknown(name: str, source: str, known: list[str]) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(
+        f"unknown setting {name!r} in {source}",
+        hint=hint + "valid settings are listed in docs/configuration.md",
+    )
+
+
+def read_toml(path: str) -> dict[str, object]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist",
+            hint=f"create it or point --config / {ENV_CONFIG} at an existing file",
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"config file {path} is not readable by this user",
+            hint="PostgreSQL runs walship as the postgres user; make the file readable to it",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    return _flatten(data)
+
+
+def load(
+    *,
+    config_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build the effective :class:`Config` from file, environment and flags."""
+    env = os.environ if env is None else env
+    by_name = SETTINGS_BY_NAME
+    known = sorted(by_name)
+    values: dict[str, object] = {}
+
+    path = config_path or env.get(ENV_CONFIG) or None
+    if path:
+        file_values, source = read_toml(path), path
+    elif os.path.exists(SYSTEM_CONFIG_PATH):
+        file_values, source = read_toml(SYSTEM_CONFIG_PATH), SYSTEM_CONFIG_PATH
+    else:
+        file_values, source = {}, ""
+    for name, raw in file_values.items():
+        if name not in by_name:
+            raise _unknown(name, source, known)
+        values[name] = _convert(name, raw, source, by_name[name])
+
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name not in by_name:
+            raise _unknown(name, f"environment variable {var}", known)
+        if raw == "":
+            continue
+        values[name] = _convert(name, raw, f"environment variable {var}", by_name[name])
+
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        values[name] = _convert(name, raw, "the command line", by_name[name])
+
+    return Config(**values)
+
+
+def markdown_table() -> str:
+    """The settings reference table for docs/configuration.md."""
+    rows = [
+        "| setting | environment variable | type | default | description |",
+        "|---|---|---|---|---|",
+    ]
+    for f in SETTINGS:
+        kind = f.type.__name__
+        if f.choices:
+            kind = " \\| ".join(f"`{c}`" for c in f.choices)
+        default = (
+            "(required)"
+            if f.required
+            else ("(none)" if f.default is None else f"`{f.default!r}`".replace("'", '"'))
+        )
+        doc = f.doc + (" **Secret**: never echoed." if f.secret else "")
+        rows.append(f"| `{f.name}` | `{ENV_PREFIX}{f.name.upper()}` | {kind} | {default} | {doc} |")
+    return "\n".join(rows) + "\n"

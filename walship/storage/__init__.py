@@ -1,0 +1,1 @@
+"""Storage backends: the protocol (base), the registry, and one module per store."""

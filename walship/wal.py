@@ -1,0 +1,237 @@
+"""WAL file names, LSN and timeline arithmetic, page headers and history files.
+
+Pure functions only: no I/O. See docs/ and the PostgreSQL WAL reference for
+the rules these implement.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import NamedTuple
+
+from .errors import InvalidWalError
+
+XLOG_BLCKSZ = 8192
+SIZE_OF_LONG_PHD = 40
+XLP_LONG_HEADER = 0x0002
+MIN_SEG_SIZE = 1 << 20
+MAX_SEG_SIZE = 1 << 30
+
+#: XLOG_PAGE_MAGIC -> PostgreSQL major version.
+PAGE_MAGIC_VERSIONS: dict[int, int] = {
+    0xD101: 12,
+    0xD106: 13,
+    0xD10D: 14,
+    0xD110: 15,
+    0xD113: 16,
+    0xD116: 17,
+    0xD118: 18,
+}
+
+
+class FileKind:
+    """The four kinds of file PostgreSQL archives (plain strings: cheap to import)."""
+
+    SEGMENT = "segment"
+    PARTIAL = "partial"
+    HISTORY = "history"
+    BACKUP = "backup"
+
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (FileKind.SEGMENT, re.compile(r"[0-9A-F]{24}")),
+    (FileKind.HISTORY, re.compile(r"[0-9A-F]{8}\.history")),
+    (FileKind.PARTIAL, re.compile(r"[0-9A-F]{24}\.partial")),
+    (FileKind.BACKUP, re.compile(r"[0-9A-F]{24}\.[0-9A-F]{8}\.backup")),
+)
+
+
+def classify(name: str) -> str:
+    """Return the kind of an archive file name, or raise InvalidWalError."""
+    for kind, pattern in _PATTERNS:
+        if pattern.fullmatch(name):
+            return kind
+    raise InvalidWalError(
+        f"{name!r} is not a WAL file name",
+        hint="expected a 24-hex-digit segment, TTTTTTTT.history, <segment>.partial "
+        "or <segment>.XXXXXXXX.backup (upper-case hex, as PostgreSQL passes in %f)",
+    )
+
+
+def timeline_of(name: str) -> int:
+    """Timeline id of any archive file name."""
+    classify(name)
+    return int(name[:8], 16)
+
+
+class SegmentName(NamedTuple):
+    """A WAL segment: timeline and segment number (needs the segment size)."""
+
+    tli: int
+    segno: int
+
+    def name(self, seg_size: int) -> str:
+        return segment_file_name(self.tli, self.segno, seg_size)
+
+
+def segs_per_xlogid(seg_size: int) -> int:
+    check_seg_size(seg_size)
+    return 0x1_0000_0000 // seg_size
+
+
+def check_seg_size(seg_size: int) -> None:
+    if not (MIN_SEG_SIZE <= seg_size <= MAX_SEG_SIZE) or seg_size & (seg_size - 1):
+        raise InvalidWalError(
+            f"invalid WAL segment size {seg_size}",
+            hint="PostgreSQL segment sizes are powers of two from 1 MiB to 1 GiB",
+        )
+
+
+def segment_file_name(tli: int, segno: int, seg_size: int) -> str:
+    per = segs_per_xlogid(seg_size)
+    return f"{tli:08X}{segno // per:08X}{segno % per:08X}"
+
+
+def parse_segment_name(name: str, seg_size: int) -> SegmentName:
+    """Parse a 24-hex-digit segment name (a ``.partial`` suffix is allowed)."""
+    base = name[:-8] if name.endswith(".partial") else name
+    if not re.fullmatch(r"[0-9A-F]{24}", base):
+        raise InvalidWalError(f"{name!r} is not a WAL segment name")
+    per = segs_per_xlogid(seg_size)
+    log, seg = int(base[8:16], 16), int(base[16:24], 16)
+    if seg >= per:
+        raise InvalidWalError(
+            f"{name!r} is not valid for {seg_size}-byte segments (segment part >= {per:#x})"
+        )
+    return SegmentName(int(base[:8], 16), log * per + seg)
+
+
+def parse_lsn(text: str) -> int:
+    """Parse ``HI/LO`` hex text (``0/1524F40`` or ``0/01524F40``)."""
+    m = re.fullmatch(r"\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*", text)
+    if not m:
+        raise ValueError(f"invalid LSN {text!r}: expected the form 0/1524F40")
+    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
+
+
+def format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def segno_of_lsn(lsn: int, seg_size: int) -> int:
+    """Segment holding the byte at ``lsn``."""
+    return lsn // seg_size
+
+
+def segno_of_end_lsn(lsn: int, seg_size: int) -> int:
+    """Segment holding the byte just before ``lsn`` (end-pointer rule)."""
+    return (lsn - 1) // seg_size
+
+
+class LongPageHeader(NamedTuple):
+    magic: int
+    info: int
+    tli: int
+    pageaddr: int
+    system_identifier: int
+    seg_size: int
+    xlog_blcksz: int
+
+    @property
+    def pg_version(self) -> int | None:
+        return PAGE_MAGIC_VERSIONS.get(self.magic)
+
+
+def parse_long_header(data: bytes) -> LongPageHeader:
+    """Parse and sanity-check the long page header at the start of a segment."""
+    if len(data) < SIZE_OF_LONG_PHD:
+        raise InvalidWalError("file is too short to be a WAL segment")
+    magic, info, tli, pageaddr, _rem, sysid, seg_size, blcksz = struct.unpack_from(
+        "<HHIQI4xQII", data
+    )
+    if magic not in PAGE_MAGIC_VERSIONS:
+        raise InvalidWalError(
+            f"not a WAL segment of a supported PostgreSQL version (page magic {magic:#06x})",
+            hint="walship supports PostgreSQL 12 to 18",
+        )
+    if not info & XLP_LONG_HEADER:
+        raise InvalidWalError("WAL segment does not start with a long page header")
+    if blcksz != XLOG_BLCKSZ:
+        raise InvalidWalError(f"unsupported WAL page size {blcksz} (expected {XLOG_BLCKSZ})")
+    check_seg_size(seg_size)
+    if pageaddr % seg_size:
+        raise InvalidWalError(f"first page address {format_lsn(pageaddr)} is not segment-aligned")
+    return LongPageHeader(magic, info, tli, pageaddr, sysid, seg_size, blcksz)
+
+
+def check_segment_header(name: str, header: LongPageHeader) -> None:
+    """The page header must agree with the file name (position in the WAL stream)."""
+    seg = parse_segment_name(name, header.seg_size)
+    if header.pageaddr // header.seg_size != seg.segno:
+        raise InvalidWalError(
+            f"{name}: contents are segment at {format_lsn(header.pageaddr)}, "
+            "which does not match the file name",
+            hint="the file was renamed or copied under the wrong name",
+        )
+
+
+# --- timeline history files -------------------------------------------------
+
+
+class HistoryEntry(NamedTuple):
+    """``parent_tli`` was valid up to (excluding) ``switchpoint``."""
+
+    parent_tli: int
+    switchpoint: int
+    reason: str
+
+
+def parse_history(text: str, tli: int) -> list[HistoryEntry]:
+    """Parse ``TTTTTTTT.history`` contents the way PostgreSQL does."""
+    entries: list[HistoryEntry] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"(\d+)\s+([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*(.*)", line)
+        if not m:
+            raise InvalidWalError(
+                f"timeline {tli} history line {lineno}: expected 'parentTLI<TAB>X/X<TAB>reason'"
+            )
+        parent = int(m.group(1))
+        if entries and parent <= entries[-1].parent_tli:
+            raise InvalidWalError(
+                f"timeline {tli} history line {lineno}: timeline ids must increase"
+            )
+        if parent >= tli:
+            raise InvalidWalError(
+                f"timeline {tli} history line {lineno}: parent {parent} is not below {tli}"
+            )
+        lsn = (int(m.group(2), 16) << 32) | int(m.group(3), 16)
+        entries.append(HistoryEntry(parent, lsn, m.group(4).strip()))
+    return entries
+
+
+def parse_backup_history(text: str) -> dict[str, str]:
+    """Parse a ``.backup`` history file (``KEY: value`` lines)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    if "START WAL LOCATION" not in fields:
+        raise InvalidWalError("not a backup history file: no 'START WAL LOCATION' line")
+    return fields
+
+
+def check_text_file(name: str, kind: str, data: bytes) -> None:
+    """Validate a .history or .backup file's contents before archiving."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidWalError(f"{name}: not a text file") from None
+    if kind == FileKind.HISTORY:
+        parse_history(text, int(name[:8], 16))
+    elif kind == FileKind.BACKUP:
+        parse_backup_history(text)
