@@ -99,6 +99,37 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
         maximum=64,
     ),
+    # --- encryption (docs/encryption.md) ---
+    Setting(
+        "encryption",
+        "none",
+        "Encryption of new objects: 'symmetric' (a secret key file), 'public-key' (an "
+        "X25519 public key; reading needs the private key) or 'none'. Encrypted and "
+        "plain objects can coexist; reading never depends on this setting.",
+        choices=("none", "symmetric", "public-key"),
+    ),
+    Setting(
+        "encryption_key_file",
+        None,
+        "Path of the current key file (made by `walship keygen`): new objects are "
+        "encrypted to it, and it is also a read key. Symmetric mode: the secret key "
+        "file; public-key mode: the .pub file (or the private key file). A path, never "
+        "the key itself.",
+    ),
+    Setting(
+        "encryption_keyring",
+        None,
+        "Path of a key file, or of a directory whose *.key files are read, holding "
+        "further keys for reading (older keys after rotation, private keys on the "
+        "restore host).",
+    ),
+    Setting(
+        "encryption_cipher",
+        "aes-256-gcm",
+        "AEAD of new encrypted objects (chacha20-poly1305 for CPUs without AES "
+        "instructions).",
+        choices=("aes-256-gcm", "chacha20-poly1305"),
+    ),
     # --- fetch ---
     Setting(
         "fetch_error_exit",
@@ -135,6 +166,10 @@ class Config:
     compression: str
     compression_level: int
     compression_threads: int
+    encryption: str
+    encryption_key_file: str | None
+    encryption_keyring: str | None
+    encryption_cipher: str
     fetch_error_exit: str
     pgdata: str | None
     log_format: str

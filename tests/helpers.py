@@ -1,0 +1,29 @@
+"""Test helpers shared by unit tests (no PostgreSQL needed)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+SEG = 16 << 20
+SYSID = 7312345678901234567
+
+
+def make_segment(
+    segno: int = 3,
+    *,
+    tli: int = 1,
+    sysid: int = SYSID,
+    seg_size: int = SEG,
+    magic: int = 0xD110,
+    payload: bytes | None = None,
+) -> bytes:
+    """A file that passes walship's WAL checks: a valid long page header + data."""
+    header = struct.pack("<HHIQI4xQII", magic, 2, tli, segno * seg_size, 0, sysid, seg_size, 8192)
+    body = payload if payload is not None else os.urandom(64 * 1024)
+    return header + body + b"\0" * (seg_size - len(header) - len(body))
+
+
+def segment_name(segno: int, tli: int = 1, seg_size: int = SEG) -> str:
+    per = 0x1_0000_0000 // seg_size
+    return f"{tli:08X}{segno // per:08X}{segno % per:08X}"
