@@ -91,7 +91,9 @@ class BackendContract:
         ]
         for k in keys:
             backend.put(k, [k.encode()])
-        assert [i.key for i in backend.list("wal/")] == sorted(k for k in keys if k.startswith("wal/"))
+        assert [i.key for i in backend.list("wal/")] == sorted(
+            k for k in keys if k.startswith("wal/")
+        )
         assert [i.key for i in backend.list("")] == sorted(keys)
         assert [i.key for i in backend.list("wal/00000001")] == sorted(keys[:3])
         assert [i.key for i in backend.list("wal/0000000100000000/000000010000000000000001")] == [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 
 SEG = 16 << 20
@@ -20,7 +19,12 @@ def make_segment(
 ) -> bytes:
     """A file that passes walship's WAL checks: a valid long page header + data."""
     header = struct.pack("<HHIQI4xQII", magic, 2, tli, segno * seg_size, 0, sysid, seg_size, 8192)
-    body = payload if payload is not None else os.urandom(64 * 1024)
+    if payload is None:
+        import hashlib
+
+        seed = hashlib.sha256(f"{tli}/{segno}/{sysid}".encode()).digest()
+        payload = (seed * 2048)[: 64 * 1024]
+    body = payload
     return header + body + b"\0" * (seg_size - len(header) - len(body))
 
 

@@ -90,8 +90,14 @@ class Workdir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True,
-        timeout: float = 300, cwd: str = "/tmp") -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 300,
+    cwd: str = "/tmp",
+) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run(
@@ -122,19 +128,31 @@ class Cluster:
 
     # --- lifecycle ----------------------------------------------------------
     def initdb(self, conf: Mapping[str, str] | None = None, *, wal_segsize: int = 16) -> None:
-        run([self.bin("initdb"), "-D", self.datadir, "-U", "postgres", "--auth=trust",
-             f"--wal-segsize={wal_segsize}", "-N"])
-        self.configure({
-            "listen_addresses": "''",
-            "wal_level": "replica",
-            "max_wal_senders": "5",
-            "fsync": "off",
-            "full_page_writes": "on",
-            "max_prepared_transactions": "5",
-            "timezone": "'UTC'",
-            "log_timezone": "'UTC'",
-            **(conf or {}),
-        })
+        run(
+            [
+                self.bin("initdb"),
+                "-D",
+                self.datadir,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                f"--wal-segsize={wal_segsize}",
+                "-N",
+            ]
+        )
+        self.configure(
+            {
+                "listen_addresses": "''",
+                "wal_level": "replica",
+                "max_wal_senders": "5",
+                "fsync": "off",
+                "full_page_writes": "on",
+                "max_prepared_transactions": "5",
+                "timezone": "'UTC'",
+                "log_timezone": "'UTC'",
+                **(conf or {}),
+            }
+        )
 
     def configure(self, settings: Mapping[str, str]) -> None:
         """Append settings (values already quoted as SQL literals where needed)."""
@@ -145,14 +163,28 @@ class Cluster:
             fh.write("\n# walship tests\n" + "\n".join(lines) + "\n")
 
     def start(self, *, wait: bool = True) -> None:
-        run([self.bin("pg_ctl"), "-D", self.datadir, "-l", self.logfile,
-             "-w" if wait else "-W", "-t", "120", "start"], check=wait)
+        run(
+            [
+                self.bin("pg_ctl"),
+                "-D",
+                self.datadir,
+                "-l",
+                self.logfile,
+                "-w" if wait else "-W",
+                "-t",
+                "120",
+                "start",
+            ],
+            check=wait,
+        )
         self.running = True
 
     def stop(self, mode: str = "fast") -> None:
         if self.running or os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
-            run([self.bin("pg_ctl"), "-D", self.datadir, "-m", mode, "-w", "-t", "120", "stop"],
-                check=False)
+            run(
+                [self.bin("pg_ctl"), "-D", self.datadir, "-m", mode, "-w", "-t", "120", "stop"],
+                check=False,
+            )
         self.running = False
 
     def log(self) -> str:
@@ -164,13 +196,42 @@ class Cluster:
 
     # --- SQL ----------------------------------------------------------------
     def psql(self, sql: str, *, db: str = "postgres", check: bool = True) -> str:
-        proc = run([self.bin("psql"), "-h", self.sockdir, "-p", str(self.port), "-U", "postgres",
-                    "-d", db, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql], check=check)
+        proc = run(
+            [
+                self.bin("psql"),
+                "-h",
+                self.sockdir,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-X",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            check=check,
+        )
         return proc.stdout.strip()
 
     def pgbench(self, *args: str) -> str:
-        proc = run([self.bin("pgbench"), "-h", self.sockdir, "-p", str(self.port),
-                    "-U", "postgres", *args, "postgres"])
+        proc = run(
+            [
+                self.bin("pgbench"),
+                "-h",
+                self.sockdir,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                *args,
+                "postgres",
+            ]
+        )
         return proc.stdout
 
     def switch_wal(self) -> str:
@@ -191,8 +252,25 @@ class Cluster:
         raise TimeoutError(f"{name} not archived in {timeout}s; server log:\n{self.log()[-3000:]}")
 
     def basebackup(self, dest: str, *extra: str) -> None:
-        run([self.bin("pg_basebackup"), "-h", self.sockdir, "-p", str(self.port), "-U",
-             "postgres", "-D", dest, "-Fp", "-X", "none", "-c", "fast", *extra])
+        run(
+            [
+                self.bin("pg_basebackup"),
+                "-h",
+                self.sockdir,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-D",
+                dest,
+                "-Fp",
+                "-X",
+                "none",
+                "-c",
+                "fast",
+                *extra,
+            ]
+        )
 
     def is_in_recovery(self) -> bool:
         return self.psql("SELECT pg_is_in_recovery()") == "t"
@@ -223,7 +301,9 @@ class Cluster:
         raise TimeoutError(f"server still running after {timeout}s")
 
 
-def walship_config(workdir: Workdir, settings: Mapping[str, object], name: str = "walship.toml") -> str:
+def walship_config(
+    workdir: Workdir, settings: Mapping[str, object], name: str = "walship.toml"
+) -> str:
     """Write a walship TOML config readable by the server user; returns its path."""
     lines = []
     for key, value in settings.items():
@@ -260,7 +340,9 @@ def restore_cluster(
     for stale in ("postmaster.pid", "standby.signal", "recovery.signal"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(cluster.datadir, stale))
-    run(["sh", "-c", f"rm -f {cluster.datadir}/pg_wal/0* {cluster.datadir}/pg_wal/archive_status/*"])
+    run(
+        ["sh", "-c", f"rm -f {cluster.datadir}/pg_wal/0* {cluster.datadir}/pg_wal/archive_status/*"]
+    )
     cluster.configure({"archive_mode": "off", **settings})
     run(["touch", os.path.join(cluster.datadir, signal)])
     return cluster

@@ -32,8 +32,9 @@ def work() -> Iterator[Workdir]:
 def _primary(major: int, work: Workdir, repo: str) -> tuple[Cluster, str]:
     cfg = walship_config(work, {"repo": repo})
     primary = Cluster(major, work)
-    primary.initdb({"archive_mode": "on", "archive_command": archive_command(cfg),
-                    "archive_timeout": "0"})
+    primary.initdb(
+        {"archive_mode": "on", "archive_command": archive_command(cfg), "archive_timeout": "0"}
+    )
     primary.start()
     return primary, cfg
 
@@ -62,7 +63,10 @@ def test_pitr_to_time_recovers_exactly(major: int, work: Workdir) -> None:
         primary.wait_archived(last)
 
         restored = restore_cluster(
-            major, work, backup, "restored",
+            major,
+            work,
+            backup,
+            "restored",
             {
                 "restore_command": restore_command(cfg),
                 "recovery_target_time": f"'{target}'",
@@ -72,9 +76,10 @@ def test_pitr_to_time_recovers_exactly(major: int, work: Workdir) -> None:
         restored.start()
         restored.wait_promoted()
         assert restored.psql("SELECT batch FROM marker ORDER BY batch") == "1"
-        assert restored.psql(
-            "SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts"
-        ) == expected
+        assert (
+            restored.psql("SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts")
+            == expected
+        )
         assert "recovery stopping before commit" in restored.log()
     finally:
         if restored is not None:

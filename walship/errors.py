@@ -40,6 +40,9 @@ class WalshipError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.one_line()
+
     def one_line(self) -> str:
         """The message and hint as one line, safe for a server log."""
         text = self.message if not self.hint else f"{self.message}; {self.hint}"
