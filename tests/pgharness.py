@@ -105,7 +105,8 @@ def run(
     )
     if check and proc.returncode != 0:
         raise RuntimeError(
-            f"{' '.join(cmd)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+            f"{' '.join(cmd)} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
         )
     return proc
 
@@ -283,7 +284,9 @@ class Cluster:
                     return
             except RuntimeError:
                 if not self.server_alive():
-                    raise RuntimeError(f"server exited during recovery:\n{self.log()[-4000:]}")
+                    raise RuntimeError(
+                        f"server exited during recovery:\n{self.log()[-4000:]}"
+                    ) from None
             time.sleep(0.3)
         raise TimeoutError(f"recovery did not finish in {timeout}s:\n{self.log()[-4000:]}")
 

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from contract import BackendContract
+
 from walship.errors import ContainerNotFound, NotFound
 from walship.storage import memory
 from walship.storage.base import Backend

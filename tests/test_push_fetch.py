@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import SEG, SYSID, make_segment, segment_name
+
 from walship.archive import fetch, layout, push
 from walship.codec import envelope
 from walship.config import Config

@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from helpers import SEG, SYSID, make_segment
+
 from walship import wal
 from walship.errors import InvalidWalError
 
