@@ -62,3 +62,45 @@ def test_local_permission_denied_is_clear(tmp_path: object) -> None:
         with pytest.raises(StorageError) as info:
             backend.put("wal/a/x", [b"1"])
         assert "cannot write" in str(info.value)
+
+
+# --- real storage servers (tests/servers): the same contract over the network ---
+def _remote(env: dict[str, str]) -> Backend:
+    from servers.plugin import config_from_env
+
+    from walship.storage.registry import open_backend
+
+    cfg = config_from_env(env)
+    return open_backend(env["WALSHIP_REPO"], cfg)  # type: ignore[arg-type]
+
+
+class TestS3MotoContract(BackendContract):
+    @pytest.fixture
+    def backend(self, s3_repo_env: dict[str, str]) -> Iterator[Backend]:
+        b = _remote(s3_repo_env)
+        yield b
+        b.close()
+
+
+class TestS3SeaweedfsContract(BackendContract):
+    @pytest.fixture
+    def backend(self, seaweedfs_repo_env: dict[str, str]) -> Iterator[Backend]:
+        b = _remote(seaweedfs_repo_env)
+        yield b
+        b.close()
+
+
+class TestGcsContract(BackendContract):
+    @pytest.fixture
+    def backend(self, gcs_repo_env: dict[str, str]) -> Iterator[Backend]:
+        b = _remote(gcs_repo_env)
+        yield b
+        b.close()
+
+
+class TestAzureContract(BackendContract):
+    @pytest.fixture
+    def backend(self, azure_repo_env: dict[str, str]) -> Iterator[Backend]:
+        b = _remote(azure_repo_env)
+        yield b
+        b.close()

@@ -126,8 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "encryption_cipher",
         "aes-256-gcm",
-        "AEAD of new encrypted objects (chacha20-poly1305 for CPUs without AES "
-        "instructions).",
+        "AEAD of new encrypted objects (chacha20-poly1305 for CPUs without AES instructions).",
         choices=("aes-256-gcm", "chacha20-poly1305"),
     ),
     # --- fetch ---
@@ -145,6 +144,149 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Data directory, for fetch_error_exit = 'auto' and the cluster check on fetch. "
         "Default: the current directory (PostgreSQL runs restore_command there).",
+    ),
+    # --- remote storage: retries (S3, GCS, Azure) ---
+    Setting(
+        "retry_deadline",
+        30.0,
+        "Seconds a remote storage request (one PUT, one part, one listing page) is retried "
+        "on transient faults (timeouts, resets, 5xx, throttling) before walship gives up. "
+        "Only transient faults are retried. See docs/storage.md.",
+        type_=float,
+        minimum=0.0,
+        maximum=3600.0,
+    ),
+    Setting(
+        "retry_attempt_timeout",
+        10.0,
+        "Seconds one attempt may wait for the store to connect or send data (SDK "
+        "connect/read timeouts; connect is capped at 5).",
+        type_=float,
+        minimum=0.1,
+        maximum=600.0,
+    ),
+    # --- S3 ---
+    Setting(
+        "s3_region",
+        None,
+        "S3 region (default: boto3's chain: AWS_REGION, the profile, else us-east-1).",
+    ),
+    Setting(
+        "s3_endpoint_url",
+        None,
+        "Endpoint of an S3-compatible store, e.g. http://minio:9000 (default: AWS).",
+    ),
+    Setting(
+        "s3_force_path_style",
+        False,
+        "Address buckets as endpoint/bucket instead of bucket.endpoint (most "
+        "S3-compatible stores need this).",
+        type_=bool,
+    ),
+    Setting(
+        "s3_profile",
+        None,
+        "Shared credentials/config profile (default: boto3's chain: environment, "
+        "AWS_PROFILE, instance or task role).",
+    ),
+    Setting(
+        "s3_sse",
+        "none",
+        "Server-side encryption of new objects: 'none' (the bucket default), 'AES256' "
+        "(SSE-S3) or 'aws:kms' (SSE-KMS, see s3_sse_kms_key_id).",
+        choices=("none", "AES256", "aws:kms"),
+    ),
+    Setting(
+        "s3_sse_kms_key_id",
+        None,
+        "KMS key id or ARN for s3_sse = 'aws:kms' (default: the AWS managed key).",
+    ),
+    Setting(
+        "s3_storage_class",
+        None,
+        "Storage class of new objects, e.g. STANDARD_IA (default: the bucket's). "
+        "Do not use GLACIER/DEEP_ARCHIVE: fetch needs immediate reads.",
+    ),
+    Setting(
+        "s3_checksum",
+        "when_required",
+        "Request checksums (botocore request_checksum_calculation): 'when_required' "
+        "works with every S3-compatible store; 'when_supported' adds CRC32 trailers "
+        "that AWS verifies but some compatible stores reject.",
+        choices=("when_required", "when_supported"),
+    ),
+    Setting(
+        "s3_part_size",
+        16 << 20,
+        "Bytes per multipart part at the start of a large upload; doubles every 1000 "
+        "parts, so 10,000 parts cover >= 7.8 TiB. Objects below it are one PUT. Memory "
+        "per upload is about one part (parts over 64 MiB are spooled to a temp file).",
+        type_=int,
+        minimum=8 << 20,
+        maximum=5 << 30,
+    ),
+    # --- Google Cloud Storage ---
+    Setting(
+        "gcs_credentials_file",
+        None,
+        "Service-account JSON key file (default: Application Default Credentials).",
+    ),
+    Setting("gcs_project", None, "Project id (default: from the credentials)."),
+    Setting(
+        "gcs_endpoint_url",
+        None,
+        "API endpoint override, e.g. an emulator at http://127.0.0.1:4443 "
+        "(default: https://storage.googleapis.com).",
+    ),
+    Setting(
+        "gcs_anonymous",
+        False,
+        "Send no credentials (public buckets, emulators).",
+        type_=bool,
+    ),
+    Setting(
+        "gcs_chunk_size",
+        16 << 20,
+        "Bytes per resumable-upload chunk; objects below it are one request. A multiple "
+        "of 256 KiB; memory per upload is about one chunk.",
+        type_=int,
+        minimum=256 << 10,
+        maximum=1 << 30,
+    ),
+    # --- Azure Blob ---
+    Setting(
+        "azure_account_url",
+        None,
+        "Blob service URL, e.g. https://ACCOUNT.blob.core.windows.net or an Azurite "
+        "http://127.0.0.1:10000/devstoreaccount1 (default: from azure_account_name).",
+    ),
+    Setting("azure_account_name", None, "Storage account name."),
+    Setting(
+        "azure_connection_string",
+        None,
+        "Storage connection string (alternative to account + key/SAS).",
+        secret=True,
+    ),
+    Setting("azure_account_key", None, "Storage account shared key.", secret=True),
+    Setting("azure_sas_token", None, "Shared access signature (SAS) token.", secret=True),
+    Setting(
+        "azure_block_size",
+        16 << 20,
+        "Bytes per staged block at the start of a large upload (doubles every 1000 "
+        "blocks); objects below it are one Put Blob. Memory per upload is about one block.",
+        type_=int,
+        minimum=1 << 20,
+        maximum=4000 << 20,
+    ),
+    # --- segment index (docs/index.md) ---
+    Setting(
+        "index_on_push",
+        False,
+        "Also scan each pushed segment and store its index entry (commit times, xids, "
+        "restore points) for restore planning. Off: run `walship index` instead. Costs "
+        "about 50-150 ms of CPU per busy 16 MiB segment (docs/benchmarks.md); a failure "
+        "to index never fails the push.",
+        type_=bool,
     ),
     # --- logging ---
     Setting("log_format", "text", "Log line format on stderr.", choices=("text", "json")),
@@ -172,6 +314,29 @@ class Config:
     encryption_cipher: str
     fetch_error_exit: str
     pgdata: str | None
+    retry_deadline: float
+    retry_attempt_timeout: float
+    s3_region: str | None
+    s3_endpoint_url: str | None
+    s3_force_path_style: bool
+    s3_profile: str | None
+    s3_sse: str
+    s3_sse_kms_key_id: str | None
+    s3_storage_class: str | None
+    s3_checksum: str
+    s3_part_size: int
+    gcs_credentials_file: str | None
+    gcs_project: str | None
+    gcs_endpoint_url: str | None
+    gcs_anonymous: bool
+    gcs_chunk_size: int
+    azure_account_url: str | None
+    azure_account_name: str | None
+    azure_connection_string: str | None
+    azure_account_key: str | None
+    azure_sas_token: str | None
+    azure_block_size: int
+    index_on_push: bool
     log_format: str
     log_level: str
 
