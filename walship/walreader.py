@@ -33,8 +33,9 @@ which check it was. After an XLOG_SWITCH the rest of the segment is skipped.
 CRC strategy: CRC-32C (Castagnoli) is verified for every record the reader
 decodes (the records of interest above: they are small) and, with
 ``crc="all"``, for every record (tests, ``verify --deep``). The CRC runs in C
-when the optional ``google_crc32c`` package is installed (it comes with the
-``gcs`` extra) and otherwise in pure Python (slicing-by-8, about 20 MB/s).
+via ``google_crc32c`` (a walship dependency); a pure-Python fallback
+(slicing-by-8, about 20 MB/s) keeps the reader working where that wheel is
+unavailable.
 A record of interest with a bad CRC ends the valid WAL like any other failed
 check; the structural checks above catch end-of-WAL garbage for the others.
 
