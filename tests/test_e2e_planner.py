@@ -1,0 +1,367 @@
+"""Proof: plan-restore predicts what real PostgreSQL recovery does (PostgreSQL 15).
+
+History built here (every file archived through walship into one repository):
+
+    TL1  CREATE t | backup b1 | id 1 | rp_a | id 2 | backup b2 | id 3 | T_x2 | id 4
+    TL2  (PITR of b1 to rp_a, planned by walship)  id 5 | id 6 | backup b3 | id 7 | rp_c
+         | switch | 5 xids used | id 8 | switch | id 11
+    TL3  (PITR of b3 to rp_c on timeline 2, planned by walship)  id 9 | L_9 | id 10
+
+Then, for targets before, inside and after each branch, a restore point, an
+xid and an LSN, the plan's verdict, backup and timeline are checked, and the
+reachable ones (and one unreachable one) are actually recovered with the
+plan's settings: the recovered rows and PostgreSQL's "recovery stopping"
+line must match the plan. Finally one segment is deleted from the
+repository: plan and verify must name exactly it, earlier targets stay
+reachable.
+
+Segment summaries come from the segment index (``walship index``) when that
+command exists, else from walship.walreader run over the archived segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pgharness import (
+    WALSHIP,
+    Cluster,
+    Workdir,
+    archive_command,
+    restore_cluster,
+    restore_command,
+    walship_config,
+)
+
+from walship import cli
+from walship.archive import layout
+from walship.config import Config
+from walship.restore import planner, report
+from walship.restore.inventory import load_inventory, read_object
+from walship.storage.local import LocalBackend
+from walship.wal import parse_segment_name
+
+pytestmark = pytest.mark.pg
+
+MAJOR = 15
+HAS_INDEX = "index" in cli.COMMANDS
+
+
+@pytest.fixture
+def work() -> Iterator[Workdir]:
+    w = Workdir()
+    yield w
+    w.close()
+
+
+class World:
+    def __init__(self, work: Workdir) -> None:
+        self.work = work
+        self.repo = work.mkdir("repo")
+        self.cfg_path = walship_config(work, {"repo": self.repo})
+        self.cfg = Config(repo=self.repo)
+        self.backups: dict[str, str] = {}
+        self.clusters: list[Cluster] = []
+        self.summaries: dict[tuple[int, int], Any] | None = None
+
+    # --- PostgreSQL ----------------------------------------------------------
+    def backup(self, cluster: Cluster, label: str) -> None:
+        path = os.path.join(self.work.path, label)
+        cluster.basebackup(path, "-l", label)
+        self.backups[label] = path
+
+    def restore(self, name: str, plan: dict[str, Any], *, archive: bool = False) -> Cluster:
+        settings = dict(plan["settings"])
+        settings["restore_command"] = restore_command(self.cfg_path)
+        if archive:
+            settings["archive_mode"] = "on"
+            settings["archive_command"] = archive_command(self.cfg_path)
+        cluster = restore_cluster(
+            MAJOR, self.work, self.backups[plan["backup"]["label"]], name, settings
+        )
+        self.clusters.append(cluster)
+        return cluster
+
+    # --- walship ---------------------------------------------------------------
+    def walship(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [WALSHIP, "--config", self.cfg_path, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def index(self) -> None:
+        if HAS_INDEX:
+            proc = self.walship("index")
+            assert proc.returncode == 0, proc.stderr
+            return
+        from walship import walreader
+
+        backend = LocalBackend(self.repo)
+        inv, lst = load_inventory(self.cfg, backend, summaries=False)
+        by_tli: dict[int, list[str]] = {}
+        for name, _ in lst.segments:
+            by_tli.setdefault(int(name[:8], 16), []).append(name)
+        summaries: dict[tuple[int, int], Any] = {}
+        for names in by_tli.values():
+            names.sort()
+            runs: list[list[str]] = []
+            for name in names:
+                segno = parse_segment_name(name, inv.seg_size).segno
+                if runs and parse_segment_name(runs[-1][-1], inv.seg_size).segno == segno - 1:
+                    runs[-1].append(name)
+                else:
+                    runs.append([name])
+            for run in runs:
+                files = ((n, read_object(self.cfg, backend, layout.key_for(n))) for n in run)
+                for scan in walreader.read_segments(files):
+                    s = scan.summary
+                    summaries[(s.tli, s.segno)] = s
+        self.summaries = summaries
+
+    def plan(self, *args: str) -> dict[str, Any]:
+        """``walship plan-restore --json ARGS`` (with the CLI when the index exists)."""
+        if HAS_INDEX:
+            proc = self.walship("plan-restore", "--json", *args)
+            assert proc.returncode in planner.EXIT_CODES.values(), proc.stderr
+            doc: dict[str, Any] = json.loads(proc.stdout)
+            assert doc["exit_code"] == proc.returncode
+            return doc
+        from walship.commands import plan_restore
+
+        parser = argparse.ArgumentParser()
+        plan_restore.configure(parser)
+        ns = parser.parse_args(list(args))
+        inv, _ = load_inventory(self.cfg, LocalBackend(self.repo), summaries=False)
+        if self.summaries is not None:
+            inv.summaries = dict(self.summaries)
+        p = planner.plan(
+            inv,
+            plan_restore.parse_target(ns),
+            timeline=plan_restore.parse_timeline(ns.timeline),
+            backup=ns.backup,
+            action=ns.action,
+        )
+        # the CLI answers the same for the targets that need no index
+        if self.summaries is None or p.target.kind in ("lsn", "immediate", "latest"):
+            proc = self.walship("plan-restore", "--json", *args)
+            assert proc.returncode == p.exit_code, proc.stdout + proc.stderr
+        return report.plan_json(p, inv)
+
+
+def rows(cluster: Cluster) -> list[int]:
+    out = cluster.psql("SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM t")
+    return [int(x) for x in out.split(",") if x]
+
+
+def insert(cluster: Cluster, i: int, tli: int) -> int:
+    time.sleep(0.05)
+    out = cluster.psql(f"INSERT INTO t VALUES ({i}, {tli}) RETURNING txid_current()")
+    return int(out.splitlines()[0])
+
+
+def now(cluster: Cluster) -> str:
+    time.sleep(0.3)
+    value = cluster.psql("SELECT now()::text")
+    time.sleep(0.3)
+    return value
+
+
+def finish(cluster: Cluster) -> None:
+    last = cluster.switch_wal()
+    cluster.wait_archived(last)
+    cluster.stop("immediate")
+
+
+def stopped_at(cluster: Cluster) -> str:
+    lines = [ln for ln in cluster.log().splitlines() if "recovery stopping" in ln]
+    return lines[-1] if lines else ""
+
+
+def recover(world: World, name: str, plan: dict[str, Any], *, archive: bool = False) -> Cluster:
+    assert plan["verdict"] == "reachable", plan
+    cluster = world.restore(name, plan, archive=archive)
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        raise AssertionError(f"{name} failed: {plan}\n{cluster.log()[-3000:]}") from exc
+    cluster.wait_promoted()
+    return cluster
+
+
+def check_stop(cluster: Cluster, plan: dict[str, Any]) -> None:
+    """PostgreSQL's 'recovery stopping ...' line names the record the plan predicted."""
+    event = plan["stop"]["event"]
+    line = stopped_at(cluster)
+    if event is None:
+        return
+    if event["kind"] == "restore_point":
+        assert f'recovery stopping at restore point "{event["name"]}"' in line, line
+    else:
+        assert f"{plan['stop']['how']} commit of transaction {event['xid']}" in line, line
+
+
+def test_plans_match_real_recoveries(work: Workdir) -> None:
+    world = World(work)
+    primary = Cluster(MAJOR, work)
+    world.clusters.append(primary)
+    primary.initdb(
+        {
+            "archive_mode": "on",
+            "archive_command": archive_command(world.cfg_path),
+            "archive_timeout": "0",
+            "autovacuum": "off",
+        }
+    )
+    try:
+        _scenario(world, primary)
+    finally:
+        for c in world.clusters:
+            c.stop("immediate")
+
+
+def _scenario(world: World, primary: Cluster) -> None:
+    # --- timeline 1 -------------------------------------------------------------
+    primary.start()
+    primary.psql("CREATE TABLE t(id int PRIMARY KEY, tl int)")
+    world.backup(primary, "b1")
+    insert(primary, 1, 1)
+    primary.psql("SELECT pg_create_restore_point('rp_a')")
+    insert(primary, 2, 1)
+    world.backup(primary, "b2")
+    insert(primary, 3, 1)
+    t_x2 = now(primary)
+    xid4 = insert(primary, 4, 1)
+    finish(primary)
+    world.index()
+
+    # --- timeline 2: a PITR planned by walship --------------------------------------
+    p = world.plan("--name", "rp_a", "--action", "promote")
+    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b1", 1)
+    r1 = recover(world, "r1", p, archive=True)
+    check_stop(r1, p)
+    assert rows(r1) == [1]
+    insert(r1, 5, 2)
+    insert(r1, 6, 2)
+    world.backup(r1, "b3")
+    xid7 = insert(r1, 7, 2)
+    r1.psql("SELECT pg_create_restore_point('rp_c')")
+    r1.switch_wal()
+    for _ in range(5):  # xids restart at the fork on timeline 3: make xid 8 unique to TL2
+        r1.psql("SELECT txid_current()")
+    xid8 = insert(r1, 8, 2)
+    r1.switch_wal()
+    insert(r1, 11, 2)
+    finish(r1)
+    world.index()
+
+    # --- timeline 3: a second PITR, on timeline 2 ------------------------------------
+    p = world.plan("--name", "rp_c", "--timeline", "2", "--action", "promote")
+    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b3", 2)
+    r2 = recover(world, "r2", p, archive=True)
+    check_stop(r2, p)
+    assert rows(r2) == [1, 5, 6, 7]
+    insert(r2, 9, 3)
+    lsn9 = r2.psql("SELECT pg_current_wal_insert_lsn()")
+    insert(r2, 10, 3)
+    finish(r2)
+    world.index()
+
+    # --- predictions on the full archive -------------------------------------------
+    expect = {
+        # name: (args, verdict, backup label, target timeline)
+        "rp_a latest": (["--name", "rp_a"], "reachable", "b1", 3),
+        "rp_c on TL1": (["--name", "rp_c", "--timeline", "1"], "timeline", None, None),
+        "unknown name": (["--name", "nope"], "unknown-restore-point", None, None),
+        "xid8 latest": (["--xid", str(xid8)], "timeline", None, None),
+        "immediate": (["--immediate"], "reachable", "b3", 3),
+        "latest": (["--latest"], "reachable", "b3", 3),
+        "after the end": (["--time", "2099-01-01 00:00:00+00"], "archive-ends", None, None),
+        "before b1": (["--lsn", "0/1000000"], "no-backup", None, None),
+        "rp_a from b2": (
+            ["--name", "rp_a", "--backup", "b2", "--timeline", "1"],
+            "no-backup",
+            None,
+            None,
+        ),
+    }
+    for what, (args, verdict, label, tli) in expect.items():
+        p = world.plan(*args)
+        assert p["verdict"] == verdict, (what, p)
+        if label is not None:
+            assert (p["backup"]["label"], p["target_timeline"]) == (label, tli), (what, p)
+    p = world.plan("--xid", str(xid8))
+    assert p["hint"] == "use --timeline 2"
+    p = world.plan("--time", "2099-01-01 00:00:00+00")
+    assert p["latest"]["last_commit_time"] is not None and "latest reachable time" in p["reason"]
+
+    # time inside timeline 1 after timeline 2 left it: the latest path is on timeline 2
+    # by then, whose first commit after b3 is later than the target
+    p = world.plan("--time", t_x2, "--action", "promote")
+    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b3", 3)
+    assert p["stop"]["event"]["xid"] == xid7 and p["stop"]["timeline"] == 2
+    c = recover(world, "c1", p)
+    check_stop(c, p)
+    assert rows(c) == [1, 5, 6]
+    c.stop("immediate")
+
+    # the same time on timeline 1 itself
+    p = world.plan("--time", t_x2, "--timeline", "1", "--action", "promote")
+    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b2", 1)
+    assert p["stop"]["event"]["xid"] == xid4
+    c = recover(world, "c2", p)
+    check_stop(c, p)
+    assert rows(c) == [1, 2, 3]
+    c.stop("immediate")
+
+    # an xid on timeline 2 after timeline 3 left it: unreachable on timeline 3 ...
+    p = world.plan("--xid", str(xid8), "--timeline", "2", "--action", "promote")
+    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b3", 2)
+    failing = dict(p, settings=dict(p["settings"], recovery_target_timeline="'3'"))
+    c = world.restore("c3", failing)
+    c.start(wait=False)
+    deadline = time.monotonic() + 120
+    while "database system is shut down" not in c.log() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "recovery ended before configured recovery target was reached" in c.log(), c.log()
+    # ... and reachable on timeline 2
+    c = recover(world, "c4", p)
+    check_stop(c, p)
+    assert rows(c) == [1, 5, 6, 7, 8]
+    c.stop("immediate")
+
+    # an LSN on timeline 3
+    p = world.plan("--lsn", lsn9, "--action", "promote")
+    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b3", 3)
+    c = recover(world, "c5", p)
+    assert rows(c) == [1, 5, 6, 7, 9]
+    c.stop("immediate")
+
+    proc = world.walship("verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # --- remove one segment: the one holding xid 8's commit (timeline 2, off TL3) ----
+    gone = p_seg = world.plan("--xid", str(xid8), "--timeline", "2")["segments"][-1]["last"]
+    assert p_seg.startswith("00000002")
+    LocalBackend(world.repo).delete([layout.key_for(gone)])
+    p = world.plan("--xid", str(xid8), "--timeline", "2")
+    assert (p["verdict"], p["missing_segment"], p["exit_code"]) == ("gap", gone, 11)
+    assert world.plan("--name", "rp_c", "--timeline", "2")["verdict"] == "reachable"
+    assert world.plan("--time", t_x2)["verdict"] == "reachable"
+    assert world.plan("--latest")["verdict"] == "reachable"
+    assert world.plan("--latest", "--timeline", "2")["missing_segment"] == gone
+    proc = world.walship("verify", "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 20, proc.stdout
+    errors = [e for e in doc["problems"] if e["severity"] == "error"]
+    assert [e["objects"] for e in errors] == [[gone]], errors
+    print(json.dumps(doc, indent=1), file=sys.stderr)

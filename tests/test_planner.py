@@ -1,0 +1,589 @@
+"""Restore planner and verify: pure logic over synthetic inventories, plus the CLI on mem://."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from walship import cli
+from walship.archive import layout, objects
+from walship.config import Config
+from walship.restore import planner, verify
+from walship.restore.backups import Backup, PgBackupFileSource, parse_pg_time
+from walship.restore.inventory import load_inventory
+from walship.restore.planner import Inventory, Target
+from walship.storage.memory import MemoryBackend
+from walship.wal import HistoryEntry, parse_lsn, segment_file_name
+from walship.waltypes import COMMIT, RESTORE_POINT, SegmentSummary, WalEvent
+
+S = 16 << 20
+T0 = 1_795_000_000_000_000  # µs since the epoch
+SW1 = 4 * S + 0x500  # timeline 2 leaves timeline 1 in segment 4
+SW2 = 7 * S + 0x100  # timeline 3 leaves timeline 2 in segment 7
+
+
+def commit_time(tli: int, segno: int) -> int:
+    return T0 + tli * 1_000_000_000 + segno * 60_000_000
+
+
+def xid(tli: int, segno: int) -> int:
+    return tli * 1000 + segno
+
+
+def summary(tli: int, segno: int, extra: tuple[WalEvent, ...] = ()) -> SegmentSummary:
+    lsn = segno * S + 0x1000
+    ev = WalEvent(COMMIT, lsn, lsn + 0x40, xid(tli, segno), commit_time(tli, segno))
+    events = tuple(sorted((ev, *extra), key=lambda e: e.lsn))
+    return SegmentSummary(
+        segment_file_name(tli, segno, S), tli, segno, S, segno * S, (segno + 1) * S, events
+    )
+
+
+def rp(name: str, lsn: int) -> WalEvent:
+    return WalEvent(RESTORE_POINT, lsn, lsn + 0x68, None, T0, name)
+
+
+def backup(name: str, segno: int, tli: int = 1, label: str = "") -> Backup:
+    start = segno * S + 0x28
+    return Backup(
+        name=f"{segment_file_name(tli, segno, S)}.{0x28:08X}.backup",
+        label=label or name,
+        source="postgresql",
+        key="",
+        start_lsn=start,
+        stop_lsn=start + 0x200,
+        checkpoint_lsn=start + 0x60,
+        start_tli=tli,
+        stop_tli=tli,
+        start_time=None,
+        stop_time=None,
+    )
+
+
+def inventory(
+    *, drop: tuple[tuple[int, int], ...] = (), index: bool = True, histories: bool = True
+) -> Inventory:
+    """TL1: 1..10, TL2 (from 1 at SW1): 4..8, TL3 (from 2 at SW2): 7..9; backups b1, b2."""
+    segs = {1: list(range(1, 11)), 2: list(range(4, 9)), 3: list(range(7, 10))}
+    for tli, segno in drop:
+        segs[tli].remove(segno)
+    extra = {
+        (1, 3): (rp("rpA", 3 * S + 0x2000),),
+        (2, 6): (rp("rpB", 6 * S + 0x2000),),
+        (1, 8): (rp("rpX", 8 * S + 0x2000),),
+    }
+    sums = {
+        (tli, s): summary(tli, s, extra.get((tli, s), ())) for tli, ss in segs.items() for s in ss
+    }
+    hist = {
+        2: [HistoryEntry(1, SW1, "at restore point")],
+        3: [HistoryEntry(1, SW1, "at restore point"), HistoryEntry(2, SW2, "no target")],
+    }
+    return Inventory(
+        seg_size=S,
+        segments=segs,
+        histories=hist if histories else {},
+        backups=[backup("b1", 2), backup("b2", 6)],
+        summaries=sums if index else None,
+    )
+
+
+def plan(inv: Inventory, kind: str, value: int | str | None = None, **kw: object) -> planner.Plan:
+    return planner.plan(inv, Target(kind, value), **kw)  # type: ignore[arg-type]
+
+
+def ranges(p: planner.Plan) -> list[tuple[int, int, int]]:
+    return [(r.tli, r.first, r.last) for r in p.segments]
+
+
+# --- timelines and segment selection --------------------------------------------------
+
+
+def test_latest_follows_newest_timeline_and_picks_segments_per_timeline() -> None:
+    p = plan(inventory(), "latest")
+    assert p.verdict == planner.REACHABLE and p.exit_code == 0
+    assert p.path is not None and p.path.target_tli == 3
+    assert p.path.describe() == "1 -> 2 at 0/4000500 -> 3 at 0/7000100"
+    # b2 (timeline 1 after the fork) is not on timeline 3's path: b1 is chosen
+    assert p.backup is not None and p.backup.label == "b1"
+    assert ranges(p) == [(1, 2, 3), (2, 4, 6), (3, 7, 9)]
+    assert p.settings["recovery_target_timeline"] == "'3'"
+    assert "recovery_target_action" not in p.settings
+
+
+def test_explicit_timeline_one_uses_newest_backup() -> None:
+    p = plan(inventory(), "latest", timeline=1)
+    assert p.reachable and p.backup is not None and p.backup.label == "b2"
+    assert ranges(p) == [(1, 6, 10)]
+
+
+def test_current_is_the_backups_timeline() -> None:
+    p = plan(inventory(), "immediate", timeline="current")
+    assert p.reachable and p.path is not None and p.path.target_tli == 1
+    assert p.backup is not None and p.backup.label == "b2"
+    assert p.settings["recovery_target"] == "'immediate'"
+
+
+def test_immediate_with_latest_needs_a_backup_on_the_path() -> None:
+    p = plan(inventory(), "immediate")
+    assert p.reachable and p.backup is not None and p.backup.label == "b1"
+    assert ranges(p) == [(1, 2, 2)]
+
+
+def test_latest_probing_stops_at_a_missing_history() -> None:
+    inv = inventory()
+    del inv.histories[2]
+    assert planner.newest_timeline(inv, 1) == 1
+    p = plan(inv, "latest")
+    assert p.path is not None and p.path.target_tli == 1
+
+
+def test_switch_at_a_segment_boundary_reads_the_whole_parent_segment() -> None:
+    inv = Inventory(
+        seg_size=S,
+        segments={1: [1, 2, 3], 2: [3, 4]},
+        histories={2: [HistoryEntry(1, 3 * S, "x")]},
+        backups=[backup("b", 1)],
+    )
+    p = plan(inv, "latest")
+    assert ranges(p) == [(1, 1, 2), (2, 3, 4)]
+
+
+def test_unknown_timeline_and_backup_not_a_child() -> None:
+    p = plan(inventory(), "latest", timeline=7)
+    assert p.verdict == planner.TIMELINE and p.exit_code == 13
+    assert "00000007.history" in p.reason
+    p = plan(inventory(), "latest", timeline=3, backup="b2")
+    assert p.verdict == planner.TIMELINE
+    assert "not on timeline 3's path" in p.reason
+
+
+# --- targets ------------------------------------------------------------------------
+
+
+def test_time_target_stops_before_first_later_commit() -> None:
+    target = commit_time(1, 8) + 1
+    p = plan(inventory(), "time", target, timeline=1)
+    assert p.reachable and p.backup is not None and p.backup.label == "b2"
+    assert p.stop is not None and p.stop.how == "before"
+    assert p.stop.event is not None and p.stop.event.xid == xid(1, 9)
+    assert ranges(p) == [(1, 6, 9)]
+    assert p.settings["recovery_target_time"] == f"'{planner.format_time(target)}'"
+
+
+def test_time_target_on_latest_path_stops_on_the_branch() -> None:
+    # a time on timeline 1 after the fork: the latest path is on timeline 2 by then,
+    # whose first commit is later than the target -> stop before it
+    p = plan(inventory(), "time", commit_time(1, 8) + 1)
+    assert p.reachable and p.path is not None and p.path.target_tli == 3
+    assert p.stop is not None and p.stop.event is not None
+    assert p.stop.event.xid == xid(2, 4) and p.stop.tli == 2
+
+
+def test_time_after_archive_end_reports_latest_time() -> None:
+    p = plan(inventory(), "time", commit_time(3, 9) + 1)
+    assert p.verdict == planner.ARCHIVE_ENDS and p.exit_code == 12
+    assert p.latest is not None and p.latest[1] == commit_time(3, 9)
+    assert (planner.format_time(commit_time(3, 9)) or "") in p.reason
+
+
+def test_time_before_every_backup_consistency() -> None:
+    inv = inventory()
+    # a commit inside b1's backup window, later than the target
+    inv.summaries[(1, 2)] = summary(1, 2, (WalEvent(COMMIT, 2 * S + 0x100, 2 * S + 0x140, 77, T0),))  # type: ignore[index]
+    p = plan(inv, "time", T0 - 1)
+    assert p.verdict == planner.NO_BACKUP and p.exit_code == 10
+
+
+def test_name_target_and_name_on_another_branch() -> None:
+    p = plan(inventory(), "name", "rpB")
+    assert p.reachable and p.stop is not None and p.stop.how == "after"
+    assert p.stop.tli == 2 and ranges(p)[-1] == (2, 4, 6)
+    p = plan(inventory(), "name", "rpX")  # on timeline 1 after timeline 2 left it
+    assert p.verdict == planner.TIMELINE and p.hint == "use --timeline 1"
+    p = plan(inventory(), "name", "rpX", timeline=1)
+    assert p.reachable and p.backup is not None and p.backup.label == "b2"
+
+
+def test_unknown_restore_point() -> None:
+    p = plan(inventory(), "name", "nope")
+    assert p.verdict == planner.UNKNOWN_NAME and p.exit_code == 14
+
+
+def test_restore_point_before_the_only_usable_backup() -> None:
+    p = plan(inventory(), "name", "rpA", backup="b2", timeline=1)
+    assert p.verdict == planner.NO_BACKUP
+
+
+def test_xid_target() -> None:
+    p = plan(inventory(), "xid", xid(2, 8))  # after timeline 3 left timeline 2
+    assert p.verdict == planner.TIMELINE and p.hint == "use --timeline 2"
+    p = plan(inventory(), "xid", xid(2, 8), timeline=2)
+    assert p.reachable and p.stop is not None and p.stop.event is not None
+    assert p.stop.event.xid == xid(2, 8)
+    assert ranges(p) == [(1, 2, 3), (2, 4, 8)]
+    p = plan(inventory(), "xid", 999_999)
+    assert p.verdict == planner.ARCHIVE_ENDS
+
+
+def test_lsn_target() -> None:
+    p = plan(inventory(), "lsn", 5 * S + 0x10, timeline=1)
+    assert p.reachable and p.backup is not None and p.backup.label == "b1"
+    assert ranges(p) == [(1, 2, 5)]
+    assert p.settings["recovery_target_lsn"] == "'0/5000010'"
+    p = plan(inventory(), "lsn", 2 * S + 0x30)  # inside b1's backup window
+    assert p.verdict == planner.NO_BACKUP
+    p = plan(inventory(), "lsn", 12 * S, timeline=1)
+    assert p.verdict == planner.ARCHIVE_ENDS
+
+
+def test_targets_without_index() -> None:
+    inv = inventory(index=False)
+    p = plan(inv, "time", T0)
+    assert p.verdict == planner.NEEDS_INDEX and p.exit_code == 15
+    assert p.hint == "run walship index"
+    assert plan(inv, "lsn", 5 * S, timeline=1).reachable
+    assert plan(inv, "latest").reachable
+    inv = inventory()
+    assert inv.summaries is not None
+    del inv.summaries[(2, 5)]
+    p = plan(inv, "name", "rpB")
+    assert p.verdict == planner.NEEDS_INDEX and "000000020000000000000005" in p.reason
+
+
+# --- gaps ------------------------------------------------------------------------------
+
+
+def test_gap_is_named_and_earlier_targets_stay_reachable() -> None:
+    inv = inventory(drop=((2, 5),))
+    p = plan(inv, "latest")
+    assert p.verdict == planner.GAP and p.exit_code == 11
+    assert p.missing == "000000020000000000000005"
+    assert plan(inv, "name", "rpA").reachable
+    assert plan(inv, "time", commit_time(2, 4) - 1).reachable
+    p = plan(inv, "name", "rpB")
+    assert p.verdict == planner.GAP and p.missing == "000000020000000000000005"
+    # timeline 1's own path does not need timeline 2's segment
+    assert plan(inv, "latest", timeline=1).reachable
+
+
+def test_older_timeline_segment_does_not_fill_a_gap() -> None:
+    # 000000010000000000000005 exists, but timeline 2 owns segment 5 on this path
+    inv = inventory(drop=((2, 5),))
+    assert inv.has(1, 5)
+    p = plan(inv, "lsn", 5 * S + 0x2000)
+    assert p.verdict == planner.GAP and p.missing == "000000020000000000000005"
+
+
+def test_gap_inside_backup_makes_older_backup_needed() -> None:
+    inv = inventory(drop=((1, 6),))
+    p = plan(inv, "latest", timeline=1)
+    assert p.verdict == planner.GAP and p.missing == "000000010000000000000006"
+    p = plan(inv, "lsn", 5 * S, timeline=1)
+    assert p.reachable and p.backup is not None and p.backup.label == "b1"
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def kinds(problems: list[verify.Problem]) -> list[str]:
+    return [p.kind for p in problems if p.severity == verify.ERROR]
+
+
+def test_verify_clean_archive() -> None:
+    assert kinds(verify.check(inventory())) == []
+
+
+def test_verify_names_the_missing_segment() -> None:
+    problems = verify.check(inventory(drop=((2, 5),)))
+    gaps = [p for p in problems if p.kind == "gap"]
+    assert len(gaps) == 1 and gaps[0].objects == ("000000020000000000000005",)
+    assert "timeline(s) 2, 3" in gaps[0].message
+
+
+def test_verify_backup_incomplete() -> None:
+    problems = verify.check(inventory(drop=((1, 2),)))
+    assert "backup" in kinds(problems)
+    assert any("000000010000000000000002" in p.objects for p in problems if p.kind == "backup")
+
+
+def test_verify_split_brain_and_missing_histories() -> None:
+    inv = inventory()
+    inv.histories[3] = [HistoryEntry(1, SW1 + 8, "x"), HistoryEntry(2, SW2, "y")]
+    problems = verify.check(inv)
+    assert "split-brain" in kinds(problems)
+    inv = inventory()
+    del inv.histories[2]
+    messages = [p.message for p in verify.check(inv) if p.kind == "history"]
+    assert any("latest" in m for m in messages)
+    assert any("timeline 2 has archived WAL but no 00000002.history" in m for m in messages)
+
+
+def test_verify_segment_before_timeline_start() -> None:
+    inv = inventory()
+    inv.segments[2].insert(0, 2)
+    inv.__post_init__()
+    assert "split-brain" in kinds(verify.check(inv))
+
+
+def test_overview() -> None:
+    infos = {t.tli: t for t in planner.overview(inventory(drop=((1, 6),)))}
+    assert infos[1].ranges == [(1, 5), (7, 10)] and infos[1].gaps == [(6, 6)]
+    assert infos[2].parent == 1 and infos[2].switchpoint == SW1
+    assert infos[3].first_time == commit_time(3, 7)
+    assert [r[0] for r in infos[2].restore_points] == ["rpB"]
+    assert infos[1].children == [2]
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-23 14:30:00+00",
+        "2026-11-23T14:30:00Z",
+        "2026-11-23 16:30:00+02:00",
+        "2026-11-23 14:30:00 UTC",
+    ],
+)
+def test_parse_time(text: str) -> None:
+    assert planner.format_time(planner.parse_time(text)) == "2026-11-23 14:30:00+00"
+
+
+def test_parse_time_rejects_naive_and_junk() -> None:
+    with pytest.raises(ValueError, match="no time zone"):
+        planner.parse_time("2026-11-23 14:30:00")
+    with pytest.raises(ValueError, match="not a timestamp"):
+        planner.parse_time("yesterday")
+    assert planner.format_time(planner.parse_time("2026-11-23 14:30:00.25+00")) == (
+        "2026-11-23 14:30:00.25+00"
+    )
+
+
+def test_backup_file_parsing() -> None:
+    text = (
+        "START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\n"
+        "STOP WAL LOCATION: 0/3000138 (file 000000010000000000000003)\n"
+        "CHECKPOINT LOCATION: 0/3000098\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n"
+        "START TIME: 2026-11-23 22:27:31 UTC\nLABEL: nightly\nSTART TIMELINE: 1\n"
+        "STOP TIME: 2026-11-23 22:27:32 UTC\nSTOP TIMELINE: 1\n"
+    )
+    name = "000000010000000000000003.00000028.backup"
+    b = PgBackupFileSource().parse(f"wal/0000000100000000/{name}", text.encode())
+    assert (b.start_lsn, b.stop_lsn, b.checkpoint_lsn) == (
+        parse_lsn("0/3000028"),
+        parse_lsn("0/3000138"),
+        parse_lsn("0/3000098"),
+    )
+    assert b.label == "nightly" and b.matches("nightly") and b.matches(name[:-7])
+    assert planner.format_time(b.stop_time) == "2026-11-23 22:27:32+00"
+    assert parse_pg_time("2026-11-23 22:27:32 CET") is None
+    assert parse_pg_time("2026-11-23 22:27:32 +02") == parse_pg_time("2026-11-23 20:27:32 UTC")
+
+
+# --- repository + CLI (mem://) ------------------------------------------------------------
+
+
+def _put(cfg: Config, backend: MemoryBackend, name: str, data: bytes, kind: str) -> None:
+    import hashlib
+
+    header = objects.new_header(name, kind, len(data), hashlib.sha256(data).hexdigest(), cfg)
+    objects.put_object(cfg, backend, layout.key_for(name), header, [data])
+
+
+@pytest.fixture
+def repo() -> Iterator[tuple[str, Config, MemoryBackend]]:
+    import uuid
+
+    url = f"mem://plan-{uuid.uuid4().hex}"
+    cfg = Config(repo=url)
+    backend = MemoryBackend(url[len("mem://") :])
+    backend.put(layout.IDENTITY_KEY, [layout.Identity(42, S, 15).to_json()])
+    for tli, segs in {1: range(1, 8), 2: range(4, 7)}.items():
+        for s in segs:
+            _put(cfg, backend, segment_file_name(tli, s, S), b"fake segment", "segment")
+    _put(
+        cfg, backend, "00000002.history", b"1\t0/4000500\tno recovery target specified\n", "history"
+    )
+    label = (
+        "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n"
+        "STOP WAL LOCATION: 0/2000138 (file 000000010000000000000002)\n"
+        "CHECKPOINT LOCATION: 0/2000060\nSTART TIME: 2026-11-23 22:27:31 UTC\nLABEL: nightly\n"
+        "START TIMELINE: 1\nSTOP TIME: 2026-11-23 22:27:32 UTC\nSTOP TIMELINE: 1\n"
+    )
+    _put(cfg, backend, "000000010000000000000002.00000028.backup", label.encode(), "backup")
+    yield url, cfg, backend
+
+
+def test_inventory_reads_repository(repo: tuple[str, Config, MemoryBackend]) -> None:
+    _url, cfg, backend = repo
+    inv, lst = load_inventory(cfg, backend, summaries=False)
+    assert inv.seg_size == S and inv.system_identifier == 42
+    assert inv.segments == {1: list(range(1, 8)), 2: [4, 5, 6]}
+    assert inv.histories[2] == [HistoryEntry(1, SW1, "no recovery target specified")]
+    assert [b.label for b in inv.backups] == ["nightly"]
+    assert len(lst.segments) == 10
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_plan_restore(
+    repo: tuple[str, Config, MemoryBackend], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = repo[0]
+    code, out, _ = run_cli(capsys, "--repo", url, "plan-restore", "--latest")
+    assert code == 0, out
+    assert "REACHABLE" in out and "recovery_target_timeline = '2'" in out
+    code, out, _ = run_cli(
+        capsys,
+        "--repo",
+        url,
+        "plan-restore",
+        "--lsn",
+        "0/6000010",
+        "--timeline",
+        "1",
+        "--json",
+        "--action",
+        "promote",
+    )
+    doc = json.loads(out)
+    assert code == 0 and doc["backup"]["label"] == "nightly"
+    assert doc["settings"]["recovery_target_action"] == "'promote'"
+    assert doc["segments"] == [
+        {
+            "timeline": 1,
+            "first": "000000010000000000000002",
+            "last": "000000010000000000000006",
+            "count": 5,
+        }
+    ]
+    code, out, err = run_cli(capsys, "--repo", url, "plan-restore", "--lsn", "0/1000000")
+    assert code == 10 and "not reachable" in err
+
+
+def test_cli_plan_needs_index_for_time(
+    repo: tuple[str, Config, MemoryBackend], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # no segment index in this repository (or no walindex module at all)
+    code, out, _ = run_cli(
+        capsys, "--repo", repo[0], "plan-restore", "--time", "2026-11-23 22:30:00+00"
+    )
+    assert code == 15 and "walship index" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--time", "2026-11-23 14:30:00"], "no time zone"),
+        (["--time", "soon"], "not a timestamp"),
+        (["--lsn", "0/1", "--xid", "5"], "not allowed with"),
+        ([], "one of the arguments"),
+        (["--latest", "--timeline", "sideways"], "--timeline 'sideways' is not valid"),
+        (["--xid", "abc"], "not a number"),
+        (["--lsn", "zz"], "invalid LSN"),
+    ],
+)
+def test_cli_bad_input(
+    repo: tuple[str, Config, MemoryBackend],
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    code, _out, err = run_cli(capsys, "--repo", repo[0], "plan-restore", *args)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_wal_show_and_verify(
+    repo: tuple[str, Config, MemoryBackend], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _cfg, backend = repo
+    code, out, _ = run_cli(capsys, "--repo", url, "wal-show")
+    assert code == 0 and "timeline 2, from timeline 1 at 0/4000500" in out
+    code, out, _ = run_cli(capsys, "--repo", url, "wal-show", "--json")
+    doc = json.loads(out)
+    assert doc["timelines"][1]["ranges"][0]["first"] == "000000020000000000000004"
+    code, out, _ = run_cli(capsys, "--repo", url, "verify", "--deep")
+    assert code == 0, out
+    assert "OK" in out
+    backend.delete([layout.key_for("000000010000000000000003")])
+    code, out, _err = run_cli(capsys, "--repo", url, "verify", "--json")
+    doc = json.loads(out)
+    assert code == 20 and not doc["ok"]
+    gaps = [p for p in doc["problems"] if p["kind"] == "gap"]
+    assert gaps[0]["objects"] == ["000000010000000000000003"]
+    # corrupt one object: only --deep notices
+    key = layout.key_for("000000010000000000000004")
+    data = b"".join(backend.open(key))
+    backend.put(key, [data[:-3] + b"xyz"], mode="overwrite")
+    code, out, _ = run_cli(capsys, "--repo", url, "verify", "--deep", "--json")
+    doc = json.loads(out)
+    assert any(
+        p["kind"] == "integrity" and p["objects"] == ["000000010000000000000004"]
+        for p in doc["problems"]
+    )
+
+
+def sparse(inv: Inventory) -> Inventory:
+    """The same inventory with index-style summaries: commits only counted, loaded on demand."""
+    from walship.walreader import xact_stats
+
+    assert inv.summaries is not None
+    full = dict(inv.summaries)
+    inv.summaries = {
+        k: s._replace(
+            events=tuple(e for e in s.events if e.kind != COMMIT),
+            sparse=True,
+            **xact_stats(s.events),
+        )
+        for k, s in full.items()
+    }
+    inv.load_events = lambda s: full[(s.tli, s.segno)].events
+    return inv
+
+
+CASES = [
+    ("time", commit_time(1, 8) + 1, {"timeline": 1}),
+    ("time", commit_time(1, 8) + 1, {}),
+    ("time", commit_time(3, 9) + 1, {}),
+    ("time", commit_time(3, 8), {}),
+    ("xid", xid(2, 8), {}),
+    ("xid", xid(2, 8), {"timeline": 2}),
+    ("xid", xid(1, 9), {"timeline": 1}),
+    ("name", "rpB", {}),
+    ("latest", None, {}),
+]
+
+
+@pytest.mark.parametrize("kind, value, kw", CASES)
+def test_sparse_summaries_plan_like_full_ones(
+    kind: str, value: object, kw: dict[str, object]
+) -> None:
+    full = plan(inventory(), kind, value, **kw)  # type: ignore[arg-type]
+    inv = sparse(inventory())
+    p = plan(inv, kind, value, **kw)  # type: ignore[arg-type]
+    assert (p.verdict, p.reason, p.stop, p.segments, p.windows, p.latest) == (
+        full.verdict,
+        full.reason,
+        full.stop,
+        full.segments,
+        full.windows,
+        full.latest,
+    )
+    assert inv.events_loaded <= 6
+
+
+def test_sparse_without_loader_needs_index() -> None:
+    inv = sparse(inventory())
+    inv.load_events = None
+    p = plan(inv, "time", commit_time(1, 8) + 1, timeline=1)
+    assert p.verdict == planner.NEEDS_INDEX

@@ -1,0 +1,123 @@
+"""``walship plan-restore``: can I restore to this target, and how? (docs/planning.md)"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .. import log
+from ..config import Config
+from ..errors import UsageError
+from ..restore import planner, report
+from ..restore.inventory import load_inventory
+from ..storage.registry import open_backend
+from ..wal import parse_lsn
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_argument_group("target (exactly one)").add_mutually_exclusive_group(
+        required=True
+    )
+    target.add_argument(
+        "--time",
+        metavar="TIMESTAMPTZ",
+        help="recovery_target_time, with a zone: '2026-11-23 14:30:00+00' or ...T14:30:00Z",
+    )
+    target.add_argument("--lsn", metavar="X/Y", help="recovery_target_lsn, e.g. 0/5000260")
+    target.add_argument("--xid", metavar="XID", help="recovery_target_xid")
+    target.add_argument("--name", metavar="NAME", help="recovery_target_name (a restore point)")
+    target.add_argument(
+        "--immediate", action="store_true", help="recovery_target = 'immediate' (consistency)"
+    )
+    target.add_argument("--latest", action="store_true", help="no target: replay all archived WAL")
+    parser.add_argument(
+        "--timeline",
+        default="latest",
+        metavar="latest|current|N",
+        help="recovery_target_timeline to plan for (default latest, as PostgreSQL)",
+    )
+    parser.add_argument(
+        "--backup", metavar="NAME", help="only this backup (.backup file name or label)"
+    )
+    parser.add_argument(
+        "--action",
+        choices=("pause", "promote", "shutdown"),
+        default="pause",
+        help="recovery_target_action for the settings (default pause)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def parse_target(args: argparse.Namespace) -> planner.Target:
+    try:
+        if args.time is not None:
+            return planner.Target("time", planner.parse_time(args.time))
+        if args.lsn is not None:
+            return planner.Target("lsn", parse_lsn(args.lsn))
+        if args.xid is not None:
+            xid = int(args.xid, 10)
+            if not 3 <= xid < 1 << 64:
+                raise ValueError(f"--xid {args.xid!r} is not a normal transaction id (>= 3)")
+            return planner.Target("xid", xid)
+        if args.name is not None:
+            if not args.name or len(args.name.encode()) > 63:
+                raise ValueError("--name must be 1 to 63 bytes (PostgreSQL's restore point limit)")
+            return planner.Target("name", args.name)
+    except ValueError as exc:
+        text = str(exc)
+        if args.xid is not None and "invalid literal" in text:
+            text = f"--xid {args.xid!r} is not a number"
+        raise UsageError(text, hint="see 'walship plan-restore --help'") from None
+    if args.immediate:
+        return planner.Target("immediate")
+    return planner.Target("latest")
+
+
+def parse_timeline(text: str) -> str | int:
+    try:
+        return planner.parse_timeline(text)
+    except ValueError:
+        raise UsageError(
+            f"--timeline {text!r} is not valid",
+            hint="use latest, current or a timeline number such as 2",
+        ) from None
+
+
+def restore_command(args: argparse.Namespace) -> str:
+    path = getattr(args, "config", None) or os.environ.get("WALSHIP_CONFIG")
+    if path:
+        return f"walship --config {os.path.abspath(path)} fetch %f %p"
+    return "walship fetch %f %p"
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    target = parse_target(args)
+    timeline = parse_timeline(args.timeline)
+    backend = open_backend(cfg.require("repo"), cfg)
+    try:
+        inv, _ = load_inventory(cfg, backend)
+    finally:
+        backend.close()
+    plan = planner.plan(
+        inv,
+        target,
+        timeline=timeline,
+        backup=args.backup,
+        restore_command=restore_command(args),
+        action=args.action,
+    )
+    if args.json:
+        json.dump(report.plan_json(plan, inv), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(report.plan_text(plan, inv))
+    if not plan.reachable:
+        log.warning(
+            "plan.unreachable",
+            f"{target.describe()} is not reachable: {plan.reason}",
+            verdict=plan.verdict,
+            exit=plan.exit_code,
+        )
+    return plan.exit_code
