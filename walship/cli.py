@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, log
 from .errors import NotFound, UsageError, WalshipError
@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "walship.commands.fetch",
         "restore one WAL file (restore_command = 'walship fetch %%f %%p')",
     ),
+    "keygen": ("walship.commands.keygen", "create an encryption key file (prints only its key id)"),
+    "plan-restore": ("walship.commands.plan_restore", "plan a point-in-time restore (no server)"),
+    "wal-show": ("walship.commands.wal_show", "show timelines, archived ranges, gaps, backups"),
+    "verify": ("walship.commands.verify", "check WAL continuity, histories and backups"),
+    "index": ("walship.commands.index", "index archived segments for restore planning"),
     "show-config": (
         "walship.commands.show_config",
         "print the effective settings (secrets hidden)",
@@ -98,16 +103,115 @@ def _find_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+#: commands PostgreSQL runs once per WAL file: parsed without building argparse parsers
+FAST_COMMANDS = ("push", "fetch")
+_FAST_VALUE_OPTIONS = {"--config": "config", "--repo": "repo", "--log-format": "log_format"}
+_FAST_COUNT_OPTIONS = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet"}
+
+
+class _NotFast(Exception):
+    pass
+
+
+class _Recorder:
+    """Stands in for the parser in a command's ``configure``; records plain arguments only."""
+
+    def __init__(self) -> None:
+        self.positionals: list[str] = []
+        self.defaults: dict[str, object] = {}
+
+    def add_argument(self, *names: str, **kw: object) -> None:
+        if len(names) == 1 and not names[0].startswith("-") and set(kw) <= {"metavar", "help"}:
+            self.positionals.append(names[0])
+        elif (
+            names
+            and all(n.startswith("--") for n in names)
+            and set(kw)
+            <= {
+                "action",
+                "default",
+                "dest",
+                "help",
+            }
+        ):
+            dest = kw.get("dest") or names[0][2:].replace("-", "_")
+            action = kw.get("action")
+            if action == "store_true":
+                default = kw.get("default", False)
+            elif action == "store_false":
+                default = kw.get("default", True)
+            elif action is None:
+                default = kw.get("default")
+            else:
+                raise _NotFast
+            if default != "==SUPPRESS==":
+                self.defaults[str(dest)] = default
+        else:
+            raise _NotFast
+
+    def __getattr__(self, name: str) -> Any:
+        raise _NotFast  # any other parser API: let argparse do it
+
+
+def _fast_args(argv: Sequence[str], command: str | None) -> Any:
+    """Parse ``walship [--config X] [--repo X] [--log-format F] [-v] [-q] push|fetch A B``.
+
+    The Namespace argparse would build for the same argv, or None for anything
+    else (help, errors, ``--opt=value``, abbreviations, options after the
+    command), which then goes to argparse: the result never differs. Building
+    the full parser costs more than the rest of the command's start-up.
+    """
+    if command not in FAST_COMMANDS:
+        return None
+    values: dict[str, Any] = {"config": None, "repo": None, "log_format": None}
+    values.update(verbose=None, quiet=None)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _FAST_VALUE_OPTIONS:
+            if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+                return None
+            dest = _FAST_VALUE_OPTIONS[arg]
+            if dest == "log_format" and argv[i + 1] not in ("text", "json"):
+                return None
+            values[dest] = argv[i + 1]
+            i += 2
+        elif arg in _FAST_COUNT_OPTIONS:
+            dest = _FAST_COUNT_OPTIONS[arg]
+            values[dest] = (values[dest] or 0) + 1
+            i += 1
+        elif arg == command:
+            break
+        else:
+            return None
+    rest = argv[i + 1 :]
+    recorder = _Recorder()
+    try:
+        importlib.import_module(COMMANDS[command][0]).configure(recorder)
+    except _NotFast:
+        return None
+    if len(rest) != len(recorder.positionals) or any(a.startswith("-") for a in rest):
+        return None
+    import types
+
+    values["command"] = command
+    values.update(recorder.defaults)
+    values.update(zip(recorder.positionals, rest, strict=True))
+    return types.SimpleNamespace(**values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _find_command(argv)
     fetching = command == "fetch"
     try:
-        parser = build_parser(command)
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return 2
+        args = _fast_args(argv, command)
+        if args is None:
+            parser = build_parser(command)
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help(sys.stderr)
+                return 2
         from . import config
 
         overrides: dict[str, object] = {"repo": args.repo, "log_format": args.log_format}

@@ -59,7 +59,9 @@ def put_object(
     raw_chunks: Iterable[bytes],
     *,
     mode: str = "create",
+    compressed: Iterable[bytes] | None = None,
 ) -> ObjectInfo:
+    """Store an object; ``compressed`` is its body already compressed per ``header``."""
     encryptor = make_encryptor(cfg)
     body = envelope.encode(
         header,
@@ -67,6 +69,7 @@ def put_object(
         level=cfg.compression_level,
         threads=cfg.compression_threads,
         encryptor=encryptor,
+        compressed=compressed,
     )
     return backend.put(key, body, mode=mode, metadata=envelope.metadata_for(header))
 

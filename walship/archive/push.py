@@ -45,9 +45,12 @@ class PushResult:
         self.seconds = 0.0
 
 
-def _digest(path: str) -> tuple[int, str, bytes]:
+def _digest(path: str, cfg: Config) -> tuple[int, str, bytes, list[bytes] | None]:
+    """Size, SHA-256, first 8 KiB and (usually) the compressed body, in one read."""
     try:
-        return envelope.file_digest(path)
+        return envelope.file_digest_compressed(
+            path, cfg.compression, cfg.compression_level, cfg.compression_threads
+        )
     except FileNotFoundError:
         raise WalshipError(
             f"source file {path} does not exist",
@@ -63,11 +66,14 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
     started = time.monotonic()
     kind = classify(name)
     path = os.path.abspath(source)
-    size, sha256, first = _digest(path)
+    size, sha256, first, body = _digest(path, cfg)
     extra: dict[str, object] = {}
 
     if kind in (FileKind.SEGMENT, FileKind.PARTIAL):
-        page = parse_long_header(first)
+        try:
+            page = parse_long_header(first)
+        except InvalidWalError as exc:  # name the file: the message goes to the server log
+            raise InvalidWalError(f"{name}: {exc.message}", hint=exc.hint) from None
         check_segment_header(name, page)
         if size != page.seg_size:
             raise InvalidWalError(
@@ -90,7 +96,8 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
     result = PushResult(name, key, size, sha256)
     header = objects.new_header(name, kind, size, sha256, cfg, **extra)
     try:
-        info = objects.put_object(cfg, backend, key, header, envelope.file_chunks(path, size))
+        chunks = envelope.file_chunks(path, size)
+        info = objects.put_object(cfg, backend, key, header, chunks, compressed=body)
         result.stored_size = info.size
     except AlreadyExists:
         existing = objects.stored_digest(cfg, backend, key)
@@ -102,6 +109,10 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
                 "investigate before changing anything",
             ) from None
         result.already = True
+    if cfg.index_on_push and kind in (FileKind.SEGMENT, FileKind.PARTIAL) and not result.already:
+        from ..walindex import index_pushed_file  # only when enabled: keeps push imports light
+
+        index_pushed_file(cfg, backend, path, name, sha256)
     result.seconds = time.monotonic() - started
     return result
 

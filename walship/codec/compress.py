@@ -7,7 +7,7 @@ read (a highly compressible chunk never expands into one huge buffer).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 from ..errors import IntegrityError
@@ -18,7 +18,7 @@ KINDS = ("zstd", "none")
 
 def compress_stream(
     kind: str, chunks: Iterable[bytes], level: int, threads: int
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     if kind == "none":
         yield from chunks
         return

@@ -95,19 +95,24 @@ def encode(
     level: int = 1,
     threads: int = 0,
     encryptor: Encryptor | None = None,
+    compressed: Iterable[bytes] | None = None,
 ) -> Iterator[bytes]:
     """Yield the stored bytes of an object: header, then the encoded body.
 
     ``header`` must already hold ``name``, ``kind``, ``raw_size``,
     ``raw_sha256`` and ``compression``; ``format`` and ``encryption`` are set
-    here.
+    here. ``compressed``, when given, is the body already compressed as
+    ``header["compression"]`` says (``raw_chunks`` is then not read).
     """
     header = dict(header)
     header["format"] = FORMAT
     header["encryption"] = encryptor.header() if encryptor is not None else None
     head = serialize_header(header)
     yield head
-    body = compress.compress_stream(header["compression"], raw_chunks, level, threads)
+    if compressed is not None:
+        body: Iterable[bytes] = compressed
+    else:
+        body = compress.compress_stream(header["compression"], raw_chunks, level, threads)
     if encryptor is None:
         yield from body
         return
@@ -121,6 +126,43 @@ def encode(
     last = encryptor.finalize()
     if last:
         yield last
+
+
+class Background:
+    """``fn(*args)`` in a helper thread; :meth:`wait` joins it and re-raises its error.
+
+    Built on ``_thread``: importing ``threading`` would cost every push more
+    than the helpers save. Used to hash (push, fetch) and to start write-back
+    (fetch) while the calling thread compresses, decompresses or writes.
+    """
+
+    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+        import _thread
+
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._error: BaseException | None = None
+        self._fn = fn
+        self._args = args
+        _thread.start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            self._fn(*self._args)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._done.release()
+
+    @property
+    def running(self) -> bool:
+        return self._done.locked()
+
+    def wait(self) -> None:
+        with self._done:
+            pass
+        if self._error is not None:
+            raise self._error
 
 
 class _Buffered:
@@ -215,12 +257,19 @@ def _decrypt(decryptor: Decryptor, body: Iterator[bytes]) -> Iterator[bytes]:
 def _verify(header: dict[str, Any], raw: Iterator[bytes], where: str) -> Iterator[bytes]:
     digest = hashlib.sha256()
     size = 0
-    for chunk in raw:
-        digest.update(chunk)
-        size += len(chunk)
-        if size > int(header["raw_size"]):
-            raise IntegrityError(f"{where}: object decodes to more bytes than its header says")
-        yield chunk
+    hasher: Background | None = None
+    try:
+        for chunk in raw:
+            if hasher is not None:
+                hasher.wait()  # the previous chunk, hashed while this one was decoded
+            size += len(chunk)
+            if size > int(header["raw_size"]):
+                raise IntegrityError(f"{where}: object decodes to more bytes than its header says")
+            hasher = Background(digest.update, chunk)
+            yield chunk
+    finally:
+        if hasher is not None:
+            hasher.wait()
     if size != int(header["raw_size"]):
         raise IntegrityError(
             f"{where}: object is truncated (decoded {size} of {header['raw_size']} bytes)"
@@ -247,6 +296,66 @@ def file_digest(path: str, chunk: int = CHUNK) -> tuple[int, str, bytes]:
             digest.update(data)
             size += len(data)
     return size, digest.hexdigest(), first
+
+
+#: compressed bytes :func:`file_digest_compressed` keeps in memory (push reads a file once)
+SPOOL_LIMIT = 16 << 20
+
+
+def file_digest_compressed(
+    path: str,
+    compression: str,
+    level: int,
+    threads: int,
+    *,
+    limit: int = SPOOL_LIMIT,
+    chunk: int = CHUNK,
+) -> tuple[int, str, bytes, list[bytes] | None]:
+    """Like :func:`file_digest`, plus the compressed body when it fits in ``limit``.
+
+    One read of the file: each chunk is hashed in a helper thread while this
+    thread compresses it (hashlib and zstd release the GIL). The compressed
+    body is returned only if all of it fits in ``limit`` bytes (memory stays
+    bounded); otherwise it is None and the caller streams the file again, as
+    it always does with ``compression = "none"``.
+    """
+    if compression == "none":
+        return (*file_digest(path, chunk), None)
+    digest = hashlib.sha256()
+    state = {"size": 0}
+    heads: list[bytes] = []
+
+    def raw() -> Iterator[bytes]:
+        with open(path, "rb") as fh:
+            while True:
+                data = fh.read(chunk)
+                if not data:
+                    return
+                if not heads:
+                    heads.append(data[:8192])
+                state["size"] += len(data)
+                hasher = Background(digest.update, data)
+                try:
+                    yield data  # compressed by the consumer meanwhile
+                finally:
+                    hasher.wait()
+
+    source = raw()
+    body: list[bytes] = []
+    held = 0
+    compressed = compress.compress_stream(compression, source, level, threads)
+    try:
+        for piece in compressed:
+            held += len(piece)
+            if held > limit:
+                break
+            body.append(piece)
+    finally:
+        compressed.close()
+    for _ in source:  # too large to keep: finish the digest only
+        pass
+    first = heads[0] if heads else b""
+    return state["size"], digest.hexdigest(), first, (body if held <= limit else None)
 
 
 def file_chunks(path: str, expected_size: int, chunk: int = CHUNK) -> Iterator[bytes]:

@@ -1,0 +1,74 @@
+"""The hot-path pipeline: push reads a file once (bounded memory); fetch writes back early."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from walship.codec import envelope
+
+
+def _file(tmp_path: Path, size: int) -> tuple[str, bytes]:
+    # half compressible, half random: several chunks, a real compressed body
+    data = (b"walship " * (size // 16))[: size // 2] + os.urandom(size - size // 2)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    return str(path), data
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+@pytest.mark.parametrize("size", [0, 1, 8191, 8193, (3 << 20) + 5])
+def test_one_pass_matches_two_passes(tmp_path: Path, size: int, threads: int) -> None:
+    path, data = _file(tmp_path, size)
+    n, sha, first, body = envelope.file_digest_compressed(path, "zstd", 1, threads)
+    assert (n, sha, first) == envelope.file_digest(path)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert body is not None
+    header = {
+        "name": "x",
+        "kind": "segment",
+        "compression": "zstd",
+        "raw_size": n,
+        "raw_sha256": sha,
+    }
+    stored = b"".join(envelope.encode(header, iter(()), compressed=body))
+    _, raw = envelope.decode(iter([stored]), "test")
+    assert b"".join(raw) == data
+
+
+def test_over_the_limit_gives_no_body_but_the_right_digest(tmp_path: Path) -> None:
+    path, data = _file(tmp_path, 5 << 20)
+    n, sha, first, body = envelope.file_digest_compressed(path, "zstd", 1, 0, limit=1 << 20)
+    assert body is None
+    assert (n, sha, first) == (len(data), hashlib.sha256(data).hexdigest(), data[:8192])
+
+
+def test_no_compression_streams_the_file_again(tmp_path: Path) -> None:
+    path, _data = _file(tmp_path, 100_000)
+    assert envelope.file_digest_compressed(path, "none", 1, 0) == (
+        *envelope.file_digest(path),
+        None,
+    )
+
+
+def test_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        envelope.file_digest_compressed(str(tmp_path / "absent"), "zstd", 1, 0)
+
+
+def test_fetch_writeback_errors_are_not_lost() -> None:
+    """An fdatasync error in the early write-back helper surfaces before the rename."""
+    from walship.archive import fetch
+
+    r, w = os.pipe()  # fdatasync on a pipe fails (EINVAL)
+    try:
+        writeback = fetch._Writeback(w)
+        writeback.wrote(fetch.WRITEBACK_EVERY)
+        with pytest.raises(OSError):
+            writeback.join()
+    finally:
+        os.close(r)
+        os.close(w)
