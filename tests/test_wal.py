@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
 from helpers import SEG, SYSID, make_segment
+from hypothesis import given
+from hypothesis import strategies as st
 
 from walship import wal
 from walship.errors import InvalidWalError
@@ -143,3 +146,27 @@ def test_backup_history_parsing() -> None:
     assert fields["LABEL"] == "x"
     with pytest.raises(InvalidWalError):
         wal.parse_backup_history("hello\n")
+
+
+_SPEC = [
+    (wal.FileKind.SEGMENT, r"[0-9A-F]{24}"),
+    (wal.FileKind.HISTORY, r"[0-9A-F]{8}\.history"),
+    (wal.FileKind.PARTIAL, r"[0-9A-F]{24}\.partial"),
+    (wal.FileKind.BACKUP, r"[0-9A-F]{24}\.[0-9A-F]{8}\.backup"),
+]
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789ABCDEFabcdef.xyhistorypartialbackup/ ", max_size=45),
+        st.from_regex(r"[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?", fullmatch=True),
+        st.from_regex(r"[0-9A-F]{8}\.history", fullmatch=True),
+    )
+)
+def test_classify_agrees_with_the_documented_patterns(name: str) -> None:
+    expected = next((k for k, rx in _SPEC if re.fullmatch(rx, name)), None)
+    if expected is None:
+        with pytest.raises(InvalidWalError):
+            wal.classify(name)
+    else:
+        assert wal.classify(name) == expected

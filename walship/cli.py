@@ -8,15 +8,17 @@ docs/exit-codes.md.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, log
 from .errors import NotFound, UsageError, WalshipError
+
+if TYPE_CHECKING:
+    import argparse
 
 #: command -> (module, one-line help). Add a line to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,9 +49,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 ABORT_EXIT = 255
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+def _parser_class() -> type[argparse.ArgumentParser]:
+    """argparse is imported only when a command is not on the fast path."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+
+    return _Parser
 
 
 def _common(parser: argparse.ArgumentParser, default: object) -> None:
@@ -71,15 +79,18 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
-def build_parser(command: str | None) -> _Parser:
-    parser = _Parser(
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    import argparse
+
+    parser_class = _parser_class()
+    parser = parser_class(
         prog="walship",
         description="PostgreSQL WAL archiving and point-in-time recovery helper.",
         epilog="Exit codes and settings: see docs/exit-codes.md and docs/configuration.md.",
     )
     parser.add_argument("--version", action="version", version=f"walship {__version__}")
     _common(parser, None)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=parser_class)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _common(p, argparse.SUPPRESS)

@@ -39,19 +39,40 @@ class FileKind:
     BACKUP = "backup"
 
 
-_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (FileKind.SEGMENT, re.compile(r"[0-9A-F]{24}")),
-    (FileKind.HISTORY, re.compile(r"[0-9A-F]{8}\.history")),
-    (FileKind.PARTIAL, re.compile(r"[0-9A-F]{24}\.partial")),
-    (FileKind.BACKUP, re.compile(r"[0-9A-F]{24}\.[0-9A-F]{8}\.backup")),
-)
+_HEX = frozenset("0123456789ABCDEF")
+
+
+def _is_hex(text: str) -> bool:
+    """Upper-case hex digits only (PostgreSQL's names never use lower case)."""
+    return all(c in _HEX for c in text)
+
+
+def _kind(name: str) -> str | None:
+    # plain string tests instead of regexes: this runs in every push and fetch,
+    # and compiling patterns at import costs more than the whole check
+    n = len(name)
+    if n == 24 and _is_hex(name):
+        return FileKind.SEGMENT
+    if n == 16 and name.endswith(".history") and _is_hex(name[:8]):
+        return FileKind.HISTORY
+    if n == 32 and name.endswith(".partial") and _is_hex(name[:24]):
+        return FileKind.PARTIAL
+    if (
+        n == 40
+        and name.endswith(".backup")
+        and name[24] == "."
+        and _is_hex(name[:24])
+        and _is_hex(name[25:33])
+    ):
+        return FileKind.BACKUP
+    return None
 
 
 def classify(name: str) -> str:
     """Return the kind of an archive file name, or raise InvalidWalError."""
-    for kind, pattern in _PATTERNS:
-        if pattern.fullmatch(name):
-            return kind
+    kind = _kind(name)
+    if kind is not None:
+        return kind
     raise InvalidWalError(
         f"{name!r} is not a WAL file name",
         hint="expected a 24-hex-digit segment, TTTTTTTT.history, <segment>.partial "
@@ -96,7 +117,7 @@ def segment_file_name(tli: int, segno: int, seg_size: int) -> str:
 def parse_segment_name(name: str, seg_size: int) -> SegmentName:
     """Parse a 24-hex-digit segment name (a ``.partial`` suffix is allowed)."""
     base = name[:-8] if name.endswith(".partial") else name
-    if not re.fullmatch(r"[0-9A-F]{24}", base):
+    if len(base) != 24 or not _is_hex(base):
         raise InvalidWalError(f"{name!r} is not a WAL segment name")
     per = segs_per_xlogid(seg_size)
     log, seg = int(base[8:16], 16), int(base[16:24], 16)

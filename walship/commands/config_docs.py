@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from ..config import Config, markdown_table
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

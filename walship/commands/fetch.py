@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from .. import log
 from ..archive import fetch
 from ..cli import remember_fetch_settings
 from ..config import Config
 from ..storage.registry import open_backend
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

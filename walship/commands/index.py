@@ -8,11 +8,14 @@ repeatedly (cron, systemd timer); see docs/index.md.
 
 from __future__ import annotations
 
-import argparse
 import json
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..storage.registry import open_backend
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

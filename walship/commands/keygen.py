@@ -12,12 +12,15 @@ existing key file.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..errors import UsageError, WalshipError
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from .. import log
 from ..config import Config
@@ -14,6 +14,9 @@ from ..restore import planner, report
 from ..restore.inventory import load_inventory
 from ..storage.registry import open_backend
 from ..wal import parse_lsn
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from ..archive import push
 from ..config import Config
 from ..storage.registry import open_backend
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

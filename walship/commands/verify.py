@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from .. import log
 from ..config import Config
 from ..restore import report, verify
 from ..restore.inventory import deep_check, load_inventory
 from ..storage.registry import open_backend
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
