@@ -164,21 +164,24 @@ class Cluster:
             fh.write("\n# walship tests\n" + "\n".join(lines) + "\n")
 
     def start(self, *, wait: bool = True) -> None:
-        run(
-            [
-                self.bin("pg_ctl"),
-                "-D",
-                self.datadir,
-                "-l",
-                self.logfile,
-                "-w" if wait else "-W",
-                "-t",
-                "120",
-                "start",
-            ],
-            check=wait,
-        )
-        self.running = True
+        self.running = True  # stop() in a finally block must try even if start fails
+        try:
+            run(
+                [
+                    self.bin("pg_ctl"),
+                    "-D",
+                    self.datadir,
+                    "-l",
+                    self.logfile,
+                    "-w" if wait else "-W",
+                    "-t",
+                    "120",
+                    "start",
+                ],
+                check=wait,
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\nserver log {self.logfile}:\n{self.log()[-4000:]}") from None
 
     def stop(self, mode: str = "fast") -> None:
         if self.running or os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
