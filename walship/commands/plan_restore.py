@@ -88,11 +88,29 @@ def parse_timeline(text: str) -> str | int:
         ) from None
 
 
+def _executable() -> str:
+    """This walship's absolute path: PostgreSQL's PATH rarely holds a venv."""
+    import shutil
+    import sys
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "walship" and os.path.isfile(argv0):
+        return os.path.abspath(argv0)
+    return shutil.which("walship") or "walship"
+
+
 def restore_command(args: argparse.Namespace) -> str:
+    """The restore_command line to paste: same executable, config and repository."""
+    import shlex
+
+    parts = [_executable()]
     path = getattr(args, "config", None) or os.environ.get("WALSHIP_CONFIG")
     if path:
-        return f"walship --config {os.path.abspath(path)} fetch %f %p"
-    return "walship fetch %f %p"
+        parts += ["--config", os.path.abspath(path)]
+    repo = getattr(args, "repo", None)
+    if repo:
+        parts += ["--repo", repo]
+    return " ".join(shlex.quote(p) for p in parts) + " fetch %f %p"
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
