@@ -587,3 +587,36 @@ def test_sparse_without_loader_needs_index() -> None:
     inv.load_events = None
     p = plan(inv, "time", commit_time(1, 8) + 1, timeline=1)
     assert p.verdict == planner.NEEDS_INDEX
+
+
+# --- an archive that ends inside a backup's WAL, or lost indexed segments -------------
+
+
+def _tl1_only(segs: list[int], summaries: list[int]) -> Inventory:
+    sums = {
+        (1, s): summary(1, s, ((rp("late", s * S + 0x2000),) if s == 4 else ())) for s in summaries
+    }
+    return Inventory(seg_size=S, segments={1: segs}, backups=[backup("b", 3)], summaries=sums)
+
+
+@pytest.mark.parametrize("kind", ["immediate", "latest"])
+def test_archive_ending_before_the_backups_wal_is_a_gap(kind: str) -> None:
+    # the backup starts in segment 3, but only 1 and 2 are archived
+    p = plan(_tl1_only([1, 2], [1, 2, 3]), kind)
+    assert not p.reachable
+    assert p.verdict == planner.GAP and p.exit_code == 11
+    assert p.missing == segment_file_name(1, 3, S)
+
+
+def test_target_in_an_indexed_but_lost_segment_is_a_gap() -> None:
+    p = plan(_tl1_only([1, 2, 3], [1, 2, 3, 4]), "name", "late")
+    assert p.verdict == planner.GAP and p.exit_code == 11
+    assert p.missing == segment_file_name(1, 4, S)
+    assert "missing from the repository" in p.reason
+
+
+def test_verify_reports_indexed_segments_that_vanished() -> None:
+    problems = verify.check_index(_tl1_only([1, 2, 3], [1, 2, 3, 4]))
+    errors = [pr for pr in problems if pr.severity == verify.ERROR]
+    assert len(errors) == 1
+    assert segment_file_name(1, 4, S) in errors[0].message

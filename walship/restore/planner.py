@@ -488,6 +488,9 @@ def _evaluate(inv: Inventory, data: _PathData, b: Backup, target: Target) -> _Ou
     start_seg = segno_of_lsn(b.start_lsn, seg)
     consistent_seg = segno_of_end_lsn(b.stop_lsn, seg)
     missing = scan.first_missing(start_seg)
+    if missing is None and scan.last < consistent_seg:
+        # the archive ends inside the backup's own WAL (or before it starts)
+        missing = max(scan.last + 1, start_seg)
     later_exists = missing is not None and missing < scan.last
 
     def gap(reason: str) -> _Outcome:
@@ -860,6 +863,19 @@ def _failure(
             )
             result.hint = f"use --timeline {tli}"
             return result
+        if where is not None and not after:
+            tli, lsn, _ = where
+            segno = segno_of_lsn(lsn, inv.seg_size)
+            if not inv.has(tli, segno):
+                # known from the index, but the segment itself is gone
+                result.verdict = GAP
+                result.missing = inv.seg_name(tli, segno)
+                result.reason = (
+                    f"{target.describe()} is in segment {result.missing}, which was archived "
+                    "and indexed but is missing from the repository"
+                )
+                result.hint = "restore the missing segment into the repository"
+                return result
         if after or where is not None:
             result.verdict = NO_BACKUP
             result.backup = None

@@ -271,6 +271,24 @@ def check_index(inv: Inventory) -> list[Problem]:
                 "planned (run walship index)",
             )
         ]
+    out: list[Problem] = []
+    # a segment that was indexed but is gone was archived once: it has been lost
+    # (this also catches a lost tail, which continuity checks cannot see)
+    vanished = [
+        inv.seg_name(tli, segno)
+        for tli, segno in sorted(inv.summaries)
+        if not inv.has(tli, segno)
+    ]
+    if vanished:
+        out.append(
+            Problem(
+                ERROR,
+                "index",
+                f"{len(vanished)} segment(s) were archived and indexed but are missing from "
+                f"the repository, first {vanished[0]}",
+                tuple(vanished[:100]),
+            )
+        )
     unindexed = [
         inv.seg_name(tli, s)
         for tli, segs in sorted(inv.segments.items())
@@ -278,7 +296,7 @@ def check_index(inv: Inventory) -> list[Problem]:
         if (tli, s) not in inv.summaries
     ]
     if unindexed:
-        return [
+        out.append(
             Problem(
                 WARNING,
                 "index",
@@ -286,8 +304,8 @@ def check_index(inv: Inventory) -> list[Problem]:
                 f"{unindexed[0]} (run walship index)",
                 tuple(unindexed[:100]),
             )
-        ]
-    return []
+        )
+    return out
 
 
 def has_errors(problems: list[Problem]) -> bool:
