@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .. import log
 from ..config import Config
-from ..errors import UsageError
+from ..errors import UsageError, WalshipError
 from ..restore import planner, report
 from ..restore.inventory import load_inventory
 from ..storage.registry import open_backend
@@ -51,6 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="recovery_target_action for the settings (default pause)",
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument(
+        "--no-index",
+        action="store_true",
+        help="do not index unindexed segments first (time, xid and name targets then "
+        "stop with exit 15 when the index is incomplete)",
+    )
 
 
 def parse_target(args: argparse.Namespace) -> planner.Target:
@@ -113,15 +119,10 @@ def restore_command(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts) + " fetch %f %p"
 
 
-def run(args: argparse.Namespace, cfg: Config) -> int:
-    target = parse_target(args)
-    timeline = parse_timeline(args.timeline)
-    backend = open_backend(cfg.require("repo"), cfg)
-    try:
-        inv, _ = load_inventory(cfg, backend)
-    finally:
-        backend.close()
-    plan = planner.plan(
+def _plan(
+    args: argparse.Namespace, inv: planner.Inventory, target: planner.Target, timeline: str | int
+) -> planner.Plan:
+    return planner.plan(
         inv,
         target,
         timeline=timeline,
@@ -129,6 +130,29 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         restore_command=restore_command(args),
         action=args.action,
     )
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    target = parse_target(args)
+    timeline = parse_timeline(args.timeline)
+    backend = open_backend(cfg.require("repo"), cfg)
+    try:
+        inv, _ = load_inventory(cfg, backend)
+        plan = _plan(args, inv, target, timeline)
+        if plan.verdict == planner.NEEDS_INDEX and not args.no_index:
+            # index what is missing (as `walship index` would), then plan again
+            from ..walindex import update_index
+
+            log.info("plan.index", "indexing archived segments for planning (walship index)")
+            try:
+                update_index(cfg, backend)
+            except WalshipError as exc:
+                log.warning("plan.index-failed", f"could not index: {exc.one_line()}")
+            else:
+                inv, _ = load_inventory(cfg, backend)
+                plan = _plan(args, inv, target, timeline)
+    finally:
+        backend.close()
     if args.json:
         json.dump(report.plan_json(plan, inv), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -44,7 +44,8 @@ def check(inv: Inventory) -> list[Problem]:
     problems += check_histories(inv)
     problems += check_backups(inv)
     problems += check_continuity(inv)
-    problems += check_index(inv)
+    reported = {name for p in problems for name in p.objects}
+    problems += check_index(inv, reported)
     return problems
 
 
@@ -261,7 +262,8 @@ def check_continuity(inv: Inventory) -> list[Problem]:
     return out
 
 
-def check_index(inv: Inventory) -> list[Problem]:
+def check_index(inv: Inventory, reported: set[str] | None = None) -> list[Problem]:
+    """Index coverage; segments already named in ``reported`` are not repeated."""
     if inv.summaries is None:
         return [
             Problem(
@@ -277,7 +279,7 @@ def check_index(inv: Inventory) -> list[Problem]:
     vanished = [
         inv.seg_name(tli, segno)
         for tli, segno in sorted(inv.summaries)
-        if not inv.has(tli, segno)
+        if not inv.has(tli, segno) and inv.seg_name(tli, segno) not in (reported or set())
     ]
     if vanished:
         out.append(
