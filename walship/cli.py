@@ -11,14 +11,15 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, log
 from .errors import NotFound, UsageError, WalshipError
 
+TYPE_CHECKING = False  # typing is not imported at run time: see docs/benchmarks.md
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
 
 #: command -> (module, one-line help). Add a line to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -17,10 +17,13 @@ messages.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from .errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 SYSTEM_CONFIG_PATH = "/etc/walship/walship.toml"
 ENV_PREFIX = "WALSHIP_"

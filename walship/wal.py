@@ -8,9 +8,42 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from .errors import InvalidWalError
+
+# The named tuples below are declared as typing.NamedTuple for type checkers
+# and built with collections.namedtuple at run time: importing ``typing`` costs
+# more than a push spends on everything else before it reads the file.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+
+    class _SegmentName(NamedTuple):
+        tli: int
+        segno: int
+
+    class _LongPageHeader(NamedTuple):
+        magic: int
+        info: int
+        tli: int
+        pageaddr: int
+        system_identifier: int
+        seg_size: int
+        xlog_blcksz: int
+
+    class _HistoryEntry(NamedTuple):
+        parent_tli: int
+        switchpoint: int
+        reason: str
+
+else:
+    _SegmentName = namedtuple("SegmentName", ("tli", "segno"))
+    _LongPageHeader = namedtuple(
+        "LongPageHeader",
+        ("magic", "info", "tli", "pageaddr", "system_identifier", "seg_size", "xlog_blcksz"),
+    )
+    _HistoryEntry = namedtuple("HistoryEntry", ("parent_tli", "switchpoint", "reason"))
 
 XLOG_BLCKSZ = 8192
 SIZE_OF_LONG_PHD = 40
@@ -86,11 +119,10 @@ def timeline_of(name: str) -> int:
     return int(name[:8], 16)
 
 
-class SegmentName(NamedTuple):
+class SegmentName(_SegmentName):
     """A WAL segment: timeline and segment number (needs the segment size)."""
 
-    tli: int
-    segno: int
+    __slots__ = ()
 
     def name(self, seg_size: int) -> str:
         return segment_file_name(self.tli, self.segno, seg_size)
@@ -150,14 +182,10 @@ def segno_of_end_lsn(lsn: int, seg_size: int) -> int:
     return (lsn - 1) // seg_size
 
 
-class LongPageHeader(NamedTuple):
-    magic: int
-    info: int
-    tli: int
-    pageaddr: int
-    system_identifier: int
-    seg_size: int
-    xlog_blcksz: int
+class LongPageHeader(_LongPageHeader):
+    """The long page header at the start of a segment (fields as in PostgreSQL)."""
+
+    __slots__ = ()
 
     @property
     def pg_version(self) -> int | None:
@@ -200,12 +228,10 @@ def check_segment_header(name: str, header: LongPageHeader) -> None:
 # --- timeline history files -------------------------------------------------
 
 
-class HistoryEntry(NamedTuple):
+class HistoryEntry(_HistoryEntry):
     """``parent_tli`` was valid up to (excluding) ``switchpoint``."""
 
-    parent_tli: int
-    switchpoint: int
-    reason: str
+    __slots__ = ()
 
 
 def parse_history(text: str, tli: int) -> list[HistoryEntry]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import TYPE_CHECKING
 
 from ..codec.envelope import Background
 from ..errors import ForeignClusterError, IntegrityError, WalshipError
 from ..wal import FileKind, classify, parse_long_header
 from . import layout, objects
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..config import Config
     from ..storage.base import Backend

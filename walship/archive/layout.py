@@ -15,8 +15,12 @@ import time
 
 from .. import __version__
 from ..errors import AlreadyExists, ContainerNotFound, ForeignClusterError, IntegrityError, NotFound
-from ..storage.base import CREATE, Backend, read_all
+from ..storage.base import CREATE, read_all
 from ..wal import FileKind, classify
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..storage.base import Backend
 
 IDENTITY_KEY = "repository.json"
 WAL_PREFIX = "wal/"

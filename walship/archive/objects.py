@@ -7,13 +7,15 @@ writing, or when an object being read is encrypted.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..codec import envelope
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
     from ..config import Config
     from ..storage.base import Backend, ObjectInfo
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from .. import log
 from ..codec import envelope
@@ -25,6 +24,7 @@ from ..wal import (
 )
 from . import layout, objects
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..config import Config
     from ..storage.base import Backend

@@ -27,11 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
 
 from ..errors import IntegrityError, KeyNotConfigured
 from . import compress
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
 
 MAGIC = b"\x89WALSHP\n"
 FORMAT = 1
@@ -43,34 +46,21 @@ META_SHA256 = "walship-raw-sha256"
 META_SIZE = "walship-raw-size"
 
 
-class Encryptor(Protocol):
-    """Encrypts one object body. Created per object by walship.codec.crypto."""
+# Encryptor, Decryptor and DecryptorFactory live in walship.codec._protocols,
+# which imports ``typing``: type checkers see them here, and at run time they
+# are loaded on first use (PEP 562), so push and fetch never import ``typing``.
+if TYPE_CHECKING:
+    from ._protocols import Decryptor as Decryptor
+    from ._protocols import DecryptorFactory as DecryptorFactory
+    from ._protocols import Encryptor as Encryptor
+else:
 
-    def header(self) -> dict[str, Any]:
-        """The JSON object stored as ``header["encryption"]``."""
-        ...
+    def __getattr__(name: str) -> object:
+        if name in ("Encryptor", "Decryptor", "DecryptorFactory"):
+            from . import _protocols
 
-    def start(self, aad: bytes) -> bytes:
-        """Bind to the serialized header (associated data); returns leading bytes."""
-        ...
-
-    def update(self, data: bytes) -> bytes: ...
-
-    def finalize(self) -> bytes: ...
-
-
-class Decryptor(Protocol):
-    def start(self, aad: bytes) -> None: ...
-
-    def update(self, data: bytes) -> bytes: ...
-
-    def finalize(self) -> bytes:
-        """Return the remaining plaintext; raise DecryptionError if truncated."""
-        ...
-
-
-#: (encryption header, object name) -> Decryptor
-DecryptorFactory = Callable[[dict[str, Any], str], Decryptor]
+            return getattr(_protocols, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def serialize_header(header: dict[str, Any]) -> bytes:

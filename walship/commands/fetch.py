@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import log
 from ..archive import fetch
 from ..cli import remember_fetch_settings
 from ..config import Config
 from ..storage.registry import open_backend
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 

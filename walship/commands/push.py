@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..archive import push
 from ..config import Config
 from ..storage.registry import open_backend
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 

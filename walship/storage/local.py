@@ -17,8 +17,6 @@ import errno
 import json
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import (
     AlreadyExists,
@@ -29,10 +27,15 @@ from ..errors import (
     PermissionDenied,
     StorageError,
 )
-from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
+from .base import CREATE, IterStream, ObjectInfo, check_key, check_mode
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+    from typing import BinaryIO
+
     from ..config import Config
+    from .base import ObjectStream
 
 MAGIC = b"WSL1"
 TMP_PREFIX = ".walship-tmp-"

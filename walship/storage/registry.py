@@ -10,10 +10,10 @@ an import of importlib.metadata).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..config import Config
     from .base import Backend
