@@ -85,6 +85,7 @@ def test_missing_bucket_is_container_not_found(fake_gcs: Running) -> None:
         lambda: backend.open("wal/x"),
         lambda: backend.put("wal/x", [b"1"]),
         lambda: list(backend.list("wal/")),
+        lambda: backend.delete(["wal/x", "wal/y"]),
     ):
         with pytest.raises(ContainerNotFound) as info:
             call()
@@ -131,3 +132,86 @@ def test_outage_and_denial(faulty: tuple[dict[str, str], FaultProxy], tmp_path: 
     with pytest.raises(PermissionDenied) as info:
         backend.head("k")
     assert len(proxy.log) == 1 and env["WALSHIP_REPO"].split("/")[2] in info.value.one_line()
+
+
+def test_delete_is_batched(faulty: tuple[dict[str, str], FaultProxy]) -> None:
+    env, proxy = faulty
+    backend = backend_for(env)
+    keys = [f"del/{i:04d}" for i in range(250)]
+    for k in keys:
+        backend.put(k, [b"x"])
+    backend.put("keep", [b"k"])
+    proxy.clear()
+    backend.delete([*keys, "del/absent", "del/absent2"])
+    assert list(backend.list("del/")) == []
+    assert [i.key for i in backend.list("")] == ["keep"]
+    posts = [path for method, path, _ in proxy.log if method == "POST"]
+    assert posts == ["/batch/storage/v1"] * 3  # 252 keys, 100 per batch
+    assert proxy.count("DELETE") == 0
+    assert len(proxy.log) <= 3 + 1 + 2  # batches, one bucket check (404s seen), two LISTs
+
+
+def test_delete_batch_rides_out_faults(faulty: tuple[dict[str, str], FaultProxy]) -> None:
+    env, proxy = faulty
+    backend = backend_for(env)
+    keys = [f"del/{i:03d}" for i in range(150)]
+    for k in keys:
+        backend.put(k, [b"x"])
+    proxy.clear()
+    proxy.plan("503", method="POST", path_contains="/batch/")
+    proxy.plan("reset_after", method="POST", path_contains="/batch/")  # deleted, answer lost
+    with captured_log() as logs:
+        backend.delete(keys)
+    assert logs.getvalue().count("retrying") >= 2
+    assert list(backend.list("del/")) == []
+
+
+def _rewrite_first_answer(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, status: bytes
+) -> list[bytes]:
+    """Make the first batch's first sub-response read ``status``; return every batch body sent."""
+    real = backend.session.request
+    bodies: list[bytes] = []
+
+    def request(method: str, url: str, **kwargs: Any) -> Any:
+        resp = real(method, url, **kwargs)
+        if url.endswith("/batch/storage/v1"):
+            bodies.append(kwargs["data"])
+            if len(bodies) == 1:
+                content = resp.content
+                start = content.index(b"HTTP/1.1 ")
+                end = content.index(b"\r\n", start)
+                resp._content = content[:start] + b"HTTP/1.1 " + status + content[end:]
+        return resp
+
+    monkeypatch.setattr(backend.session, "request", request)
+    return bodies
+
+
+def test_delete_batch_resends_only_transient_answers(
+    gcs_repo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = backend_for(gcs_repo_env)
+    keys = [f"del/{i}" for i in range(5)]
+    for k in keys:
+        backend.put(k, [b"x"])
+    bodies = _rewrite_first_answer(backend, monkeypatch, b"503 Service Unavailable")
+    with captured_log() as logs:
+        backend.delete(keys)
+    assert "retrying" in logs.getvalue()
+    assert len(bodies) == 2
+    assert bodies[0].count(b"DELETE /storage/v1/") == 5
+    assert bodies[1].count(b"DELETE /storage/v1/") == 1  # only the one answered 503
+    assert list(backend.list("del/")) == []
+
+
+def test_delete_batch_maps_denied_answer(
+    gcs_repo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = backend_for(gcs_repo_env)
+    backend.put("del/0", [b"x"])
+    bodies = _rewrite_first_answer(backend, monkeypatch, b"403 Forbidden")
+    with pytest.raises(PermissionDenied) as info:
+        backend.delete(["del/0", "del/1"])
+    assert len(bodies) == 1  # not retried
+    assert "del/0" in info.value.one_line()

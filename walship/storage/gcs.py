@@ -20,6 +20,8 @@ for importing the whole client library.
   what it sent: its own earlier write is success, not AlreadyExists.
 - Downloads stream in 1 MiB chunks, pinned to the object generation, and
   resume with a ranged GET after a fault mid-body.
+- Deletes go in JSON API batches (``/batch/storage/v1``) of 100; each
+  sub-response is checked, and only transient ones are resent.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import hashlib
 import json
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import google.auth
@@ -146,11 +148,14 @@ class GcsBackend:
         )
 
     def _status_error(self, resp: requests.Response, what: str) -> StorageError:
-        status = resp.status_code
+        return self._error_for(resp.status_code, resp.content, what)
+
+    def _error_for(self, status: int, body: bytes, what: str) -> StorageError:
+        """The walship error for a JSON API error answer (also batch sub-responses)."""
         try:
-            message = str(resp.json().get("error", {}).get("message", ""))
-        except ValueError:
-            message = resp.text[:200]
+            message = str(json.loads(body).get("error", {}).get("message", ""))
+        except (ValueError, AttributeError):
+            message = body[:200].decode("utf-8", "replace")
         text = f"{what}: HTTP {status} {message}".strip()
         if status == 404:
             return NotFound(text)
@@ -516,20 +521,128 @@ class GcsBackend:
                 return
 
     def delete(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            full = self._full(key)
-            what = f"DELETE {self._where(key)}"
+        """Delete in JSON API batches of DELETE_BATCH; absent keys are not an error.
 
-            def delete(full: str = full, what: str = what) -> requests.Response:
-                return self._request("DELETE", self._object_url(full), what, ok=(200, 204))
+        Each batch is one ``POST /batch/storage/v1`` (multipart/mixed) holding
+        one ``DELETE`` per object. Sub-requests answered 200/204/404 are done;
+        transient ones (408, 429, 5xx, or no answer) are resent, alone, under
+        the retry policy, as is the whole batch after a transient fault (a
+        DELETE that already landed then answers 404); any other answer fails.
+        A 404 makes the bucket be checked once: a missing bucket is
+        ContainerNotFound, not a run of absent keys.
+        """
+        fulls = list(dict.fromkeys(self._full(key) for key in keys))
+        for i in range(0, len(fulls), DELETE_BATCH):
+            self._delete_batch(fulls[i : i + DELETE_BATCH])
 
-            try:
-                self._call(delete, what)
-            except NotFound:
-                pass
+    def _delete_batch(self, fulls: Sequence[str]) -> None:
+        strip = len(self.prefix)
+        what = f"batch DELETE of {len(fulls)} objects (first {self._where(fulls[0][strip:])})"
+        pending: Sequence[str] = tuple(fulls)
+        saw_absent = False
+        base = urllib.parse.urlsplit(self.endpoint).path.rstrip("/")
+
+        def attempt() -> None:
+            nonlocal pending, saw_absent
+            boundary = f"walship-{uuid.uuid4().hex}"
+            body = _batch_body(
+                boundary, [f"{base}/storage/v1/b/{self._b}/o/{_quote(full)}" for full in pending]
+            )
+            resp = self._request(
+                "POST",
+                f"{self.endpoint}/batch/storage/v1",
+                what,
+                data=body,
+                headers={"Content-Type": f'multipart/mixed; boundary="{boundary}"'},
+            )
+            answers = _batch_answers(resp)
+            retry: list[str] = []
+            transient: StorageError | None = None
+            for index, full in enumerate(pending):
+                one = f"DELETE {self._where(full[strip:])}"
+                answer = answers.get(index)
+                if answer is None:
+                    retry.append(full)
+                    transient = Transient(f"{one}: no answer in the batch response")
+                    continue
+                status, sub_body = answer
+                if status in (200, 204):
+                    continue
+                if status == 404:
+                    saw_absent = True
+                    continue
+                err = self._error_for(status, sub_body, one)
+                if not isinstance(err, Transient):
+                    raise err
+                retry.append(full)
+                transient = err
+            pending = retry
+            if transient is not None:
+                raise Transient(f"{len(retry)} of the batch: {transient.message}")
+
+        try:
+            self._call(attempt, what)
+        except NotFound as exc:  # the batch endpoint itself, not an object
+            raise StorageError(
+                exc.message, hint="gcs_endpoint_url must serve the JSON API batch endpoint"
+            ) from None
+        if saw_absent:
+            self._check_bucket()
+        else:
+            self._bucket_ok = True
 
     def close(self) -> None:
         self.session.close()
+
+
+def _batch_body(boundary: str, paths: list[str]) -> bytes:
+    """A JSON API batch (multipart/mixed): one ``DELETE path`` per part, Content-ID = index."""
+    out: list[str] = []
+    for index, path in enumerate(paths):
+        out.append(
+            f"--{boundary}\r\nContent-Type: application/http\r\n"
+            f"Content-Transfer-Encoding: binary\r\nContent-ID: <{index}>\r\n\r\n"
+            f"DELETE {path} HTTP/1.1\r\n\r\n\r\n"
+        )
+    out.append(f"--{boundary}--\r\n")
+    return "".join(out).encode()
+
+
+def _batch_answers(resp: requests.Response) -> dict[int, tuple[int, bytes]]:
+    """Sub-request index -> (status, body) from a batch response (multipart/mixed).
+
+    Parts are matched by ``Content-ID: <response-N>`` (falling back to their
+    order); a part that cannot be parsed is left out, so its request is
+    treated as unanswered.
+    """
+    ctype = resp.headers.get("Content-Type", "")
+    marker = "boundary="
+    if marker not in ctype:
+        raise Transient(f"batch response is not multipart: {ctype!r}")
+    boundary = ctype.split(marker, 1)[1].split(";", 1)[0].strip().strip('"')
+    delimiter = b"--" + boundary.encode()
+    answers: dict[int, tuple[int, bytes]] = {}
+    chunks = resp.content.split(delimiter)[1:]
+    for order, chunk in enumerate(chunks):
+        if chunk.startswith(b"--"):
+            break  # the closing delimiter
+        head, _, inner = chunk.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        index = order
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-id":
+                tail = value.strip().strip(b"<>").rsplit(b"-", 1)[-1].rsplit(b"+", 1)[-1]
+                if tail.isdigit():
+                    index = int(tail)
+        status_line, _, rest = inner.partition(b"\r\n")
+        fields = status_line.split(None, 2)
+        if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+            continue
+        body = rest.partition(b"\r\n\r\n")[2]
+        if body.endswith(b"\r\n"):
+            body = body[:-2]
+        answers[index] = (int(fields[1]), body)
+    return answers
 
 
 def _bytes(part: Part) -> bytes:
