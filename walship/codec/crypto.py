@@ -32,20 +32,33 @@ import hashlib
 import hmac
 import os
 import stat
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DecryptionError, IntegrityError, KeyNotConfigured, WalshipError
 
 try:
-    from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
 except ImportError:  # pragma: no cover - depends on the installation
     HAVE_CRYPTOGRAPHY = False
 else:
     HAVE_CRYPTOGRAPHY = True
 
+
+def _is_invalid_tag(exc: BaseException) -> bool:
+    """True for cryptography's InvalidTag.
+
+    ``cryptography.exceptions`` imports ``typing`` (~5 ms per process), so it is
+    imported only on this failure path, never on a successful push or fetch.
+    """
+    from cryptography.exceptions import InvalidTag
+
+    return isinstance(exc, InvalidTag)
+
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import: kept off fetch/push
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
     from ..config import Config
     from .envelope import Decryptor, Encryptor
 
@@ -503,7 +516,9 @@ class StreamDecryptor:
         nonce = chunk_nonce(self._prefix, self._index, final)
         try:
             plain: bytes = self._aead.decrypt(nonce, data, self._aad)
-        except InvalidTag:
+        except Exception as exc:
+            if not _is_invalid_tag(exc):
+                raise
             what = "its last chunk" if final else f"chunk {self._index}"
             raise DecryptionError(
                 f"{self._where}: encrypted object fails authentication at {what}: "
@@ -563,7 +578,9 @@ def _wrap(cipher: str, kek: bytes, data_key: bytes) -> bytes:
 def _unwrap(cipher: str, kek: bytes, wrapped: bytes, key_id: str, where: str) -> bytes:
     try:
         data_key: bytes = _aead(cipher, kek).decrypt(WRAP_NONCE, wrapped, WRAP_AAD)
-    except InvalidTag:
+    except Exception as exc:
+        if not _is_invalid_tag(exc):
+            raise
         raise DecryptionError(
             f"{where}: the data key does not unwrap with key id {key_id}: "
             "the object header is tampered or corrupt",
