@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from walship import config
 from walship.errors import ConfigError
@@ -100,3 +102,84 @@ def test_docs_table_is_current() -> None:
     assert config.markdown_table() in docs.read_text(), (
         "docs/configuration.md is stale: regenerate the table with `walship config-docs`"
     )
+
+
+# --- the fast reader of flat config files agrees with tomllib ----------------------
+
+SIMPLE_FILES = [
+    'repo = "/var/lib/walship/main"\ncompression_level = 3\n',
+    "# comment\n\nrepo = '/x y/z'  # trailing\nlog_format=\"json\"\n",
+    '[s3]\nregion = "eu-west-1"\nforce_path_style = true\n[log]\nlevel = "debug"\n',
+    "a = -7\nb = +0\nc = false\n\tindented = 'tab'\r\n",
+    'hash = "a#b"\nempty = ""\n',
+]
+FALLBACK_FILES = [
+    'repo = "C:\\\\dir"\n',  # escapes
+    "a = 1.5\n",  # float
+    "a.b = 1\n",  # dotted key
+    "a = [1, 2]\n",  # array
+    'a = """x"""\n',  # multi-line string
+    "[[arr]]\nx = 1\n",  # array of tables
+    "a = 1\na = 2\n",  # duplicate: tomllib's error
+    "a = 01\n",  # leading zero: tomllib's error
+    '"quoted" = 1\n',
+    "[t] # c\nx = 1\n",
+    "a = \n",
+]
+
+
+@pytest.mark.parametrize("text", SIMPLE_FILES)
+def test_simple_reader_matches_tomllib(text: str) -> None:
+    import tomllib
+
+    assert config.parse_simple_toml(text) == tomllib.loads(text)
+
+
+@pytest.mark.parametrize("text", FALLBACK_FILES)
+def test_simple_reader_declines_what_it_does_not_know(text: str) -> None:
+    assert config.parse_simple_toml(text) is None
+
+
+@given(
+    st.dictionaries(
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-0123456789", min_size=1, max_size=12),
+        st.one_of(
+            st.booleans(),
+            st.integers(min_value=-(10**9), max_value=10**9),
+            st.text(
+                alphabet=st.characters(
+                    blacklist_categories=("Cs", "Cc"), blacklist_characters='"\\'
+                ),
+                max_size=20,
+            ),
+        ),
+        max_size=8,
+    )
+)
+def test_simple_reader_property(values: dict[str, object]) -> None:
+    import tomllib
+
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, int):
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f'{key} = "{value}"  # note')
+    text = "\n".join(lines) + "\n"
+    parsed = config.parse_simple_toml(text)
+    assert parsed is not None
+    assert parsed == tomllib.loads(text)
+
+
+def test_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "walship.toml"
+    path.write_bytes(b'repo = "\xff"\n')
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        config.load(config_path=str(path), env={})
+
+
+@pytest.mark.parametrize("text", ["a = 1\x0b\n", "a = 'x'\x0c\n", "a = 1\rb = 2\n"])
+def test_simple_reader_leaves_odd_whitespace_to_tomllib(text: str) -> None:
+    assert config.parse_simple_toml(text) is None

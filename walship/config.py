@@ -436,12 +436,70 @@ def _unknown(name: str, source: str, known: list[str]) -> ConfigError:
     )
 
 
-def read_toml(path: str) -> dict[str, object]:
-    import tomllib
+_WS = " \t"  # TOML whitespace (str.strip() would also take other characters)
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
+
+def _simple_value(text: str) -> object:
+    """A string, integer or boolean value (with an optional comment), else None."""
+    if text[:1] in ('"', "'"):
+        quote = text[0]
+        if text.startswith(quote * 3):
+            return None  # multi-line string: tomllib's job
+        end = text.find(quote, 1)
+        if end < 0:
+            return None
+        value = text[1:end]
+        if (quote == '"' and "\\" in value) or any(
+            (ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in value
+        ):
+            return None  # escapes and control characters: tomllib's job
+        rest = text[end + 1 :].strip(_WS)
+        return value if not rest or rest.startswith("#") else None
+    word = text.split("#", 1)[0].strip(_WS)
+    if word in ("true", "false"):
+        return word == "true"
+    digits = word[1:] if word[:1] in ("+", "-") else word
+    if digits.isascii() and digits.isdigit() and (digits == "0" or not digits.startswith("0")):
+        return int(word)
+    return None
+
+
+def parse_simple_toml(text: str) -> dict[str, object] | None:
+    """Parse the flat subset of TOML that walship's config files use.
+
+    Tables of ``key = value`` lines with bare keys and string, integer or
+    boolean values. Returns None for anything else (the caller then uses
+    tomllib), so a result is always what tomllib would return. tomllib costs
+    ~10 ms to import (it pulls in ``typing``), paid by every push and fetch.
+    """
+    out: dict[str, object] = {}
+    table = out
+    for raw in text.split("\n"):
+        line = (raw[:-1] if raw.endswith("\r") else raw).strip(_WS)
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            name = line[1:-1].strip(_WS) if line.endswith("]") else ""
+            if line.startswith("[[") or not name or not set(name) <= _BARE or name in out:
+                return None
+            table = out[name] = {}
+            continue
+        key, sep, rest = line.partition("=")
+        key, rest = key.strip(_WS), rest.strip(_WS)
+        if not sep or not key or not set(key) <= _BARE or key in table or not rest:
+            return None
+        value = _simple_value(rest)
+        if value is None:
+            return None
+        table[key] = value
+    return out
+
+
+def read_toml(path: str) -> dict[str, object]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} does not exist",
@@ -452,10 +510,20 @@ def read_toml(path: str) -> dict[str, object]:
             f"config file {path} is not readable by this user",
             hint="PostgreSQL runs walship as the postgres user; make the file readable to it",
         ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a directory") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid UTF-8 text") from None
+    data = parse_simple_toml(text)
+    if data is None:
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     return _flatten(data)
 
 
