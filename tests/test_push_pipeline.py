@@ -72,3 +72,28 @@ def test_fetch_writeback_errors_are_not_lost() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_hasher_hashes_every_chunk_in_order() -> None:
+    chunks = [os.urandom(n) for n in (0, 1, 5000, 1 << 20, 3)] * 3
+    hasher = envelope.Hasher(hashlib.sha256())
+    for chunk in chunks:
+        hasher.update(chunk)
+    hasher.close()
+    hasher.close()  # idempotent
+    assert hasher.digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+    with pytest.raises(ValueError):
+        hasher.update(b"late")
+
+
+def test_hasher_reports_its_error() -> None:
+    class Broken:
+        def update(self, data: bytes) -> None:
+            raise RuntimeError("disk on fire")
+
+    hasher = envelope.Hasher(Broken())
+    hasher.update(b"x")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        hasher.update(b"y")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        hasher.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -54,16 +54,20 @@ def test_entry_point_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _run_modules(argv: list[str]) -> dict[str, object]:
+    # ``new``: what walship itself imported (an editable install's finder
+    # imports pathlib, re... at start-up, before walship runs)
     script = (
-        "import sys, json\n"
+        "import sys\n"
+        "before = set(sys.modules)\n"
         "from walship.cli import main\n"
         f"code = main({argv!r})\n"
-        "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))\n"
+        "print(repr({'code': code, 'modules': sorted(sys.modules),"
+        " 'new': sorted(set(sys.modules) - before)}))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
-    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, object] = ast.literal_eval(out.strip().splitlines()[-1])
     return result
 
 
@@ -83,11 +87,21 @@ HEAVY = {
 }
 
 
+#: stdlib modules a push or fetch must not import itself (json pulls in re, enum,
+#: functools, collections: ~7 ms per process; walship.minijson reads and writes
+#: its documents instead)
+STARTUP_COSTLY = {"json", "re", "enum", "functools", "threading", "subprocess"}
+
+
 def test_push_and_fetch_to_local_import_nothing_heavy(tmp_path: Path) -> None:
     """The hot path must not pay for cloud SDKs, retries or crypto it does not use."""
     src = tmp_path / segment_name(3)
     src.write_bytes(make_segment(3))
     repo = str(tmp_path / "repo")
+    first = tmp_path / segment_name(2)
+    first.write_bytes(make_segment(2))
+    # the first push records the repository identity (once, with json)
+    assert _run_modules(["--repo", repo, "-q", "push", str(first), segment_name(2)])["code"] == 0
     pushed = _run_modules(["--repo", repo, "-q", "push", str(src), segment_name(3)])
     fetched = _run_modules(["--repo", repo, "-q", "fetch", segment_name(3), str(tmp_path / "x")])
     assert (tmp_path / "x").read_bytes() == src.read_bytes()
@@ -98,3 +112,7 @@ def test_push_and_fetch_to_local_import_nothing_heavy(tmp_path: Path) -> None:
         assert "zstandard.backend_c" in modules
         loaded = {m for m in modules if m in HEAVY or m.split(".")[0] in HEAVY - {"zstandard"}}
         assert not loaded, sorted(loaded)
+        new = result["new"]
+        assert isinstance(new, list)
+        assert "walship.archive.fetch" in new or "walship.archive.push" in new
+        assert not STARTUP_COSTLY & set(new), sorted(STARTUP_COSTLY & set(new))

@@ -1,3 +1,3 @@
-from walship.cli import main
+from walship.cli import entry
 
-raise SystemExit(main())
+entry()

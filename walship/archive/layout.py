@@ -10,10 +10,9 @@ listing. Every object but repository.json is an envelope (codec/envelope.py).
 
 from __future__ import annotations
 
-import json
 import time
 
-from .. import __version__
+from .. import __version__, minijson
 from ..errors import AlreadyExists, ContainerNotFound, ForeignClusterError, IntegrityError, NotFound
 from ..storage.base import CREATE, read_all
 from ..wal import FileKind, classify
@@ -56,6 +55,8 @@ class Identity:
         self.pg_version = pg_version
 
     def to_json(self) -> bytes:
+        import json  # written once per repository; reading uses minijson
+
         return (
             json.dumps(
                 {
@@ -78,7 +79,7 @@ def read_identity(backend: Backend) -> Identity | None:
     except NotFound:
         return None
     try:
-        doc = json.loads(data)
+        doc = minijson.loads(data)
         return Identity(
             int(doc["system_identifier"]), int(doc["wal_segment_size"]), doc.get("pg_version")
         )
