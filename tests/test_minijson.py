@@ -115,4 +115,3 @@ def test_loads_edge_cases(text: str) -> None:
 def test_loads_utf16_bytes_go_to_json() -> None:
     data = json.dumps({"a": "b"}).encode("utf-16")
     assert minijson.loads(data) == {"a": "b"}
-
