@@ -8,9 +8,14 @@ machine load affects them alike. Prints a Markdown table for
 docs/benchmarks.md ("Encryption overhead").
 
     .venv/bin/python benchmarks/bench_crypto.py [--segments 40] [--dir DIR] [--random]
+    .venv/bin/python benchmarks/bench_crypto.py --wal /tmp/walship-bench/segments --reps 3
 
-``--random`` uses incompressible segments (the worst case for encryption:
-zstd output is as large as the input, so every byte is encrypted).
+``--wal DIR`` uses the real segments in DIR (for example the pgbench WAL that
+benchmarks/bench_push_fetch.py caches in /tmp/walship-bench/segments), each
+pushed and fetched ``--reps`` times into fresh repositories; otherwise
+segments are generated: WAL-like (about 4:1 with zstd, more bytes to encrypt
+than real pgbench WAL) or, with ``--random``, incompressible (the worst case
+for encryption: every byte of the segment is encrypted).
 """
 
 from __future__ import annotations
@@ -81,7 +86,18 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=40)
     parser.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
     parser.add_argument("--random", action="store_true", help="incompressible segments")
+    parser.add_argument("--wal", default=None, help="directory of real WAL segments to use")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions per --wal segment")
     args = parser.parse_args()
+    real: list[str] = []
+    if args.wal:
+        real = sorted(
+            os.path.join(args.wal, f)
+            for f in os.listdir(args.wal)
+            if len(f) == 24 and os.path.getsize(os.path.join(args.wal, f)) == SEG
+        )[: args.segments]
+        if not real:
+            sys.exit(f"no 16 MiB WAL segments in {args.wal}")
 
     work = tempfile.mkdtemp(prefix="walship-bench-crypto-", dir=args.dir)
     try:
@@ -110,9 +126,7 @@ def main() -> None:
             ),
         }
         for label, (push_extra, fetch_extra) in settings.items():
-            repo = os.path.join(work, f"repo-{label}")
-            os.mkdir(repo)
-            common = {**base, "WALSHIP_REPO": repo}
+            common = {**base, "WALSHIP_REPO": os.path.join(work, f"repo-{label}")}
             configs[label] = (
                 {**common, **{f"WALSHIP_{k}": v for k, v in push_extra.items()}},
                 {**common, **{f"WALSHIP_{k}": v for k, v in fetch_extra.items()}},
@@ -128,16 +142,27 @@ def main() -> None:
         fetch_cpu: dict[str, list[float]] = {k: [] for k in configs}
         stored: dict[str, int] = dict.fromkeys(configs, 0)
         warmup = 2
-        for i in range(args.segments + warmup):
-            segno = 16 + i
-            name = name_of(segno)
-            path = os.path.join(src_dir, name)
-            with open(path, "wb") as fh:
-                fh.write(segment(segno, rng, args.random))
+        rounds = len(real) * args.reps if real else args.segments
+        for i in range(rounds + warmup):
+            rep = 0
+            if real:
+                rep, index = divmod(max(i - warmup, 0), len(real))
+                name = os.path.basename(real[index])
+                path = os.path.join(src_dir, name)
+                shutil.copyfile(real[index], path)
+            else:
+                segno = 16 + i
+                name = name_of(segno)
+                path = os.path.join(src_dir, name)
+                with open(path, "wb") as fh:
+                    fh.write(segment(segno, rng, args.random))
             order = list(configs)
             rng.shuffle(order)
             for label in order:
-                push_env, fetch_env = configs[label]
+                push_env, fetch_env = (
+                    {**env, "WALSHIP_REPO": f"{env['WALSHIP_REPO']}-{i if i < warmup else rep}"}
+                    for env in configs[label]
+                )
                 t_push, c_push = timed([WALSHIP, "push", path, name], push_env, src_dir)
                 dest = os.path.join(out_dir, f"{label}-{name}")
                 t_fetch, c_fetch = timed([WALSHIP, "fetch", name, dest], fetch_env, out_dir)
@@ -153,11 +178,14 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    n = args.segments
-    kind = "incompressible" if args.random else "WAL-like (~4:1 with zstd -1)"
+    n = rounds
+    if real:
+        kind = f"real WAL from {args.wal} ({len(real)} segments x {args.reps})"
+    else:
+        kind = "incompressible" if args.random else "WAL-like (~4:1 with zstd -1)"
     print(
-        f"{n} segments of 16 MiB, {kind}; {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{n} pushes and fetches of 16 MiB segments per repository, {kind}; "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print()
     print(
@@ -176,7 +204,10 @@ def main() -> None:
             f"| {stored[label] / n / (1 << 20):.2f} |"
         )
     print()
-    print("Added time against the plain repository, median / min (min is the least noisy):")
+    print(
+        "Added time against the plain repository: of the medians / of the minima / "
+        "median of the paired per-segment ratios (same segment, same moment):"
+    )
     print()
     print("| repository | push wall | push CPU | fetch wall | fetch CPU |")
     print("|---|---|---|---|---|")
@@ -187,6 +218,10 @@ def main() -> None:
             for stat in (statistics.median, min):
                 plain, enc = stat(table["plain"]), stat(table[label])
                 parts.append(f"{100 * (enc - plain) / plain:+.1f} %")
+            paired = statistics.median(
+                e / p - 1 for e, p in zip(table[label], table["plain"], strict=True)
+            )
+            parts.append(f"{100 * paired:+.1f} %")
             cells.append(" / ".join(parts))
         print(f"| {label} | " + " | ".join(cells) + " |")
 

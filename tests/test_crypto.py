@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from helpers import make_segment, segment_name
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from walship.archive import fetch, layout, objects, push
 from walship.codec import crypto, envelope
@@ -846,3 +848,11 @@ def test_keyring_file_may_hold_several_keys(tmp_path: Any) -> None:
     os.chmod(path, 0o600)
     ring = crypto.keyring(cfg_for(encryption_keyring=path))
     assert ring.ids() == sorted([crypto.symmetric_key_id(a), crypto.symmetric_key_id(b)])
+
+
+@given(st.binary(max_size=200), st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_hmac_sha256_is_hmac(key: bytes, msg: bytes) -> None:
+    import hmac
+
+    assert crypto.hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()

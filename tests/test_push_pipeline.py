@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,35 @@ def test_hasher_reports_its_error() -> None:
         hasher.update(b"y")
     with pytest.raises(RuntimeError, match="disk on fire"):
         hasher.close()
+
+
+def test_ahead_yields_everything_in_order_and_raises_at_the_end() -> None:
+    def source() -> Iterator[bytes]:
+        yield from (bytes([i]) * (i + 1) for i in range(10))
+        raise envelope.IntegrityError("truncated")
+
+    ahead = envelope.Ahead(source())
+    got = []
+    with pytest.raises(envelope.IntegrityError, match="truncated"):
+        for item in ahead:
+            got.append(item)
+    assert got == [bytes([i]) * (i + 1) for i in range(10)]
+    with pytest.raises(StopIteration):
+        next(ahead)
+
+
+def test_ahead_close_stops_the_helper() -> None:
+    produced = []
+
+    def source() -> Iterator[bytes]:
+        for i in range(1000):
+            produced.append(i)
+            yield b"x"
+
+    ahead = envelope.Ahead(source(), depth=2)
+    assert next(ahead) == b"x"
+    ahead.close()
+    time.sleep(0.05)
+    assert len(produced) < 10  # it stopped instead of running to the end
+    with pytest.raises(StopIteration):
+        next(ahead)

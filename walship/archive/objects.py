@@ -85,6 +85,9 @@ class OpenedObject:
         self._closer = closer
 
     def close(self) -> None:
+        close = getattr(self.raw, "close", None)
+        if close is not None:
+            close()  # ends decoding helpers (read-ahead, hashing) of an unfinished read
         self._closer()
 
     def __enter__(self) -> OpenedObject:

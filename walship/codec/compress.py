@@ -6,7 +6,6 @@ read (a highly compressible chunk never expands into one huge buffer).
 
 from __future__ import annotations
 
-import io
 import sys
 
 from ..errors import IntegrityError
@@ -92,24 +91,30 @@ def compress_stream(
     yield cobj.flush()
 
 
-class _IterReader(io.RawIOBase):
+class _ChunkReader:
+    """``read(n)`` over an iterator of chunks for zstd's stream reader.
+
+    Hands each chunk over as it is (a chunk is split, and so copied, only when
+    it is longer than ``n``): an ``io.RawIOBase`` adapter copied every chunk
+    three times, ~2 ms per 16 MiB segment.
+    """
+
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._it = chunks
-        self._buf = b""
+        self._rest = b""
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buf:
+    def read(self, n: int = -1) -> bytes:
+        data = self._rest
+        while not data:
             try:
-                self._buf = next(self._it)
+                data = next(self._it)
             except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
+                return b""
+        if n < 0 or len(data) <= n:
+            self._rest = b""
+            return data
+        self._rest = data[n:]
+        return data[:n]
 
 
 def decompress_stream(kind: str, chunks: Iterator[bytes], where: str) -> Iterator[bytes]:
@@ -121,7 +126,7 @@ def decompress_stream(kind: str, chunks: Iterator[bytes], where: str) -> Iterato
             f"{where}: unknown compression {kind!r}", hint="upgrade walship to read this object"
         )
     zstandard = _zstd()
-    source: Any = _IterReader(chunks)
+    source: Any = _ChunkReader(chunks)
     reader = zstandard.ZstdDecompressor().stream_reader(
         source, read_size=CHUNK, read_across_frames=False
     )
