@@ -250,7 +250,7 @@ def wheel_like_install(source: Path, dest: Path) -> str:
         ).stdout.strip()
     )
     shutil.copytree(
-        ROOT / "walship", site / "walship", ignore=shutil.ignore_patterns("__pycache__")
+        source / "walship", site / "walship", ignore=shutil.ignore_patterns("__pycache__")
     )
     deps = subprocess.run(
         [
