@@ -143,6 +143,17 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("abort", "missing", "auto"),
     ),
     Setting(
+        "fetch_prefetch",
+        0,
+        "Segments `walship fetch` fetches ahead while PostgreSQL replays (0: off). A helper "
+        "process fills a spool in pg_wal/.walship-prefetch; each later fetch then only "
+        "renames its segment into place. Uses up to this many segments of disk in pg_wal. "
+        "See docs/push-fetch.md.",
+        type_=int,
+        minimum=0,
+        maximum=64,
+    ),
+    Setting(
         "pgdata",
         None,
         "Data directory, for fetch_error_exit = 'auto' and the cluster check on fetch. "
@@ -316,6 +327,7 @@ class Config:
     encryption_keyring: str | None
     encryption_cipher: str
     fetch_error_exit: str
+    fetch_prefetch: int
     pgdata: str | None
     retry_deadline: float
     retry_attempt_timeout: float

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import time
+
 from .. import log
 from ..archive import fetch
 from ..cli import remember_fetch_settings
@@ -18,7 +21,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     remember_fetch_settings(cfg.fetch_error_exit, cfg.pgdata)
-    backend = open_backend(cfg.require("repo"), cfg)
+    repo = cfg.require("repo")
+    prefetching = False
+    if cfg.fetch_prefetch > 0:
+        from ..archive import prefetch
+
+        dest = os.path.abspath(args.dest)
+        prefetching = prefetch.enabled(cfg, args.name, dest)
+        if prefetching:
+            started = time.monotonic()
+            if prefetch.claim(cfg, args.name, dest):
+                log.info(
+                    "fetch.done",
+                    f"fetched {args.name} (prefetched)",
+                    ms=round((time.monotonic() - started) * 1000, 1),
+                )
+                prefetch.start(cfg, args.name, dest, os.path.getsize(dest))
+                return 0
+    backend = open_backend(repo, cfg)
     try:
         result = fetch.fetch(cfg, backend, args.name, args.dest)
     finally:
@@ -29,4 +49,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raw_size=result.raw_size,
         ms=round(result.seconds * 1000, 1),
     )
+    if prefetching:
+        prefetch.start(cfg, args.name, dest, result.raw_size)
     return 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from ..archive import push
 from ..config import Config
 from ..storage.registry import open_backend
@@ -21,4 +23,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         backend.close()
     push.log_result(result)
+    pgdata = cfg.pgdata or os.getcwd()
+    if os.path.isdir(os.path.join(pgdata, "pg_wal", ".walship-prefetch")):
+        from ..archive import prefetch  # a spool left by a finished recovery
+
+        prefetch.remove_stale(pgdata)
     return 0

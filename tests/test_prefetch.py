@@ -1,0 +1,213 @@
+"""fetch_prefetch: the read-ahead spool, driven through real ``walship`` processes.
+
+A fake data directory (pg_wal/ and global/pg_control holding the system
+identifier) stands in for PostgreSQL here; tests/test_e2e_prefetch.py runs a
+real recovery with prefetch on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import SYSID, make_segment, segment_name
+
+from walship.archive import prefetch
+from walship.config import Config
+
+WALSHIP = [sys.executable, "-m", "walship"]
+LAST = 6  # segments 1..LAST are archived
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    pgdata = tmp_path / "data"
+    (pgdata / "pg_wal").mkdir(parents=True)
+    (pgdata / "global").mkdir()
+    (pgdata / "global" / "pg_control").write_bytes(struct.pack("<Q", SYSID) + bytes(100))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    env.update(WALSHIP_REPO=str(repo), WALSHIP_LOG_LEVEL="debug")
+    src = tmp_path / "src"
+    src.mkdir()
+    for segno in range(1, LAST + 1):
+        path = src / segment_name(segno)
+        path.write_bytes(make_segment(segno))
+        subprocess.run(
+            [*WALSHIP, "-q", "push", str(path), path.name], env=env, check=True, cwd=tmp_path
+        )
+    env["WALSHIP_FETCH_PREFETCH"] = "3"
+    return {"repo": str(repo), "pgdata": str(pgdata), **{f"env:{k}": v for k, v in env.items()}}
+
+
+def _env(site: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k[4:]: v for k, v in site.items() if k.startswith("env:")}
+    env.update(extra)
+    return env
+
+
+def _spool(site: dict[str, str]) -> Path:
+    cfg = Config(repo=site["repo"], fetch_prefetch=3)
+    return Path(prefetch.spool_dir(cfg, os.path.join(site["pgdata"], "pg_wal", "RECOVERYXLOG")))
+
+
+def _fetch(site: dict[str, str], segno: int, **extra: str) -> subprocess.CompletedProcess[str]:
+    dest = Path(site["pgdata"], "pg_wal", "RECOVERYXLOG")
+    dest.unlink(missing_ok=True)  # PostgreSQL removes it before restore_command
+    return subprocess.run(
+        [*WALSHIP, "fetch", segment_name(segno), "pg_wal/RECOVERYXLOG"],
+        env=_env(site, **extra),
+        cwd=site["pgdata"],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _wait_helper(spool: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while prefetch._lock_held(str(spool)):
+        assert time.monotonic() < deadline, "prefetch helper still running"
+        time.sleep(0.02)
+
+
+def _restored(site: dict[str, str]) -> bytes:
+    return Path(site["pgdata"], "pg_wal", "RECOVERYXLOG").read_bytes()
+
+
+def _spooled(spool: Path) -> set[str]:
+    return {p.name for p in spool.iterdir() if not p.name.startswith(".")}
+
+
+def test_helper_fills_the_window_and_fetch_claims_from_it(site: dict[str, str]) -> None:
+    spool = _spool(site)
+    first = _fetch(site, 1)
+    assert first.returncode == 0, first.stderr
+    assert "(prefetched)" not in first.stderr
+    assert _restored(site) == make_segment(1)
+    _wait_helper(spool)
+    assert _spooled(spool) == {segment_name(n) for n in (2, 3, 4)}
+
+    second = _fetch(site, 2)
+    assert second.returncode == 0, second.stderr
+    assert f"fetched {segment_name(2)} (prefetched)" in second.stderr
+    assert _restored(site) == make_segment(2)
+    _wait_helper(spool)
+    assert _spooled(spool) == {segment_name(n) for n in (3, 4, 5)}
+
+    for segno in (3, 4, 5, 6):
+        result = _fetch(site, segno)
+        assert result.returncode == 0, result.stderr
+        assert "(prefetched)" in result.stderr
+        assert _restored(site) == make_segment(segno)
+        _wait_helper(spool)
+    # the end of the archive: absent is answered by the repository, not the spool
+    missing = _fetch(site, LAST + 1)
+    assert missing.returncode == 1, missing.stderr
+    assert _spooled(spool) == set()
+
+
+def test_a_damaged_spooled_file_is_not_used(site: dict[str, str]) -> None:
+    spool = _spool(site)
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(spool)
+    (spool / segment_name(2)).write_bytes(make_segment(3))  # wrong position
+    (spool / segment_name(3)).write_bytes(make_segment(3, sysid=SYSID + 1))  # other cluster
+    (spool / segment_name(4)).write_bytes(make_segment(4)[:-1])  # truncated
+    for segno, why in (
+        (2, "does not match the file name"),
+        (3, f"from database system {SYSID + 1}"),
+        (4, "bytes, but its header says"),
+    ):
+        result = _fetch(site, segno)
+        assert result.returncode == 0, result.stderr
+        assert "not used" in result.stderr and why in result.stderr, result.stderr
+        assert "(prefetched)" not in result.stderr
+        assert _restored(site) == make_segment(segno)
+        _wait_helper(spool)
+
+
+def test_fetch_waits_for_the_segment_the_helper_is_fetching(site: dict[str, str]) -> None:
+    spool = _spool(site)
+    spool.mkdir(parents=True)
+    name = segment_name(2)
+    lock = os.open(spool / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # this test plays the helper
+    (spool / f"{name}.part").touch()
+
+    def finish() -> None:
+        time.sleep(0.5)
+        (spool / "tmp").write_bytes(make_segment(2))
+        (spool / "tmp").rename(spool / name)  # as the helper does: whole files only
+        (spool / f"{name}.part").unlink()
+
+    helper = threading.Thread(target=finish)
+    helper.start()
+    started = time.monotonic()
+    result = _fetch(site, 2)
+    helper.join()
+    os.close(lock)
+    assert result.returncode == 0, result.stderr
+    assert "(prefetched)" in result.stderr
+    assert time.monotonic() - started >= 0.5
+    assert _restored(site) == make_segment(2)
+    _wait_helper(spool)
+
+
+def test_a_dead_helper_is_not_waited_for(site: dict[str, str]) -> None:
+    spool = _spool(site)
+    spool.mkdir(parents=True)
+    (spool / f"{segment_name(2)}.part").touch()  # its marker, but no lock holder
+    result = _fetch(site, 2)
+    assert result.returncode == 0, result.stderr
+    assert "(prefetched)" not in result.stderr
+    assert _restored(site) == make_segment(2)
+    _wait_helper(spool)
+
+
+def test_no_prefetch_outside_pg_wal_or_when_off(site: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    result = subprocess.run(
+        [*WALSHIP, "fetch", segment_name(1), str(out / "x")],
+        env=_env(site),
+        cwd=site["pgdata"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (out / ".walship-prefetch").exists()
+    assert _fetch(site, 1, WALSHIP_FETCH_PREFETCH="0").returncode == 0
+    assert not Path(site["pgdata"], "pg_wal", ".walship-prefetch").exists()
+
+
+def test_push_removes_a_spool_left_by_a_finished_recovery(
+    site: dict[str, str], tmp_path: Path
+) -> None:
+    spool = _spool(site)
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(spool)
+    assert _spooled(spool)
+    new = tmp_path / "src" / segment_name(LAST + 1)
+    new.write_bytes(make_segment(LAST + 1))
+    Path(site["pgdata"], "standby.signal").touch()  # still in recovery: kept
+    push = [*WALSHIP, "push", str(new), new.name]
+    subprocess.run(push, env=_env(site), cwd=site["pgdata"], check=True)
+    assert _spooled(spool)
+    Path(site["pgdata"], "standby.signal").unlink()  # promoted: removed
+    subprocess.run(push, env=_env(site), cwd=site["pgdata"], check=True)
+    assert not Path(site["pgdata"], "pg_wal", ".walship-prefetch").exists()
+
+
+def test_bad_setting_is_a_clear_error(site: dict[str, str]) -> None:
+    result = _fetch(site, 1, WALSHIP_FETCH_PREFETCH="lots")
+    assert result.returncode == 255
+    assert "WALSHIP_FETCH_PREFETCH" in result.stderr and "Traceback" not in result.stderr
+    result = _fetch(site, 1, WALSHIP_FETCH_PREFETCH="1000")
+    assert result.returncode == 255 and "fetch_prefetch" in result.stderr

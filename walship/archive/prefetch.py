@@ -1,0 +1,290 @@
+"""Read-ahead for restore_command: WAL segments fetched before PostgreSQL asks.
+
+With ``fetch_prefetch = N`` (N > 0), a ``walship fetch`` of a WAL segment into
+``pg_wal`` (how PostgreSQL calls restore_command) also makes sure a helper
+process is fetching the next N segments of the same timeline into a spool,
+``pg_wal/.walship-prefetch/<repository tag>/``. The helper is a fork of the
+fetch that started it (so its imports, cryptography included, are already
+loaded), runs in its own session, holds an exclusive ``flock`` on the
+spool's ``.lock`` while it works and exits when its window is filled, at
+the end of the archive (an absent segment) or on an error, which it logs
+as a warning and otherwise ignores: a spool miss always falls back to a
+normal fetch.
+
+Every spooled file went through the normal fetch (size, SHA-256, name and
+cluster checks, written to a temporary file, fsynced, renamed). A later
+fetch of that name *claims* it: checks the long page header against the
+name, the segment size and ``global/pg_control``, renames it to DEST (same
+directory tree, so the same file system), fsyncs DEST and ``pg_wal``. A
+segment the helper is still fetching (its ``NAME.part`` marker exists and
+the lock is held) is waited for rather than fetched twice.
+
+Absence is never answered from the spool: a name that is not spooled is
+fetched from the repository, so exit code 1 still means "the repository
+does not have it". Spooled files are exact copies of objects the repository
+never replaces, so they cannot go stale; files outside the current window
+are deleted by the next helper, and ``walship push`` (which runs once the
+server is promoted) removes a spool no helper holds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .. import log
+from ..errors import WalshipError
+from ..wal import (
+    FileKind,
+    check_segment_header,
+    classify,
+    parse_long_header,
+    parse_segment_name,
+    segment_file_name,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..config import Config
+
+SPOOL = ".walship-prefetch"
+LOCK = ".lock"
+PART = ".part"
+#: longest a fetch waits for the helper to finish the segment it asked for
+WAIT_SECONDS = 120.0
+POLL_SECONDS = 0.005
+
+
+def enabled(cfg: Config, name: str, dest: str) -> bool:
+    """Prefetch applies to WAL segments restored into a ``pg_wal`` directory."""
+    if cfg.fetch_prefetch <= 0 or os.path.basename(os.path.dirname(dest)) != "pg_wal":
+        return False
+    try:
+        return classify(name) == FileKind.SEGMENT
+    except WalshipError:
+        return False
+
+
+def spool_dir(cfg: Config, dest: str) -> str:
+    """The spool of this repository beside DEST (one per repository URL)."""
+    import hashlib
+
+    tag = hashlib.sha256(str(cfg.repo).encode()).hexdigest()[:12]
+    return os.path.join(os.path.dirname(dest), SPOOL, tag)
+
+
+def _control_sysid(pgdata: str) -> int | None:
+    from .fetch import control_system_identifier
+
+    return control_system_identifier(pgdata)
+
+
+def _lock_held(spool: str) -> bool:
+    """Whether a helper holds the spool lock (it never blocks)."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(spool, LOCK), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock if it was granted
+    return False
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def claim(cfg: Config, name: str, dest: str) -> bool:
+    """Move the spooled copy of ``name`` to ``dest``; False if there is none to use."""
+    spool = spool_dir(cfg, dest)
+    path = os.path.join(spool, name)
+    if not os.path.exists(path):
+        if not os.path.exists(path + PART):
+            return False
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not os.path.exists(path):
+            if not os.path.exists(path + PART) or not _lock_held(spool):
+                break
+            if time.monotonic() > deadline:
+                log.warning(
+                    "prefetch.timeout",
+                    f"gave up waiting for the prefetch of {name}; fetching it directly",
+                )
+                return False
+            time.sleep(POLL_SECONDS)
+        if not os.path.exists(path):
+            return False
+    try:
+        problem = _check_spooled(cfg, name, path)
+    except OSError as exc:
+        problem = f"cannot read it: {exc.strerror or exc}"
+    if problem is not None:
+        log.warning(
+            "prefetch.rejected",
+            f"prefetched copy of {name} not used ({problem}); fetching it directly",
+        )
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
+    try:
+        os.replace(path, dest)
+    except FileNotFoundError:  # removed meanwhile (push cleaning up a spool)
+        return False
+    try:
+        _fsync_path(dest)
+        _fsync_path(os.path.dirname(dest), directory=True)
+    except OSError as exc:
+        raise WalshipError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return True
+
+
+def _check_spooled(cfg: Config, name: str, path: str) -> str | None:
+    """Why the spooled file must not be used, or None."""
+    with open(path, "rb") as fh:
+        first = fh.read(8192)
+        size = os.fstat(fh.fileno()).st_size
+    try:
+        page = parse_long_header(first)
+        check_segment_header(name, page)
+    except WalshipError as exc:
+        return exc.message
+    if size != page.seg_size:
+        return f"{size} bytes, but its header says segments are {page.seg_size} bytes"
+    control = _control_sysid(cfg.pgdata or os.getcwd())
+    if control is not None and control != page.system_identifier:
+        return f"it is from database system {page.system_identifier}, not {control}"
+    return None
+
+
+def window(name: str, seg_size: int, count: int) -> list[str]:
+    """The ``count`` segment names after ``name`` on its timeline."""
+    seg = parse_segment_name(name, seg_size)
+    return [segment_file_name(seg.tli, seg.segno + i, seg_size) for i in range(1, count + 1)]
+
+
+def start(cfg: Config, name: str, dest: str, seg_size: int) -> None:
+    """Start a helper filling the window after ``name``, unless one runs or nothing is missing.
+
+    Called after ``name`` is at DEST. The calling process returns at once;
+    the helper is a forked child in its own session.
+    """
+    spool = spool_dir(cfg, dest)
+    wanted = window(name, seg_size, cfg.fetch_prefetch)
+    if all(os.path.exists(os.path.join(spool, n)) for n in wanted):
+        return
+    import fcntl
+
+    try:
+        os.makedirs(spool, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(spool, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("prefetch.error", f"cannot use the prefetch spool {spool}: {exc.strerror}")
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)  # a helper is running; it or the next one fills the window
+        return
+    try:
+        pid = os.fork()  # log lines are flushed as written: nothing is buffered twice
+    except OSError as exc:
+        os.close(fd)
+        log.warning("prefetch.error", f"cannot start the prefetch helper: {exc.strerror}")
+        return
+    if pid:
+        os.close(fd)  # the child keeps the lock (same open file description)
+        return
+    code = 0
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        _fill(cfg, spool, wanted)
+    except BaseException as exc:  # never let the child return into the caller
+        code = 1
+        try:
+            log.warning("prefetch.error", f"prefetch helper failed: {exc}")
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _fill(cfg: Config, spool: str, wanted: list[str]) -> None:
+    from ..errors import NotFound
+    from ..storage.registry import open_backend
+    from .fetch import fetch
+
+    keep = set(wanted) | {n + PART for n in wanted} | {LOCK}
+    for entry in os.listdir(spool):
+        if entry not in keep:
+            try:
+                os.unlink(os.path.join(spool, entry))
+            except OSError:
+                pass
+    backend = open_backend(cfg.require("repo"), cfg)
+    try:
+        for name in wanted:
+            path = os.path.join(spool, name)
+            if os.path.exists(path):
+                continue
+            marker = path + PART
+            with open(marker, "wb"):
+                pass
+            try:
+                result = fetch(cfg, backend, name, path)
+            except NotFound:
+                return  # the end of the archive, for now
+            except WalshipError as exc:
+                log.warning("prefetch.error", f"prefetch of {name} failed: {exc.one_line()}")
+                return
+            finally:
+                os.unlink(marker)
+            log.debug(
+                "prefetch.done",
+                f"prefetched {name}",
+                ms=round(result.seconds * 1000, 1),
+            )
+    finally:
+        backend.close()
+
+
+def remove_stale(pgdata: str) -> None:
+    """Remove a spool left behind by a finished recovery.
+
+    ``walship push`` calls this when ``pg_wal/.walship-prefetch`` exists: a
+    spool left from recovery holds up to ``fetch_prefetch`` segments per
+    repository in ``pg_wal``. Nothing is removed while the server is in
+    recovery (``recovery.signal`` or ``standby.signal``: a standby with
+    ``archive_mode = always`` pushes while it restores) or while a helper
+    holds a spool's lock.
+    """
+    root = os.path.join(pgdata, "pg_wal", SPOOL)
+    if not os.path.isdir(root):
+        return
+    for signal in ("recovery.signal", "standby.signal"):
+        if os.path.exists(os.path.join(pgdata, signal)):
+            return
+    import shutil
+
+    for tag in os.listdir(root):
+        spool = os.path.join(root, tag)
+        if os.path.isdir(spool) and not _lock_held(spool):
+            shutil.rmtree(spool, ignore_errors=True)
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
