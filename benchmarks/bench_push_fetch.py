@@ -722,7 +722,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"{len(corpus.segments)} segments; load {load_before}")
 
     exe = wheel_like_install(ROOT, scratch / "venv")
-    tools = [walship_tool("walship (defaults)", exe)]
+    # every fetch here is a cold, whole fetch: read-ahead (fetch_prefetch, on by
+    # default) would turn most into renames of spooled files; its effect on a
+    # real recovery is measured by benchmarks/bench_recovery.py
+    cold = {"WALSHIP_FETCH_PREFETCH": "0"}
+    tools = [walship_tool("walship (defaults but fetch_prefetch = 0)", exe, cold)]
     if args.baseline_ref:
         src = scratch / "ref-src"
         src.mkdir()
@@ -735,9 +739,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref_exe = wheel_like_install(src, scratch / "venv-ref")
         tools.append(walship_tool(f"walship @ {args.baseline_ref}", ref_exe))
     tools.append(
-        walship_tool("walship, dev venv (editable)", str(ROOT / ".venv" / "bin" / "walship"))
+        walship_tool("walship, dev venv (editable)", str(ROOT / ".venv" / "bin" / "walship"), cold)
     )
-    tools.append(walship_tool("walship, compression = none", exe, {"WALSHIP_COMPRESSION": "none"}))
+    tools.append(
+        walship_tool("walship, compression = none", exe, {**cold, "WALSHIP_COMPRESSION": "none"})
+    )
     tools += baseline_tools()
     series: list[Series] = []
     imports = None

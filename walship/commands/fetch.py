@@ -4,10 +4,8 @@ import os
 import time
 
 from .. import log
-from ..archive import fetch
 from ..cli import remember_fetch_settings
 from ..config import Config
-from ..storage.registry import open_backend
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,6 +36,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 )
                 prefetch.start(cfg, args.name, dest, os.path.getsize(dest))
                 return 0
+    # here, not at the top: a prefetched segment needs neither (nor zstd, nor crypto)
+    from ..archive import fetch
+    from ..storage.registry import open_backend
+
     backend = open_backend(repo, cfg)
     try:
         result = fetch.fetch(cfg, backend, args.name, args.dest)
