@@ -211,3 +211,78 @@ def test_bad_setting_is_a_clear_error(site: dict[str, str]) -> None:
     assert "WALSHIP_FETCH_PREFETCH" in result.stderr and "Traceback" not in result.stderr
     result = _fetch(site, 1, WALSHIP_FETCH_PREFETCH="1000")
     assert result.returncode == 255 and "fetch_prefetch" in result.stderr
+
+
+def _fetch_history(site: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*WALSHIP, "fetch", "00000002.history", "pg_wal/RECOVERYHISTORY"],
+        env=_env(site),
+        cwd=site["pgdata"],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_the_end_of_recovery_discards_the_spool(site: dict[str, str]) -> None:
+    """PostgreSQL probes for the next timeline's history file when recovery
+    ends (a recovery target before the end of the archive leaves spooled
+    segments nobody will ask for)."""
+    spool = _spool(site)
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(spool)
+    assert _spooled(spool)
+    result = _fetch_history(site)
+    assert result.returncode == 1, result.stderr  # absent, as at promotion
+    assert not spool.exists()
+
+
+def test_the_end_of_recovery_stops_a_running_helper(site: dict[str, str]) -> None:
+    spool = _spool(site)
+    spool.mkdir(parents=True)
+    (spool / segment_name(5)).write_bytes(b"x")
+    # a stand-in helper: its own session, holding the lock, its pid in the file
+    helper = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.pwrite(fd, str(os.getpid()).encode(), 0)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            str(spool / ".lock"),
+        ],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert helper.stdout is not None and helper.stdout.readline().strip() == "locked"
+        result = _fetch_history(site)
+        assert result.returncode == 1, result.stderr
+        assert helper.wait(timeout=10) == -15  # SIGTERM
+        assert not spool.exists()
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
+
+
+def test_a_pid_that_is_no_helper_is_never_signalled(site: dict[str, str]) -> None:
+    spool = _spool(site)
+    spool.mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "60"])  # not the leader of its own session
+    fd = os.open(spool / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, str(bystander.pid).encode(), 0)
+    try:
+        assert os.getsid(bystander.pid) != bystander.pid
+        result = _fetch_history(site)
+        assert result.returncode == 1, result.stderr
+        assert bystander.poll() is None  # not signalled
+        assert spool.exists()  # still locked: left for later
+    finally:
+        os.close(fd)
+        bystander.kill()
+        bystander.wait()

@@ -23,8 +23,10 @@ Absence is never answered from the spool: a name that is not spooled is
 fetched from the repository, so exit code 1 still means "the repository
 does not have it". Spooled files are exact copies of objects the repository
 never replaces, so they cannot go stale; files outside the current window
-are deleted by the next helper, and ``walship push`` (which runs once the
-server is promoted) removes a spool no helper holds.
+are deleted by the next helper. The spool is removed (and its helper
+stopped) when PostgreSQL restores a history file, as it does when recovery
+ends (see :func:`ends_recovery`); ``walship push`` removes a spool left
+behind once the server is out of recovery.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ SPOOL = ".walship-prefetch"
 LOCK = ".lock"
 PART = ".part"
 #: longest a fetch waits for the helper to finish the segment it asked for
-WAIT_SECONDS = 120.0
+WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.005
 
 
@@ -63,6 +65,61 @@ def enabled(cfg: Config, name: str, dest: str) -> bool:
         return classify(name) == FileKind.SEGMENT
     except WalshipError:
         return False
+
+
+def ends_recovery(name: str, dest: str) -> bool:
+    """A history file restored into ``pg_wal``: the spool's segments will not be used.
+
+    PostgreSQL restores history files when recovery starts and, probing for
+    a free timeline id, when it ends (and a standby between attempts, when
+    it has no next segment). At none of these moments is a spooled segment
+    about to be asked for, and after the last one, nothing would remove it.
+    """
+    if os.path.basename(os.path.dirname(dest)) != "pg_wal":
+        return False
+    try:
+        return classify(name) == FileKind.HISTORY
+    except WalshipError:
+        return False
+
+
+def discard(cfg: Config, dest: str) -> None:
+    """Stop this repository's helper, if one runs, and remove its spool."""
+    spool = spool_dir(cfg, dest)
+    if not os.path.isdir(spool):
+        return
+    if _lock_held(spool):
+        _stop_helper(spool)
+        deadline = time.monotonic() + 5
+        while _lock_held(spool):
+            if time.monotonic() > deadline:
+                return  # left for the next discard or push
+            time.sleep(POLL_SECONDS)
+    import shutil
+
+    shutil.rmtree(spool, ignore_errors=True)
+
+
+def _stop_helper(spool: str) -> None:
+    """SIGTERM the helper whose pid its starter wrote into the (held) lock file.
+
+    The starter empties the file before it forks and writes the child's pid
+    while it still holds the lock, so a pid read while the lock is held is
+    the helper's or nothing; the helper is also the leader of its own
+    session, which is checked too.
+    """
+    import signal
+
+    try:
+        with open(os.path.join(spool, LOCK), "rb") as fh:
+            pid = int(fh.read(32).strip() or 0)
+    except (OSError, ValueError):
+        return
+    try:
+        if pid > 1 and os.getsid(pid) == pid:
+            os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def spool_dir(cfg: Config, dest: str) -> str:
@@ -198,12 +255,17 @@ def start(cfg: Config, name: str, dest: str, seg_size: int) -> None:
         os.close(fd)  # a helper is running; it or the next one fills the window
         return
     try:
+        os.ftruncate(fd, 0)  # no stale pid while the lock is held (see _stop_helper)
         pid = os.fork()  # log lines are flushed as written: nothing is buffered twice
     except OSError as exc:
         os.close(fd)
         log.warning("prefetch.error", f"cannot start the prefetch helper: {exc.strerror}")
         return
     if pid:
+        try:
+            os.pwrite(fd, str(pid).encode(), 0)
+        except OSError:
+            pass
         os.close(fd)  # the child keeps the lock (same open file description)
         return
     code = 0

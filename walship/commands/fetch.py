@@ -25,6 +25,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         from ..archive import prefetch
 
         dest = os.path.abspath(args.dest)
+        if prefetch.ends_recovery(args.name, dest):
+            prefetch.discard(cfg, dest)
         prefetching = prefetch.enabled(cfg, args.name, dest)
         if prefetching:
             started = time.monotonic()
