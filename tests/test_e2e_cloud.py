@@ -66,6 +66,11 @@ def _pitr(work: Workdir, env: dict[str, str], *, exact: bool) -> None:
         backup = os.path.join(work.path, "backup")
         primary.basebackup(backup)
         primary.pgbench("-t", "200", "-c", "2", "-n")
+        # a few segments to replay, so read-ahead (on by default) runs through this store
+        primary.psql(
+            "CREATE TABLE filler AS SELECT g, repeat('x', 100) AS pad "
+            "FROM generate_series(1, 300000) g"
+        )
         primary.psql("CREATE TABLE marker(batch int, note text)")
         primary.psql("INSERT INTO marker VALUES (1, 'before T')")
         expected = primary.psql(
@@ -93,6 +98,10 @@ def _pitr(work: Workdir, env: dict[str, str], *, exact: bool) -> None:
         restored.start()
         restored.wait_promoted()
         assert restored.psql("SELECT batch FROM marker ORDER BY batch") == "1"
+        log = restored.log()
+        # the forked read-ahead helper works against this store too
+        assert "(prefetched)" in log, log[-4000:]
+        assert "prefetch of" not in log and "prefetch helper failed" not in log, log[-4000:]
         if exact:
             assert (
                 restored.psql("SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts")
