@@ -338,6 +338,16 @@ def _scenario(world: World, primary: Cluster) -> None:
     check_stop(c, p)
     assert rows(c) == [1, 5, 6, 7, 8]
     c.stop("immediate")
+    # ... and with recovery_target_inclusive = off: stops before xid 8's commit
+    p = world.plan(
+        "--xid", str(xid8), "--timeline", "2", "--inclusive", "off", "--action", "promote"
+    )
+    assert p["stop"]["how"] == "before" and p["stop"]["event"]["xid"] == xid8, p
+    assert p["settings"]["recovery_target_inclusive"] == "'off'"
+    c = recover(world, "c4x", p)
+    check_stop(c, p)
+    assert rows(c) == [1, 5, 6, 7]
+    c.stop("immediate")
 
     # an LSN on timeline 3
     p = world.plan("--lsn", lsn9, "--action", "promote")

@@ -239,6 +239,40 @@ def test_lsn_target() -> None:
     assert p.verdict == planner.ARCHIVE_ENDS
 
 
+def test_exclusive_time_target_stops_before_a_commit_at_the_target() -> None:
+    target = commit_time(1, 8)  # a commit at exactly the target time
+    inclusive = plan(inventory(), "time", target, timeline=1)
+    assert inclusive.stop is not None and inclusive.stop.event is not None
+    assert inclusive.stop.how == "before" and inclusive.stop.event.xid == xid(1, 9)
+    assert ranges(inclusive) == [(1, 6, 9)]
+    assert inclusive.settings["recovery_target_inclusive"] == "'on'"
+    exclusive = planner.plan(inventory(), Target("time", target, False), timeline=1)
+    assert exclusive.stop is not None and exclusive.stop.event is not None
+    assert exclusive.stop.how == "before" and exclusive.stop.event.xid == xid(1, 8)
+    assert ranges(exclusive) == [(1, 6, 8)]
+    assert exclusive.settings["recovery_target_inclusive"] == "'off'"
+    assert "(exclusive)" in exclusive.target.describe()
+    # sparse summaries: the statistics must admit a commit at exactly the target
+    sp = planner.plan(sparse(inventory()), Target("time", target, False), timeline=1)
+    assert sp.stop is not None and sp.stop.event is not None
+    assert sp.stop.event.xid == xid(1, 8)
+
+
+def test_exclusive_xid_and_lsn_targets_stop_before() -> None:
+    p = planner.plan(inventory(), Target("xid", xid(2, 8), False), timeline=2)
+    assert p.reachable and p.stop is not None and p.stop.event is not None
+    assert p.stop.how == "before" and p.stop.event.xid == xid(2, 8)
+    assert p.stop.lsn == p.stop.event.lsn
+    assert ranges(p) == [(1, 2, 3), (2, 4, 8)]  # the commit record is read to stop before it
+    assert p.settings["recovery_target_inclusive"] == "'off'"
+    p = planner.plan(inventory(), Target("lsn", 5 * S + 0x10, False), timeline=1)
+    assert p.reachable and p.stop is not None and p.stop.how == "before"
+    assert ranges(p) == [(1, 2, 5)]
+    # name and immediate: PostgreSQL ignores the setting, so the plan does not set it
+    p = plan(inventory(), "name", "rpB")
+    assert "recovery_target_inclusive" not in p.settings
+
+
 def test_targets_without_index() -> None:
     inv = inventory(index=False)
     p = plan(inv, "time", T0)
@@ -489,6 +523,9 @@ def test_cli_plan_needs_index_for_time(
         (["--latest", "--timeline", "sideways"], "--timeline 'sideways' is not valid"),
         (["--xid", "abc"], "not a number"),
         (["--lsn", "zz"], "invalid LSN"),
+        (["--name", "x", "--inclusive", "off"], "applies only to --time, --lsn and --xid"),
+        (["--latest", "--inclusive", "off"], "applies only to --time, --lsn and --xid"),
+        (["--xid", "5", "--inclusive", "maybe"], "invalid choice"),
     ],
 )
 def test_cli_bad_input(

@@ -36,6 +36,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument("--latest", action="store_true", help="no target: replay all archived WAL")
     parser.add_argument(
+        "--inclusive",
+        choices=("on", "off"),
+        default="on",
+        help="recovery_target_inclusive for --time, --lsn and --xid: stop just after the "
+        "target (on, the default, as PostgreSQL) or just before it (off)",
+    )
+    parser.add_argument(
         "--timeline",
         default="latest",
         metavar="latest|current|N",
@@ -60,16 +67,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_target(args: argparse.Namespace) -> planner.Target:
+    inclusive = getattr(args, "inclusive", "on") != "off"
+    if not inclusive and args.time is None and args.lsn is None and args.xid is None:
+        raise UsageError(
+            "--inclusive off applies only to --time, --lsn and --xid",
+            hint="PostgreSQL ignores recovery_target_inclusive for restore points and "
+            "'immediate'; leave --inclusive out",
+        )
     try:
         if args.time is not None:
-            return planner.Target("time", planner.parse_time(args.time))
+            return planner.Target("time", planner.parse_time(args.time), inclusive)
         if args.lsn is not None:
-            return planner.Target("lsn", parse_lsn(args.lsn))
+            return planner.Target("lsn", parse_lsn(args.lsn), inclusive)
         if args.xid is not None:
             xid = int(args.xid, 10)
             if not 3 <= xid < 1 << 64:
                 raise ValueError(f"--xid {args.xid!r} is not a normal transaction id (>= 3)")
-            return planner.Target("xid", xid)
+            return planner.Target("xid", xid, inclusive)
         if args.name is not None:
             if not args.name or len(args.name.encode()) > 63:
                 raise ValueError("--name must be 1 to 63 bytes (PostgreSQL's restore point limit)")

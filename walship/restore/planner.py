@@ -20,10 +20,14 @@ in, a :class:`Plan` out; no I/O. It follows PostgreSQL's recovery rules
   commit/abort in LSN order whose time is later than the target; xid -- after
   the commit/abort of that xid; name -- after the first restore point of that
   name; lsn -- after the first record starting at or after the LSN;
-  immediate -- at consistency. Scanning starts at the backup's START WAL
-  LOCATION; the stop must come after consistency (STOP WAL LOCATION), else
-  PostgreSQL stops with FATAL, so an older backup is needed. Reaching the end
-  of the archived WAL before the target is a FATAL too (PostgreSQL 13+).
+  immediate -- at consistency. With recovery_target_inclusive = off: time --
+  before the first commit/abort whose time is the target's or later; xid --
+  before its commit/abort; lsn -- before the first record starting at or
+  after the LSN (name and immediate ignore the setting, as PostgreSQL does).
+  Scanning starts at the backup's START WAL LOCATION; the stop must come
+  after consistency (STOP WAL LOCATION), else PostgreSQL stops with FATAL, so
+  an older backup is needed. Reaching the end of the archived WAL before the
+  target is a FATAL too (PostgreSQL 13+).
 
 Time, xid and name targets need segment summaries (the segment index,
 ``walship index``); lsn, immediate and latest do not.
@@ -148,11 +152,22 @@ class Inventory:
         return sorted(tlis)
 
 
+#: target kinds recovery_target_inclusive applies to
+INCLUSIVE_KINDS = ("time", "lsn", "xid")
+
+
 class Target(NamedTuple):
     kind: str  # one of TARGET_KINDS
     value: int | str | None = None  # µs (time), LSN (lsn), xid, name
+    inclusive: bool = True  # recovery_target_inclusive (time, lsn and xid only)
 
     def describe(self) -> str:
+        text = self._describe()
+        if not self.inclusive and self.kind in INCLUSIVE_KINDS:
+            text += " (exclusive)"
+        return text
+
+    def _describe(self) -> str:
         if self.kind == "time":
             assert isinstance(self.value, int)
             return f"time {format_time(self.value)}"
@@ -394,7 +409,8 @@ def _predicate(target: Target) -> tuple[Callable[[WalEvent], bool], str] | None:
     value = target.value
     if target.kind == "time":
         assert isinstance(value, int)
-        t = value
+        # inclusive: stop before the first later commit; exclusive: also before one at t
+        t = value if target.inclusive else value - 1
         return (lambda ev: ev.kind in XACT_END_KINDS and ev.time is not None and ev.time > t), (
             "before"
         )
@@ -403,7 +419,7 @@ def _predicate(target: Target) -> tuple[Callable[[WalEvent], bool], str] | None:
         x = value & 0xFFFFFFFF
         return (
             lambda ev: ev.kind in XACT_END_KINDS and ev.xid is not None and ev.xid & 0xFFFFFFFF == x
-        ), "after"
+        ), ("after" if target.inclusive else "before")
     if target.kind == "name":
         n = value
         return (lambda ev: ev.kind == RESTORE_POINT and ev.name == n), "after"
@@ -416,7 +432,9 @@ def _stats_may_match(target: Target, summary: SegmentSummary) -> bool:
         return False
     if target.kind == "time":
         t_max = summary.xact_time_max
-        return t_max is None or (isinstance(target.value, int) and t_max > target.value)
+        if t_max is None or not isinstance(target.value, int):
+            return True
+        return t_max > target.value if target.inclusive else t_max >= target.value
     if target.kind == "xid":
         lo, hi = summary.xid_min, summary.xid_max
         if lo is None or hi is None or not isinstance(target.value, int):
@@ -530,7 +548,8 @@ def _evaluate(inv: Inventory, data: _PathData, b: Backup, target: Target) -> _Ou
             need += 1  # no record starts at or after x in that segment
         if need > contiguous_last:
             return past_end(f"LSN {format_lsn(x)}")
-        stop = StopPoint("after", x, x, path.tli_of_lsn(x))
+        how = "after" if target.inclusive else "before"
+        stop = StopPoint(how, x, x, path.tli_of_lsn(x))
         return _Outcome("ok", "", stop, need)
 
     # time, xid, name: the first matching event from the backup's start
@@ -654,6 +673,9 @@ def _settings(target: Target, tli: int, restore_command: str, action: str) -> di
             out[other] = "''"
     if setting is not None:
         out[setting[0]] = setting[1]
+    if target.kind in INCLUSIVE_KINDS:
+        # explicit, like the timeline: a backup's configuration may carry the other value
+        out["recovery_target_inclusive"] = "'on'" if target.inclusive else "'off'"
     out["recovery_target_timeline"] = _quote(str(tli))
     if target.kind != "latest":
         out["recovery_target_action"] = _quote(action)

@@ -78,7 +78,7 @@ def plan_json(plan: Plan, inv: Inventory) -> dict[str, Any]:
         "exit_code": plan.exit_code,
         "reason": plan.reason,
         "hint": plan.hint,
-        "target": {"kind": t.kind, "value": value},
+        "target": {"kind": t.kind, "value": value, "inclusive": t.inclusive},
         "timeline_request": plan.timeline_request,
         "target_timeline": plan.path.target_tli if plan.path else None,
         "timeline_path": [
@@ -188,7 +188,7 @@ def plan_text(plan: Plan, inv: Inventory) -> str:
         elif stop.how == "end":
             text = f"replays to the end of the archived WAL, {format_lsn(stop.lsn)}{on}"
         elif stop.event is None:
-            text = f"stops after the first record at or after {format_lsn(stop.lsn)}{on}"
+            text = f"stops {stop.how} the first record at or after {format_lsn(stop.lsn)}{on}"
         else:
             text = f"stops {stop.how} the {describe_event(stop.event)}{on}"
         lines.append(f"  target     {text}")
