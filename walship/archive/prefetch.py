@@ -297,31 +297,58 @@ def _fill(cfg: Config, spool: str, wanted: list[str]) -> None:
                 os.unlink(os.path.join(spool, entry))
             except OSError:
                 pass
+    todo = [n for n in wanted if not os.path.exists(os.path.join(spool, n))]
+    if not todo:
+        return
     backend = open_backend(cfg.require("repo"), cfg)
+    stop: list[str] = []  # set once a segment is absent or a fetch failed
+
+    def one(name: str) -> None:
+        if stop:
+            return
+        path = os.path.join(spool, name)
+        marker = path + PART
+        with open(marker, "wb"):
+            pass
+        try:
+            result = fetch(cfg, backend, name, path)
+        except NotFound:
+            stop.append(name)  # the end of the archive, for now
+            return
+        except WalshipError as exc:
+            stop.append(name)
+            log.warning("prefetch.error", f"prefetch of {name} failed: {exc.one_line()}")
+            return
+        finally:
+            os.unlink(marker)
+        log.debug("prefetch.done", f"prefetched {name}", ms=round(result.seconds * 1000, 1))
+
     try:
-        for name in wanted:
-            path = os.path.join(spool, name)
-            if os.path.exists(path):
-                continue
-            marker = path + PART
-            with open(marker, "wb"):
-                pass
-            try:
-                result = fetch(cfg, backend, name, path)
-            except NotFound:
-                return  # the end of the archive, for now
-            except WalshipError as exc:
-                log.warning("prefetch.error", f"prefetch of {name} failed: {exc.one_line()}")
-                return
-            finally:
-                os.unlink(marker)
-            log.debug(
-                "prefetch.done",
-                f"prefetched {name}",
-                ms=round(result.seconds * 1000, 1),
-            )
+        workers = min(len(todo), _concurrency(backend.url))
+        if workers <= 1:
+            for name in todo:
+                one(name)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..codec import compress
+
+        compress._zstd()  # loaded once here, not raced for by the workers
+        # in window order: the segment replay needs next is started first
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(one, name) for name in todo]:
+                future.result()
     finally:
         backend.close()
+
+
+#: segments a helper fetches at once from a remote store (latency-bound); a
+#: local repository is fetched one at a time (CPU-bound, beside the replay)
+REMOTE_CONCURRENCY = 4
+
+
+def _concurrency(url: str) -> int:
+    return 1 if url.startswith(("file:", "mem:")) else REMOTE_CONCURRENCY
 
 
 def remove_stale(pgdata: str) -> None:
