@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,13 +32,6 @@ from walship.storage.registry import open_backend
 pytestmark = pytest.mark.pg
 
 MAJOR = 15
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 def keygen(path: str, mode: str) -> str:

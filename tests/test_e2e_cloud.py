@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 from pgharness import (
@@ -25,13 +24,6 @@ from pgharness import (
 
 pytestmark = [pytest.mark.pg, pytest.mark.cloud]
 MAJOR = 16
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 def _settings(env: dict[str, str]) -> dict[str, object]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 from pgharness import (
@@ -19,13 +18,6 @@ from pgharness import (
 pytestmark = pytest.mark.pg
 
 VERSIONS = [15, 16, 18]
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 def _primary(major: int, work: Workdir, repo: str) -> tuple[Cluster, str]:

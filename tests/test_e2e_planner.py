@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -53,13 +52,6 @@ pytestmark = pytest.mark.pg
 
 MAJOR = 15
 HAS_INDEX = "index" in cli.COMMANDS
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 class World:

@@ -8,7 +8,6 @@ import fcntl
 import glob
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 from e2e import wait_for
@@ -24,13 +23,6 @@ from pgharness import (
 )
 
 pytestmark = pytest.mark.pg
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 def _helpers_done(datadir: str) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 from e2e import key_for, repo_files, sha256_file, stop_all
@@ -37,13 +36,6 @@ from pgharness import (
 pytestmark = pytest.mark.pg
 
 VERSIONS = [15, 16, 18]
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 def repo_state(repo: str) -> dict[str, tuple[str, int, int]]:

@@ -18,7 +18,6 @@ restore of the original base backup with ``recovery_target_timeline =
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 from e2e import (
@@ -47,13 +46,6 @@ pytestmark = pytest.mark.pg
 
 VERSIONS = [15, 16, 18]
 SEG = 16 << 20
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 def batches(cluster: Cluster) -> str:

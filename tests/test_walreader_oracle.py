@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 import waloracle as wo
@@ -39,13 +38,6 @@ pytestmark = pytest.mark.pg
 
 VERSIONS = [15, 16, 18]
 WALSHIP = os.path.join(os.path.dirname(__import__("sys").executable), "walship")
-
-
-@pytest.fixture
-def work() -> Iterator[Workdir]:
-    w = Workdir()
-    yield w
-    w.close()
 
 
 def _archive_command(arch: str, cfg: str) -> str:
