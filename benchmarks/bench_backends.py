@@ -9,7 +9,9 @@ What it measures (results go to docs/benchmarks.md, "Storage backends"):
   uploaded in parts (S3 multipart / GCS resumable / Azure blocks, 16 MiB);
 * whole-process ``walship push`` and ``walship fetch`` of a 16 MiB WAL
   segment (mostly zeros, like a switched segment), median over ``--reps``,
-  exactly as PostgreSQL runs them (one process each);
+  exactly as PostgreSQL runs them (one process each); and the fetch of a
+  segment the read-ahead helper has already spooled (``fetch_prefetch``, on
+  by default), as in a recovery;
 * the import cost each backend adds to a push: wall time of
   ``python -c "import walship.storage.<mod>"`` minus that of the local
   backend, median of 7 runs.
@@ -124,6 +126,7 @@ def bench_backend(name: str, env: dict[str, str], reps: int, tmp: str) -> dict[s
         proc = run_walship(repo_env, "fetch", name_, dest, cwd=tmp)
         fetches.append(time.perf_counter() - t)
         assert proc.returncode == 0, proc.stderr
+    claims = _read_ahead(name, env, reps, tmp, src)
     return {
         "name": name,
         "put_ms": put_s * 1000,
@@ -133,7 +136,48 @@ def bench_backend(name: str, env: dict[str, str], reps: int, tmp: str) -> dict[s
         "big_mibs": 64 / big_s,
         "push_ms": statistics.median(pushes) * 1000,
         "fetch_ms": statistics.median(fetches) * 1000,
+        "claim_ms": statistics.median(claims) * 1000,
     }
+
+
+def _read_ahead(name: str, env: dict[str, str], reps: int, tmp: str, src3: str) -> list[float]:
+    """Whole-process fetch of a segment the read-ahead helper already spooled.
+
+    As in a recovery: the fetch of segment 3 into ``pg_wal`` starts the
+    helper, which fetches segment 4 (and looks for 5..10); once segment 4 is
+    spooled, the fetch PostgreSQL would run next is timed.
+    """
+    import glob
+    import shutil
+
+    src4 = os.path.join(tmp, f"{name}-{segment_name(4)}")
+    with open(src4, "wb") as fh:
+        fh.write(make_segment(4))
+    data = tempfile.mkdtemp(prefix="data-", dir=tmp)
+    wal = os.path.join(data, "pg_wal")
+    os.makedirs(wal)
+    out: list[float] = []
+    for i in range(reps):
+        repo_env = dict(env)
+        repo_env["WALSHIP_REPO"] = env["WALSHIP_REPO"] + f"/ahead{i}"
+        for path, seg in ((src3, segment_name(3)), (src4, segment_name(4))):
+            proc = run_walship(repo_env, "push", path, seg)
+            assert proc.returncode == 0, proc.stderr
+        proc = run_walship(repo_env, "fetch", segment_name(3), "pg_wal/RECOVERYXLOG", cwd=data)
+        assert proc.returncode == 0, proc.stderr
+        os.unlink(os.path.join(wal, "RECOVERYXLOG"))
+        deadline = time.monotonic() + 60
+        while not glob.glob(os.path.join(wal, ".walship-prefetch", "*", segment_name(4))):
+            assert time.monotonic() < deadline, "the read-ahead helper did not spool segment 4"
+            time.sleep(0.01)
+        t = time.perf_counter()
+        proc = run_walship(repo_env, "fetch", segment_name(4), "pg_wal/RECOVERYXLOG", cwd=data)
+        out.append(time.perf_counter() - t)
+        assert proc.returncode == 0 and "(prefetched)" in proc.stderr, proc.stderr
+        os.unlink(os.path.join(wal, "RECOVERYXLOG"))
+        time.sleep(0.5)  # the helper looks for 5..10 (absent) and exits
+        shutil.rmtree(os.path.join(wal, ".walship-prefetch"), ignore_errors=True)
+    return out
 
 
 def main() -> int:
@@ -172,14 +216,15 @@ def main() -> int:
         f"{platform.python_version()}; servers on 127.0.0.1; median of {args.reps}.",
         "",
         "| backend | put 16 MiB | put MiB/s | get 16 MiB | get MiB/s | put 64 MiB in parts, MiB/s "
-        "| `walship push` (process) | `walship fetch` (process) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| `walship push` (process) | `walship fetch` (process) "
+        "| `walship fetch`, read ahead (process) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['name']} | {r['put_ms']:.0f} ms | {r['put_mibs']:.0f} | {r['get_ms']:.0f} ms | "
             f"{r['get_mibs']:.0f} | {r['big_mibs']:.0f} | {r['push_ms']:.0f} ms | "
-            f"{r['fetch_ms']:.0f} ms |"
+            f"{r['fetch_ms']:.0f} ms | {r['claim_ms']:.0f} ms |"
         )
     lines += [
         "",

@@ -286,3 +286,63 @@ def test_a_pid_that_is_no_helper_is_never_signalled(site: dict[str, str]) -> Non
         os.close(fd)
         bystander.kill()
         bystander.wait()
+
+
+def _object(site: dict[str, str], segno: int) -> Path:
+    name = segment_name(segno)
+    return Path(site["repo"], "wal", name[:16], name)
+
+
+def test_the_helpers_warnings_reach_the_next_fetchs_stderr(site: dict[str, str]) -> None:
+    spool = _spool(site)
+    obj = _object(site, 3)
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the helper will find segment 3 corrupt
+    obj.write_bytes(bytes(data))
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(spool)
+    assert _spooled(spool) == {segment_name(2)}  # it stopped at the corrupt one
+    second = _fetch(site, 2)
+    assert second.returncode == 0, second.stderr
+    assert f"prefetch of {segment_name(3)} failed" in second.stderr, second.stderr
+    _wait_helper(spool)
+    third = _fetch(site, 3)  # the real error, from the repository: recovery stops
+    assert third.returncode == 255, third.stderr
+    assert "corrupt" in third.stderr or "digest" in third.stderr, third.stderr
+
+
+def test_the_helper_does_not_hold_the_callers_output(site: dict[str, str]) -> None:
+    """restore_command = '... | logger' must end when the fetch does.
+
+    Segment 2's object is a FIFO here, so the helper blocks opening it and is
+    certainly alive while its file descriptors are inspected.
+    """
+    spool = _spool(site)
+    obj = _object(site, 2)
+    obj.unlink()
+    os.mkfifo(obj)
+    dest = Path(site["pgdata"], "pg_wal", "RECOVERYXLOG")
+    proc = subprocess.Popen(
+        [*WALSHIP, "fetch", segment_name(1), "pg_wal/RECOVERYXLOG"],
+        env=_env(site),
+        cwd=site["pgdata"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _out, err = proc.communicate(timeout=30)  # EOF on both: nobody else holds them
+        assert proc.returncode == 0, err
+        assert dest.read_bytes() == make_segment(1)
+        assert prefetch._lock_held(str(spool))  # the helper is blocked on the FIFO
+        pid = int((spool / ".lock").read_text())
+        for fd in (0, 1, 2):
+            assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
+    finally:
+        with open(obj, "wb"):  # unblock the helper: an empty object, which it rejects
+            pass
+        _wait_helper(spool)
+    obj.unlink()  # (a fetch of segment 2 would now wait for a writer)
+    relayed = _fetch(site, 3)  # the next fetch copies the helper's warning to its stderr
+    assert relayed.returncode == 0, relayed.stderr
+    assert f"prefetch of {segment_name(2)} failed" in relayed.stderr, relayed.stderr

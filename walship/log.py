@@ -17,12 +17,20 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TextIO
+    from typing import Protocol
+
+    class Stream(Protocol):
+        """Where lines go: stderr, a test's buffer, the read-ahead helper's file."""
+
+        def write(self, text: str, /) -> int: ...
+
+        def flush(self) -> None: ...
+
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 _state: dict[str, object] = {"level": 20, "format": "text"}
-_stream: list[TextIO | None] = [None]
+_stream: list[Stream | None] = [None]
 
 
 def configure(*, level: str = "info", fmt: str = "text", shift: int = 0) -> None:
@@ -31,7 +39,7 @@ def configure(*, level: str = "info", fmt: str = "text", shift: int = 0) -> None
     _state["format"] = fmt
 
 
-def set_stream(stream: TextIO | None) -> None:
+def set_stream(stream: Stream | None) -> None:
     _stream[0] = stream
 
 

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 SPOOL = ".walship-prefetch"
 LOCK = ".lock"
 PART = ".part"
+#: the helper's log lines, until a fetch copies them to the server log
+HELPER_LOG = ".helper.log"
 #: longest a fetch waits for the helper to finish the segment it asked for
 WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.005
@@ -88,6 +90,7 @@ def discard(cfg: Config, dest: str) -> None:
     spool = spool_dir(cfg, dest)
     if not os.path.isdir(spool):
         return
+    relay_log(spool)
     if _lock_held(spool):
         _stop_helper(spool)
         deadline = time.monotonic() + 5
@@ -164,6 +167,7 @@ def _fsync_path(path: str, directory: bool = False) -> None:
 def claim(cfg: Config, name: str, dest: str) -> bool:
     """Move the spooled copy of ``name`` to ``dest``; False if there is none to use."""
     spool = spool_dir(cfg, dest)
+    relay_log(spool)
     path = os.path.join(spool, name)
     if not os.path.exists(path):
         if not os.path.exists(path + PART):
@@ -271,9 +275,16 @@ def start(cfg: Config, name: str, dest: str, seg_size: int) -> None:
     code = 0
     try:
         os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        # Let go of the caller's stdin, stdout and stderr: whoever reads
+        # them (a `| logger` in restore_command, a wrapper script) must see
+        # them close when the fetch exits, not when the helper does. The
+        # helper's log lines go to a file in the spool, which the next fetch
+        # copies to its own stderr (the server log).
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
         os.close(null)
+        log.set_stream(_SpoolLog(os.path.join(spool, HELPER_LOG)))
         _fill(cfg, spool, wanted)
     except BaseException as exc:  # never let the child return into the caller
         code = 1
@@ -285,12 +296,54 @@ def start(cfg: Config, name: str, dest: str, seg_size: int) -> None:
         os._exit(code)
 
 
+class _SpoolLog:
+    """A log stream appending each line to a file (opened per line, so that
+    :func:`relay_log` can take the file away between lines)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, text: str) -> int:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            return os.write(fd, text.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+
+    def flush(self) -> None:
+        pass
+
+
+def relay_log(spool: str) -> None:
+    """Copy what helpers logged to this process's stderr (the server log)."""
+    import sys
+
+    path = os.path.join(spool, HELPER_LOG)
+    taken = f"{path}.{os.getpid()}"
+    try:
+        os.rename(path, taken)
+    except OSError:
+        return  # nothing logged (the usual case)
+    try:
+        with open(taken, "rb") as fh:
+            text = fh.read(1 << 16).decode("utf-8", "replace")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except OSError:
+        pass
+    finally:
+        try:
+            os.unlink(taken)
+        except OSError:
+            pass
+
+
 def _fill(cfg: Config, spool: str, wanted: list[str]) -> None:
     from ..errors import NotFound
     from ..storage.registry import open_backend
     from .fetch import fetch
 
-    keep = set(wanted) | {n + PART for n in wanted} | {LOCK}
+    keep = set(wanted) | {n + PART for n in wanted} | {LOCK, HELPER_LOG}
     for entry in os.listdir(spool):
         if entry not in keep:
             try:
