@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import pgharness as pgh  # noqa: E402
 
+from walship.archive import prefetch  # noqa: E402
+
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")
 TIMED = """#!/bin/bash
 # $1 = %f, $2 = %p: one restore_command call, timed without extra processes
@@ -120,27 +122,11 @@ def recover(
     recovery = _log_span(text, "starting archive recovery", "archive recovery complete")
     # let read-ahead helpers finish before the data directory goes
     deadline = time.monotonic() + 30
-    spool = os.path.join(cluster.datadir, "pg_wal", ".walship-prefetch")
-    while os.path.exists(spool) and time.monotonic() < deadline:
-        locks = [os.path.join(spool, d, ".lock") for d in os.listdir(spool)]
-        if not any(_locked(p) for p in locks if os.path.exists(p)):
-            break
+    pg_wal = os.path.join(cluster.datadir, "pg_wal")
+    while prefetch.helpers_running(pg_wal) and time.monotonic() < deadline:
         time.sleep(0.1)
     shutil.rmtree(cluster.datadir, ignore_errors=True)
     return segments, waited, recovery
-
-
-def _locked(path: str) -> bool:
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def _log_span(text: str, first: str, last: str) -> float:

@@ -4,8 +4,6 @@ and the spool is gone once the promoted server archives."""
 
 from __future__ import annotations
 
-import fcntl
-import glob
 import os
 import time
 
@@ -22,20 +20,14 @@ from pgharness import (
     walship_config,
 )
 
+from walship.archive import prefetch
+
 pytestmark = pytest.mark.pg
 
 
 def _helpers_done(datadir: str) -> bool:
     """No prefetch helper holds a spool lock (they must not outlive the test)."""
-    for lock in glob.glob(os.path.join(datadir, "pg_wal", ".walship-prefetch", "*", ".lock")):
-        fd = os.open(lock, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-    return True
+    return not prefetch.helpers_running(os.path.join(datadir, "pg_wal"))
 
 
 def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:

@@ -59,14 +59,19 @@ WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.005
 
 
+def _kind_into_pg_wal(name: str, dest: str) -> str | None:
+    """The kind of ``name`` when PostgreSQL restores it into ``pg_wal``, else None."""
+    if os.path.basename(os.path.dirname(dest)) != "pg_wal":
+        return None
+    try:
+        return classify(name)
+    except WalshipError:
+        return None
+
+
 def enabled(cfg: Config, name: str, dest: str) -> bool:
     """Prefetch applies to WAL segments restored into a ``pg_wal`` directory."""
-    if cfg.fetch_prefetch <= 0 or os.path.basename(os.path.dirname(dest)) != "pg_wal":
-        return False
-    try:
-        return classify(name) == FileKind.SEGMENT
-    except WalshipError:
-        return False
+    return cfg.fetch_prefetch > 0 and _kind_into_pg_wal(name, dest) == FileKind.SEGMENT
 
 
 def ends_recovery(name: str, dest: str) -> bool:
@@ -77,12 +82,7 @@ def ends_recovery(name: str, dest: str) -> bool:
     it has no next segment). At none of these moments is a spooled segment
     about to be asked for, and after the last one, nothing would remove it.
     """
-    if os.path.basename(os.path.dirname(dest)) != "pg_wal":
-        return False
-    try:
-        return classify(name) == FileKind.HISTORY
-    except WalshipError:
-        return False
+    return _kind_into_pg_wal(name, dest) == FileKind.HISTORY
 
 
 def discard(cfg: Config, dest: str) -> None:
@@ -101,6 +101,16 @@ def discard(cfg: Config, dest: str) -> None:
     import shutil
 
     shutil.rmtree(spool, ignore_errors=True)
+
+
+def helpers_running(pg_wal: str) -> bool:
+    """Whether a read-ahead helper works on any spool of this ``pg_wal``."""
+    root = os.path.join(pg_wal, SPOOL)
+    try:
+        tags = os.listdir(root)
+    except OSError:
+        return False
+    return any(_lock_held(os.path.join(root, tag)) for tag in tags)
 
 
 def _stop_helper(spool: str) -> None:
