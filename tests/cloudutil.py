@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from helpers import environment_without_settings
 from servers.plugin import config_from_env
 
 from walship import log
@@ -37,7 +38,7 @@ def captured_log() -> Iterator[io.StringIO]:
 def run_walship(
     env: dict[str, str], *args: str, cwd: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    full = environment_without_settings()
     full.update(env)
     full["WALSHIP_CONFIG"] = os.devnull
     return subprocess.run(

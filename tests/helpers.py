@@ -31,3 +31,15 @@ def make_segment(
 def segment_name(segno: int, tli: int = 1, seg_size: int = SEG) -> str:
     per = 0x1_0000_0000 // seg_size
     return f"{tli:08X}{segno // per:08X}{segno % per:08X}"
+
+
+def environment_without_settings() -> dict[str, str]:
+    """``os.environ`` without walship settings (``WALSHIP_*``), so that a test
+    configures walship itself; keeps the session's agent directory (conftest.py)."""
+    import os
+
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WALSHIP_") or k == "WALSHIP_AGENT_DIR"
+    }

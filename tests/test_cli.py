@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from helpers import SEG, SYSID, make_segment, segment_name
+from helpers import SEG, SYSID, environment_without_settings, make_segment, segment_name
 
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")
 
@@ -39,7 +39,7 @@ def walship(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Result:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    full_env = environment_without_settings()
     full_env.update(env or {})
     cmd = [WALSHIP]
     if config is not None:

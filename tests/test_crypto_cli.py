@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import pytest
-from helpers import make_segment, segment_name
+from helpers import environment_without_settings, make_segment, segment_name
 
 from walship.codec import crypto
 
@@ -22,7 +22,7 @@ KEY_LINE = re.compile(r"^walship-key-v1 \S+ (\S+)$", re.M)
 def run(
     tmp_path: Any, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    full = environment_without_settings()
     full.update(env or {})
     return subprocess.run(
         [WALSHIP, *args], env=full, cwd=str(tmp_path), capture_output=True, text=True, timeout=60
@@ -133,7 +133,7 @@ def test_fetch_with_unconfigured_key_aborts_naming_the_key(
     for settings in ({"encryption_key_file": k2}, {}):
         proc = run(tmp_path, "fetch", name, "out", env=_env(repo, **settings))
         assert proc.returncode == 255, proc.stderr
-        lines = proc.stderr.strip().splitlines()
+        lines = [ln for ln in proc.stderr.strip().splitlines() if " DEBUG " not in ln]
         assert len(lines) == 1, proc.stderr
         assert id1 in lines[0] and "KeyNotConfigured" in lines[0]
         if settings:
@@ -167,7 +167,7 @@ def test_fetch_of_tampered_object_aborts(
         fh.write(blob)
     proc = run(tmp_path, "fetch", name, "out", env=env)
     assert proc.returncode == 255
-    lines = proc.stderr.strip().splitlines()
+    lines = [ln for ln in proc.stderr.strip().splitlines() if " DEBUG " not in ln]
     assert len(lines) == 1, proc.stderr
     assert f"wal/{name[:16]}/{name}" in lines[0]
     expected = "DecryptionError" if where == "body" else "KeyNotConfigured"
@@ -205,7 +205,7 @@ def test_plain_repository_never_loads_cryptography(
         "loaded = [m for m in sys.modules if m.startswith(heavy)]\n"
         "assert not loaded, loaded\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    env = environment_without_settings()
     env["WALSHIP_REPO"] = repo
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=str(tmp_path), capture_output=True, text=True

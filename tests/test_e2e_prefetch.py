@@ -1,6 +1,8 @@
 """End-to-end: a real recovery with fetch_prefetch on (and encryption, so the
 helper process needs the key too) restores exactly, mostly from the spool,
-and the spool is gone once the promoted server archives."""
+and the spool is gone once the promoted server archives. Pushes and fetches
+run in the walship agent of the postgres user (the default), which the debug
+lines show."""
 
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
             "encryption": "symmetric",
             "encryption_key_file": key,
             "fetch_prefetch": 4,
+            "log_level": "debug",
         },
     )
     primary = Cluster(15, work)
@@ -66,6 +69,8 @@ def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
         )
         last = primary.switch_wal()
         primary.wait_archived(last)
+        # the archiver's pushes after the first ran in the postgres user's agent
+        assert primary.log().count("running in a worker of the walship agent") >= 5
 
         restored = restore_cluster(
             15,
@@ -92,6 +97,7 @@ def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
         fetched = log.count("INFO fetched 0")
         assert hits >= 5, log[-4000:]
         assert hits >= fetched / 2, (hits, fetched)
+        assert log.count("running in a worker of the walship agent") >= fetched / 2
         for problem in ("prefetch of", "prefetch helper failed", "not used", "cannot use"):
             assert problem not in log, log[-4000:]
         # promoted and archiving: its first push removes the spool

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_segment, segment_name
+from helpers import environment_without_settings, make_segment, segment_name
 
 from walship import minijson
 from walship.codec import envelope
@@ -91,7 +90,7 @@ def test_raw_digest_is_in_metadata_for_a_head_request() -> None:
 
 
 def _walship(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    env = environment_without_settings()
     env["WALSHIP_REPO"] = str(tmp_path / "repo")
     return subprocess.run(
         [sys.executable, "-m", "walship", *args],

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SYSID, make_segment, segment_name
+from helpers import SYSID, environment_without_settings, make_segment, segment_name
 
 from walship.archive import prefetch
 from walship.config import Config
@@ -33,7 +33,7 @@ def site(tmp_path: Path) -> dict[str, str]:
     (pgdata / "pg_wal").mkdir(parents=True)
     (pgdata / "global").mkdir()
     (pgdata / "global" / "pg_control").write_bytes(struct.pack("<Q", SYSID) + bytes(100))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    env = environment_without_settings()
     env.update(WALSHIP_REPO=str(repo), WALSHIP_LOG_LEVEL="debug")
     src = tmp_path / "src"
     src.mkdir()

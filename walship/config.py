@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 SYSTEM_CONFIG_PATH = "/etc/walship/walship.toml"
 ENV_PREFIX = "WALSHIP_"
 ENV_CONFIG = "WALSHIP_CONFIG"
+#: variables read before any configuration is (the config file's path, the agent's directory)
+ENV_ONLY = (ENV_CONFIG, "WALSHIP_AGENT_DIR")
 
 
 class Setting:
@@ -131,6 +133,18 @@ SETTINGS: tuple[Setting, ...] = (
         "aes-256-gcm",
         "AEAD of new encrypted objects (chacha20-poly1305 for CPUs without AES instructions).",
         choices=("aes-256-gcm", "chacha20-poly1305"),
+    ),
+    # --- push and fetch ---
+    Setting(
+        "agent",
+        True,
+        "Run push and fetch in the walship agent: a background process (one per user and "
+        "environment) that has walship, cryptography and the storage SDK loaded and forks a "
+        "copy of itself per request, saving each request the start-up cost. Started by the "
+        "first push or fetch, gone after 30 s idle; a request runs itself whenever no agent "
+        "answers. Socket in $WALSHIP_AGENT_DIR/walship-agent-<uid> (default /tmp). "
+        "See docs/push-fetch.md.",
+        type_=bool,
     ),
     # --- fetch ---
     Setting(
@@ -326,6 +340,7 @@ class Config:
     encryption_key_file: str | None
     encryption_keyring: str | None
     encryption_cipher: str
+    agent: bool
     fetch_error_exit: str
     fetch_prefetch: int
     pgdata: str | None
@@ -564,7 +579,7 @@ def load(
         values[name] = _convert(name, raw, source, by_name[name])
 
     for var, raw in env.items():
-        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+        if not var.startswith(ENV_PREFIX) or var in ENV_ONLY:
             continue
         name = var[len(ENV_PREFIX) :].lower()
         if name not in by_name:

@@ -62,6 +62,20 @@ def open_backend(url: str, config: Config) -> Backend:
     return backend
 
 
+def warm(url: str) -> None:
+    """Import the module of a built-in backend for ``url`` without opening anything.
+
+    Used by the walship agent (walship/agent.py) so that its requests find the
+    SDK loaded. Import errors are left for the request to report.
+    """
+    target = BUILTIN.get(scheme_of(url))
+    if target is not None:
+        try:
+            importlib.import_module(f"{__package__}.{target.partition(':')[0]}")
+        except ImportError:
+            pass
+
+
 def _entry_point(scheme: str, url: str) -> object:
     from importlib.metadata import entry_points
 

@@ -1,0 +1,726 @@
+"""The walship agent: push and fetch without paying for start-up every time.
+
+PostgreSQL starts one ``walship push`` per WAL file and one ``walship fetch``
+per restored file. Beyond the work itself, such a process spends its time
+loading Python code: walship, cryptography's OpenSSL extension (~6 ms), a
+cloud SDK (~300 ms). The agent is a background process that has loaded them
+once and forks a copy of itself for each request, so every request still runs
+in a process of its own, with the caller's arguments, working directory,
+umask, environment and stdin/stdout/stderr, exactly as if the caller had run
+it; only the loading is skipped. Configuration and key files are read by each
+request, as before.
+
+How a ``walship push|fetch`` process uses it (:func:`run_via_agent`):
+
+1. ``$WALSHIP_AGENT_DIR/walship-agent-<uid>/`` (default base ``/tmp``) must
+   be a directory of this user with mode 0700, else no agent is used.
+2. It connects to ``<name>.sock`` there, where ``name`` is a digest of what a
+   fresh process would load: walship's version and location, the Python
+   executable, the uid and the environment variables read at import time
+   (``PYTHON*``, ``LD_*``, ``OPENSSL*``, ``CRYPTOGRAPHY*``, ``SSL_*``,
+   ``LC_*``, ``LANG``, ``HOME``). The agent must run as the same uid.
+3. It sends its request with its stdin, stdout and stderr attached (one Unix
+   stream connection per request)::
+
+       client -> agent   4-byte big-endian length, then NUL-separated fields:
+                         MAGIC, key, cwd, umask (octal), argc, args..., NAME=value...
+                         (file descriptors 0, 1, 2 as SCM_RIGHTS)
+       worker -> client  "OK <pid>\\n"   the forked worker running the request
+                 or      "NO <reason>\\n" (the client runs the command itself)
+       worker -> client  "EXIT <code>\\n" when the command has finished
+
+   Signals the client receives (INT, TERM, HUP, QUIT) are passed on to the
+   worker, and the client then dies of the same signal, as a process doing
+   the work itself would.
+4. Whenever anything fails before ``OK`` (no agent, a stale socket, an agent
+   that is busy for 5 s or exiting, a worker that dies without ``EXIT``) the
+   client runs the command itself: push and fetch are idempotent, so running
+   a request twice is harmless.
+
+A client that ran a command itself starts an agent afterwards
+(:func:`spawn`, unless ``agent = off``), which lives until it has been idle
+for :data:`IDLE_SECONDS` or has run for :data:`MAX_AGE_SECONDS`, and exits as
+soon as walship's files or the installed packages change (an upgrade). See
+docs/push-fetch.md, "The agent".
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+MAGIC = "walship-agent/1"
+#: the client gives up on an agent that has not answered within this time
+HANDSHAKE_SECONDS = 5.0
+#: an agent with no request for this long exits
+IDLE_SECONDS = 30.0
+#: an agent exits after this long even when busy (the next request starts a fresh one)
+MAX_AGE_SECONDS = 600.0
+#: after a failed start, no new agent is started for this long
+FAILED_BACKOFF_SECONDS = 60.0
+
+_KEY_PREFIXES = ("PYTHON", "LD_", "OPENSSL", "CRYPTOGRAPHY", "SSL_", "LC_")
+_KEY_NAMES = ("LANG", "HOME")
+_FORWARDED_SIGNALS = (2, 15, 1, 3)  # SIGINT, SIGTERM, SIGHUP, SIGQUIT (Linux numbers)
+_OFF = ("0", "false", "no", "off")
+
+
+# ------------------------------------------------------------------ names
+
+
+def base_directory() -> str:
+    return os.environ.get("WALSHIP_AGENT_DIR") or "/tmp"
+
+
+def directory() -> str:
+    """This user's agent directory."""
+    return os.path.join(base_directory(), f"walship-agent-{os.getuid()}")
+
+
+def key() -> str:
+    """What a fresh walship process of this caller would load (see the module doc)."""
+    from . import __version__
+
+    env = sorted(
+        f"{k}={v}" for k, v in os.environ.items() if k.startswith(_KEY_PREFIXES) or k in _KEY_NAMES
+    )
+    package = os.path.dirname(os.path.abspath(__file__))
+    return "\n".join([MAGIC, __version__, sys.executable, package, str(os.getuid()), *env])
+
+
+def name_of(key_text: str) -> str:
+    # _sha256: hashlib would load OpenSSL (~2 ms); this runs before every request
+    import _sha256  # type: ignore[import-not-found]
+
+    return str(_sha256.sha256(key_text.encode("utf-8", "surrogateescape")).hexdigest()[:16])
+
+
+def private_reason(path: str, *, create: bool) -> str | None:
+    """None when ``path`` is a directory of this user that nobody else can enter."""
+    if not os.path.isabs(path):
+        return f"{path} is not an absolute path (WALSHIP_AGENT_DIR must be one)"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return "absent"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            return f"cannot create {path}: {exc.strerror}"
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            return f"cannot use {path}: {exc.strerror}"
+    except OSError as exc:
+        return f"cannot use {path}: {exc.strerror}"
+    if (st.st_mode & 0o170000) != 0o040000:
+        return f"{path} is not a directory"
+    if st.st_uid != os.getuid():
+        return f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()})"
+    if st.st_mode & 0o077:
+        return f"{path} has mode {st.st_mode & 0o777:03o}; it must be 700"
+    return None
+
+
+#: longest socket path bind/connect take (sun_path is 108 bytes with its NUL)
+_SUN_PATH_MAX = 107
+
+
+def socket_address(where: str, file_name: str, dir_fd: int) -> str:
+    """Address of ``where/file_name`` for bind/connect, even when that path is too
+    long for a Unix socket address: then it is reached through the open
+    directory (``/proc/self/fd/N/file_name``)."""
+    path = os.path.join(where, file_name)
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    return f"/proc/self/fd/{dir_fd}/{file_name}"
+
+
+def disabled_by_environment() -> bool:
+    value = os.environ.get("WALSHIP_AGENT")
+    return value is not None and value.strip().lower() in _OFF
+
+
+# ------------------------------------------------------------------ client
+
+
+class _Lines:
+    """Lines from a socket (the worker may send "OK" and "EXIT" in one segment)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def next(self) -> bytes:
+        """The next line with its newline; b"" at end of stream."""
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(256)
+            if not chunk or len(self.buffer) > 4096:
+                return b""
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+
+def _request(key_text: str, argv: Sequence[str]) -> bytes:
+    umask = os.umask(0o077)
+    os.umask(umask)
+    fields = [MAGIC, key_text, os.getcwd(), f"{umask:o}", str(len(argv)), *argv]
+    fields.extend(f"{k}={v}" for k, v in os.environ.items())
+    return b"\0".join(os.fsencode(f) for f in fields)
+
+
+def run_via_agent(argv: Sequence[str]) -> int | None:
+    """Run ``walship <argv>`` in this user's agent; its exit code, or None to run it here."""
+    if disabled_by_environment() or not hasattr(_socket, "SO_PEERCRED"):
+        return None
+    where = directory()
+    if private_reason(where, create=False) is not None:
+        return None
+    key_text = key()
+    try:
+        payload = _request(key_text, argv)
+    except (OSError, ValueError):  # cwd gone, NUL in an argument
+        return None
+    try:
+        dir_fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(HANDSHAKE_SECONDS)
+        sock.connect(socket_address(where, name_of(key_text) + ".sock", dir_fd))
+        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        if int.from_bytes(cred[4:8], sys.byteorder) != os.getuid():
+            return None
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
+        head = len(payload).to_bytes(4, "big") + payload
+        sent = sock.sendmsg([head], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        if sent < len(head):
+            sock.sendall(head[sent:])
+        lines = _Lines(sock)
+        line = lines.next()
+        if not line.startswith(b"OK "):
+            return None
+        worker = int(line[3:])
+        sock.settimeout(None)
+        return _wait(lines, worker)
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+        os.close(dir_fd)
+
+
+#: pids of workers that died without an exit code (the caller then runs the command itself)
+lost: list[int] = []
+
+
+def _wait(lines: _Lines, worker: int) -> int | None:
+    """Wait for the worker's exit code, passing signals on to it."""
+    import _signal  # type: ignore[import-not-found]  # signal.py would import enum
+
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        try:
+            os.kill(worker, signum)
+        except OSError:
+            pass
+
+    for signum in _FORWARDED_SIGNALS:
+        _signal.signal(signum, forward)
+    line = lines.next()
+    if line.startswith(b"EXIT "):
+        return int(line[5:])
+    if received:  # the worker died of the signal we passed on: so do we
+        signum = received[-1]
+        _signal.signal(signum, _signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return 128 + signum
+    for signum in _FORWARDED_SIGNALS:
+        _signal.signal(signum, _signal.default_int_handler if signum == 2 else _signal.SIG_DFL)
+    lost.append(worker)
+    return None  # the worker died without answering: run the command here
+
+
+# ------------------------------------------------------------------ starting
+
+
+def spawn() -> None:
+    """Start an agent for this caller in the background, unless one runs or is starting.
+
+    Called by a push or fetch that ran itself. Costs the caller one
+    ``posix_spawn``; the agent loads everything in its own time.
+    """
+    from . import log
+
+    if disabled_by_environment() or not hasattr(os, "posix_spawn"):
+        return
+    where = directory()
+    reason = private_reason(where, create=True)
+    if reason is not None:
+        log.warning(
+            "agent.unsafe-dir",
+            f"not using the walship agent: {reason}",
+            hint="remove that path, or set WALSHIP_AGENT_DIR to a directory of your own, "
+            "or set agent = off",
+        )
+        return
+    name = name_of(key())
+    failed = os.path.join(where, name + ".failed")
+    try:
+        import time
+
+        if time.time() - os.stat(failed).st_mtime < FAILED_BACKOFF_SECONDS:
+            return
+    except OSError:
+        pass
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(where, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # an agent runs, or is starting
+        os.set_inheritable(fd, True)
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (
+            f"import sys; sys.path.insert(0, {package_parent!r}); "
+            "from walship.agent import serve_main; serve_main()"
+        )
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-c", code, str(fd), name],
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, null, n) for n in (0, 1, 2)],
+                setsid=True,
+            )
+        finally:
+            os.close(null)
+    except OSError as exc:
+        log.debug("agent.spawn", f"cannot start the walship agent: {exc}")
+    finally:
+        os.close(fd)  # the agent keeps the lock: same open file description
+
+
+# ------------------------------------------------------------------ the agent
+
+
+class _Agent:
+    def __init__(self, where: str, name: str, lock_fd: int) -> None:
+        self.where = where
+        self.name = name
+        self.lock_fd = lock_fd
+        self.sock_path = os.path.join(where, name + ".sock")
+        self.log_path = os.path.join(where, name + ".log")
+        self.listener: object = None
+        self.inode = -1
+        self.snapshot: dict[str, tuple[int, int]] = {}
+        self.requests = 0
+
+    def log(self, text: str) -> None:
+        import time
+
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} [{os.getpid()}] {text}\n"
+        try:
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def _code_snapshot() -> dict[str, tuple[int, int]]:
+    """(mtime, inode) of walship's loaded modules and of every import directory.
+
+    pip replaces files (new inodes) and adds or removes entries in
+    site-packages (a new directory mtime), so an upgrade of walship or of a
+    library shows here.
+    """
+    paths = {os.path.dirname(os.path.abspath(__file__))}
+    for mod_name, module in list(sys.modules.items()):
+        if mod_name == "walship" or mod_name.startswith("walship."):
+            path = getattr(module, "__file__", None)
+            if path:
+                paths.add(path)
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    snap: dict[str, tuple[int, int]] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        snap[path] = (st.st_mtime_ns, st.st_ino)
+    return snap
+
+
+def _warm_up() -> None:
+    """Import what push and fetch use, and let OpenSSL look up its ciphers once."""
+    import importlib
+
+    for module in (
+        "walship.cli",
+        "walship.config",
+        "walship.commands.push",
+        "walship.commands.fetch",
+        "walship.archive.push",
+        "walship.archive.fetch",
+        "walship.archive.prefetch",
+        "walship.storage.registry",
+        "walship.storage.local",
+        "walship.codec.envelope",
+        "walship.codec.compress",
+        "walship.codec.crypto",
+    ):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    try:
+        from .codec import crypto
+
+        if crypto.HAVE_CRYPTOGRAPHY:
+            for cipher in ("aes-256-gcm", "chacha20-poly1305"):
+                # a throwaway key: nothing random is kept in the agent's memory
+                crypto._aead(cipher, bytes(32)).encrypt(bytes(12), b"", None)
+            crypto._x25519()
+    except Exception:  # a warm-up only; requests report real errors
+        pass
+    try:  # the backend of the repository configured in this environment
+        from . import config
+        from .storage import registry
+
+        cfg = config.load(config_path=None, overrides={})
+        if cfg.repo:
+            registry.warm(cfg.repo)
+    except Exception:  # likewise
+        pass
+
+
+def serve_main() -> None:
+    """Entry point of the agent process (started by :func:`spawn`)."""
+    lock_fd, name = int(sys.argv[1]), sys.argv[2]
+    # Whatever the starter inherited (PostgreSQL's files and sockets) is not ours to keep.
+    os.closerange(3, lock_fd)
+    os.closerange(lock_fd + 1, 1 << 16)
+    os.chdir("/")
+    agent = _Agent(directory(), name, lock_fd)
+    code = 0
+    try:
+        if name_of(key()) != name:
+            raise RuntimeError("the agent's environment differs from its starter's")
+        _serve(agent)
+    except BaseException as exc:  # the agent's last word goes to its log
+        if not isinstance(exc, SystemExit):
+            code = 1
+            agent.log(f"agent failed: {type(exc).__name__}: {exc}")
+            try:
+                fd = os.open(
+                    os.path.join(agent.where, name + ".failed"), os.O_CREAT | os.O_WRONLY, 0o600
+                )
+                os.close(fd)
+                os.utime(os.path.join(agent.where, name + ".failed"))
+            except OSError:
+                pass
+    finally:
+        _withdraw(agent)
+    os._exit(code)
+
+
+def _withdraw(agent: _Agent) -> None:
+    """Remove the socket (if it is still ours) so that clients stop coming."""
+    try:
+        if os.stat(agent.sock_path).st_ino == agent.inode:
+            os.unlink(agent.sock_path)
+    except OSError:
+        pass
+    listener = agent.listener
+    if listener is not None:
+        listener.close()  # type: ignore[attr-defined]
+
+
+def _serve(agent: _Agent) -> None:
+    import signal
+    import socket
+    import time
+
+    if private_reason(agent.where, create=False) is not None:
+        raise RuntimeError(f"{agent.where} is not a private directory")
+    os.ftruncate(agent.lock_fd, 0)
+    os.pwrite(agent.lock_fd, f"{os.getpid()}\n".encode(), 0)
+    with open(agent.log_path, "w"):
+        pass  # each agent's log starts empty
+    started = time.monotonic()
+    _warm_up()
+    agent.snapshot = _code_snapshot()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # workers' collections then leave the agent's objects (and pages) alone
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, stop)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.listener = listener
+    temp = f"{agent.sock_path}.{os.getpid()}"
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    dir_fd = os.open(agent.where, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        listener.bind(socket_address(agent.where, os.path.basename(temp), dir_fd))
+    finally:
+        os.close(dir_fd)
+    listener.listen(64)
+    os.rename(temp, agent.sock_path)  # replaces a dead agent's socket; ready only now
+    agent.inode = os.stat(agent.sock_path).st_ino
+    agent.log(f"agent ready in {time.monotonic() - started:.3f} s")
+    listener.settimeout(1.0)
+    last = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - last > IDLE_SECONDS:
+            agent.log(f"idle for {IDLE_SECONDS:.0f} s after {agent.requests} requests: exiting")
+            return
+        if now - started > MAX_AGE_SECONDS:
+            agent.log(f"{MAX_AGE_SECONDS:.0f} s old after {agent.requests} requests: exiting")
+            return
+        try:
+            if os.stat(agent.sock_path).st_ino != agent.inode:
+                agent.log("socket replaced or removed: exiting")
+                return
+        except OSError:
+            agent.log("socket removed: exiting")
+            return
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        last = time.monotonic()
+        if not _handle(agent, conn):
+            return
+
+
+def _handle(agent: _Agent, conn: object) -> bool:
+    """Fork a worker for one connection; False when the agent must exit."""
+    import socket
+    import struct
+
+    assert isinstance(conn, socket.socket)
+    fds: list[int] = []
+    try:
+        conn.settimeout(2.0)
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        if uid != os.getuid():
+            return True
+        request, fds = _receive(conn)
+        if request is None:
+            return True
+        if _code_snapshot() != agent.snapshot:
+            conn.sendall(b"NO walship or its libraries changed\n")
+            agent.log("walship or its libraries changed: exiting")
+            return False
+        agent.requests += 1
+        pid = os.fork()
+        if pid == 0:
+            _worker(agent, conn.detach(), request, fds)  # never returns
+        return True
+    except OSError as exc:
+        agent.log(f"request dropped: {exc}")
+        return True
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        conn.close()
+
+
+def _receive(conn: object) -> tuple[list[bytes] | None, list[int]]:
+    import socket
+
+    assert isinstance(conn, socket.socket)
+    fd_size = 3 * 4
+    data, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(fd_size))
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(
+                int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
+                for i in range(0, usable, 4)
+            )
+    if len(data) < 4 or len(fds) != 3:
+        return None, fds
+    size = int.from_bytes(data[:4], "big")
+    body = bytearray(data[4:])
+    while len(body) < size:
+        chunk = conn.recv(min(1 << 20, size - len(body)))
+        if not chunk:
+            return None, fds
+        body += chunk
+    fields = bytes(body).split(b"\0")
+    if len(fields) < 5 or fields[0] != MAGIC.encode():
+        return None, fds
+    return fields, fds
+
+
+def _worker(agent: _Agent, conn_fd: int, fields: list[bytes], fds: list[int]) -> None:
+    """Run one request in this forked process, as a fresh ``walship`` would."""
+    import signal
+    import time
+
+    code = 255
+    answered = False
+
+    def say(text: str) -> None:
+        os.write(conn_fd, text.encode())
+
+    try:
+        os.close(agent.lock_fd)  # the lock stays with the agent, not with its workers
+        listener = agent.listener
+        if listener is not None:
+            listener.close()  # type: ignore[attr-defined]
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # descendants (the read-ahead helper) must not hold the client's connection
+        os.register_at_fork(after_in_child=lambda: _close_quietly(conn_fd))
+        if os.fsdecode(fields[1]) != key():
+            say("NO different key\n")
+            os._exit(0)
+        cwd, umask = os.fsdecode(fields[2]), int(fields[3], 8)
+        argc = int(fields[4])
+        args = [os.fsdecode(f) for f in fields[5 : 5 + argc]]
+        env: dict[str, str] = {}
+        for entry in fields[5 + argc :]:
+            k, sep, v = os.fsdecode(entry).partition("=")
+            if sep:
+                env[k] = v
+        for target, fd in zip((0, 1, 2), fds, strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+        fds.clear()
+        os.chdir(cwd)
+        os.umask(umask)
+        os.environ.clear()
+        os.environ.update(env)
+        time.tzset()
+        sys.argv = ["walship", *args]
+        say(f"OK {os.getpid()}\n")
+        answered = True
+        from . import cli
+
+        cli.AGENT_PID = os.getppid()
+        code = cli.main(args)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        if cli.agent_setting() is False:  # agent = off in this request's configuration
+            os.kill(os.getppid(), signal.SIGTERM)
+    except BaseException as exc:  # never return into the agent's loop
+        if not answered:
+            try:
+                say(f"NO {type(exc).__name__}\n")
+            except OSError:
+                pass
+            os._exit(0)
+    try:
+        say(f"EXIT {code}\n")
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------ status
+
+
+def running(where: str | None = None) -> list[tuple[int, str]]:
+    """(pid, name) of the agents of this user that hold their lock."""
+    import fcntl
+
+    where = where or directory()
+    found: list[tuple[int, str]] = []
+    try:
+        names = sorted(os.listdir(where))
+    except OSError:
+        return found
+    for entry in names:
+        if not entry.endswith(".lock"):
+            continue
+        path = os.path.join(where, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                continue  # nobody holds it
+            except OSError:
+                pass
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            if text.isdigit():
+                found.append((int(text), entry[: -len(".lock")]))
+        finally:
+            os.close(fd)
+    return found
+
+
+def stop(where: str | None = None, timeout: float = 10.0) -> list[int]:
+    """Ask the agents in ``where`` (default: this user's) to exit; wait until they have.
+
+    Returns their pids. An agent exits between requests; workers already
+    running finish their request.
+    """
+    import time
+
+    stopped = []
+    for pid, _name in running(where):
+        try:
+            os.kill(pid, 15)
+            stopped.append(pid)
+        except OSError:
+            pass
+    deadline = time.monotonic() + timeout
+    while stopped and time.monotonic() < deadline:
+        if not {pid for pid, _ in running(where)} & set(stopped):
+            break
+        time.sleep(0.02)
+    return stopped
