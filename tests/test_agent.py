@@ -391,3 +391,18 @@ def test_a_worker_lets_go_of_the_callers_output(site: Site) -> None:
         assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
     inherited = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     assert not any(t.startswith("pipe:") for t in inherited), inherited
+
+
+def test_agent_command_lists_and_stops_this_users_agents(site: Site) -> None:
+    none = site.run("agent", "status")
+    assert none.returncode == 0 and "no walship agent runs in" in none.stdout
+    assert site.push(3).returncode == 0
+    pid = site.wait_agent()
+    status = site.run("agent", "status")
+    assert status.returncode == 0 and f"walship agent {pid} (" in status.stdout
+    stop = site.run("agent", "stop")
+    assert stop.returncode == 0 and stop.stdout.strip() == f"stopped walship agent {pid}"
+    assert site.agents() == [] and not _alive(pid)
+    assert not list(site.where.glob("*.sock"))
+    bad = site.run("agent", "restart")
+    assert bad.returncode == 2 and "invalid choice: 'restart'" in bad.stderr
