@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import pgharness as pgh  # noqa: E402
 
+from walship import agent  # noqa: E402
 from walship.archive import prefetch  # noqa: E402
 
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")
@@ -144,11 +145,20 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=40)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--prefetch", type=int, default=8)
+    parser.add_argument(
+        "--agent",
+        choices=("both", "on", "off"),
+        default="on",
+        help="the agent setting of the recoveries (both: each configuration with and without)",
+    )
     args = parser.parse_args()
     if not os.access(WALSHIP, os.X_OK):
         sys.exit(f"no walship beside {sys.executable}")
 
     wd = pgh.Workdir("walship-bench-recovery-")
+    # this run's walship agents (the server's restore_command starts them) live here
+    agents = wd.mkdir("agents")
+    os.environ["WALSHIP_AGENT_DIR"] = agents
     try:
         log(f"making {args.segments} segments of WAL (PostgreSQL 15 + pgbench)")
         backup, archive = make_archive(wd, args.segments)
@@ -163,11 +173,17 @@ def main() -> None:
             push_cfg = pgh.walship_config(wd, settings, name=f"push-{enc}.toml")
             log(f"pushing the archive into {repo}")
             push_all(archive, push_cfg)
+            agent_values = {"both": (True, False), "on": (True,), "off": (False,)}[args.agent]
             for prefetch in (0, args.prefetch):
-                label = f"{enc}, prefetch {prefetch}" if prefetch else f"{enc}, prefetch off"
-                configs[label] = pgh.walship_config(
-                    wd, {**settings, "fetch_prefetch": prefetch}, name=f"{enc}-{prefetch}.toml"
-                )
+                for agent_on in agent_values:
+                    label = f"{enc}, prefetch {prefetch}" if prefetch else f"{enc}, prefetch off"
+                    if args.agent == "both":
+                        label += ", agent" if agent_on else ", agent off"
+                    configs[label] = pgh.walship_config(
+                        wd,
+                        {**settings, "fetch_prefetch": prefetch, "agent": agent_on},
+                        name=f"{enc}-{prefetch}-{agent_on}.toml",
+                    )
         results: dict[str, list[tuple[list[float], float, float]]] = {k: [] for k in configs}
         rng = random.Random(7)
         for rep in range(args.reps):
@@ -178,13 +194,15 @@ def main() -> None:
                 tag = label.replace(", ", "-").replace(" ", "")
                 results[label].append(recover(wd, backup, configs[label], tag, rep))
     finally:
+        for sub in os.listdir(agents):
+            agent.stop(os.path.join(agents, sub))
         wd.close()
 
     print(
         f"Recovery of a PostgreSQL 15 base backup through {args.segments}+ archived 16 MiB "
         f"segments (pgbench -s 10, then pgbench -c 2), {args.reps} repetitions per "
         f"configuration, interleaved; {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}."
+        f"Python {platform.python_version()}; agent: {args.agent}."
     )
     print()
     print(
@@ -205,12 +223,14 @@ def main() -> None:
             f"| {waited:.2f} | {rec:.2f} |"
         )
     print()
-    for prefetch in ("prefetch off", f"prefetch {args.prefetch}"):
-        plain, enc = medians[f"plain, {prefetch}"], medians[f"symmetric, {prefetch}"]
-        print(
-            f"- encryption adds {100 * (enc - plain) / plain:+.1f} % per restored segment "
-            f"({prefetch}, medians)"
-        )
+    for label in medians:
+        if label.startswith("plain, "):
+            rest = label[len("plain, ") :]
+            plain, enc = medians[label], medians[f"symmetric, {rest}"]
+            print(
+                f"- encryption adds {100 * (enc - plain) / plain:+.1f} % per restored segment "
+                f"({rest}, medians)"
+            )
 
 
 if __name__ == "__main__":

@@ -81,13 +81,18 @@ def site(tmp_path: Path) -> Iterator[Site]:
     agent.stop(str(s.where))
 
 
-def _worker_of(agent_pid: int) -> int:
-    """The one worker process the agent has forked (waits for it)."""
+def _worker_of(agent_pid: int, cwd: Path) -> int:
+    """The agent's worker running a request from ``cwd`` (waits for it): the
+    agent's other child, its spare worker, waits in /."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
-        if children:
-            return int(children[0])
+        for child in children:
+            try:
+                if os.readlink(f"/proc/{child}/cwd") == str(cwd):
+                    return int(child)
+            except OSError:
+                pass
         time.sleep(0.02)
     raise AssertionError("no worker")
 
@@ -330,7 +335,7 @@ def _blocked_fetch(site: Site) -> tuple[subprocess.Popen[str], int, Path]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    return proc, _worker_of(agent_pid), fifo
+    return proc, _worker_of(agent_pid, site.src), fifo
 
 
 def test_signals_to_the_caller_reach_the_worker(site: Site) -> None:

@@ -306,7 +306,7 @@ def spawn() -> None:
         try:
             os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-c", code, str(fd), name],
+                [sys.executable, "-c", code, str(fd), name, ",".join(_storage_modules())],
                 os.environ,
                 file_actions=[(os.POSIX_SPAWN_DUP2, null, n) for n in (0, 1, 2)],
                 setsid=True,
@@ -317,6 +317,11 @@ def spawn() -> None:
         log.debug("agent.spawn", f"cannot start the walship agent: {exc}")
     finally:
         os.close(fd)  # the agent keeps the lock: same open file description
+
+
+def _storage_modules() -> list[str]:
+    """The storage and codec modules this process loaded (the agent preloads them)."""
+    return sorted(m for m in sys.modules if m.startswith(("walship.storage.", "walship.codec.")))
 
 
 # ------------------------------------------------------------------ the agent
@@ -331,8 +336,13 @@ class _Agent:
         self.log_path = os.path.join(where, name + ".log")
         self.listener: object = None
         self.inode = -1
+        self.code_paths: list[str] = []
         self.snapshot: dict[str, tuple[int, int]] = {}
         self.requests = 0
+        self.key_text = ""
+        self.spare: _Spare | None = None
+        #: modules the starter used (its backend, cryptography): loaded up front
+        self.preload: list[str] = []
 
     def log(self, text: str) -> None:
         import time
@@ -348,13 +358,8 @@ class _Agent:
             pass
 
 
-def _code_snapshot() -> dict[str, tuple[int, int]]:
-    """(mtime, inode) of walship's loaded modules and of every import directory.
-
-    pip replaces files (new inodes) and adds or removes entries in
-    site-packages (a new directory mtime), so an upgrade of walship or of a
-    library shows here.
-    """
+def _code_paths() -> list[str]:
+    """walship's loaded module files, its package directory and every import directory."""
     paths = {os.path.dirname(os.path.abspath(__file__))}
     for mod_name, module in list(sys.modules.items()):
         if mod_name == "walship" or mod_name.startswith("walship."):
@@ -362,6 +367,16 @@ def _code_snapshot() -> dict[str, tuple[int, int]]:
             if path:
                 paths.add(path)
     paths.update(p for p in sys.path if p and os.path.isdir(p))
+    return sorted(paths)
+
+
+def _code_snapshot(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(mtime, inode) of each of ``paths`` (see :func:`_code_paths`).
+
+    pip replaces files (new inodes) and adds or removes entries in
+    site-packages (a new directory mtime), so an upgrade of walship or of a
+    library shows here. About 0.1 ms: checked before every request.
+    """
     snap: dict[str, tuple[int, int]] = {}
     for path in paths:
         try:
@@ -372,11 +387,12 @@ def _code_snapshot() -> dict[str, tuple[int, int]]:
     return snap
 
 
-def _warm_up() -> None:
+def _warm_up(preload: Sequence[str] = ()) -> None:
     """Import what push and fetch use, and let OpenSSL look up its ciphers once."""
     import importlib
 
     for module in (
+        *(m for m in preload if m.startswith("walship.")),
         "walship.cli",
         "walship.config",
         "walship.commands.push",
@@ -418,11 +434,13 @@ def _warm_up() -> None:
 def serve_main() -> None:
     """Entry point of the agent process (started by :func:`spawn`)."""
     lock_fd, name = int(sys.argv[1]), sys.argv[2]
+    preload = sys.argv[3].split(",") if len(sys.argv) > 3 else []
     # Whatever the starter inherited (PostgreSQL's files and sockets) is not ours to keep.
     os.closerange(3, lock_fd)
     os.closerange(lock_fd + 1, 1 << 16)
     os.chdir("/")
     agent = _Agent(directory(), name, lock_fd)
+    agent.preload = preload
     code = 0
     try:
         if name_of(key()) != name:
@@ -455,6 +473,7 @@ def _withdraw(agent: _Agent) -> None:
     listener = agent.listener
     if listener is not None:
         listener.close()  # type: ignore[attr-defined]
+    _drop_spare(agent)
 
 
 def _serve(agent: _Agent) -> None:
@@ -469,8 +488,10 @@ def _serve(agent: _Agent) -> None:
     with open(agent.log_path, "w"):
         pass  # each agent's log starts empty
     started = time.monotonic()
-    _warm_up()
-    agent.snapshot = _code_snapshot()
+    agent.key_text = key()
+    _warm_up(agent.preload)
+    agent.code_paths = _code_paths()
+    agent.snapshot = _code_snapshot(agent.code_paths)
     import gc
 
     gc.collect()
@@ -500,6 +521,7 @@ def _serve(agent: _Agent) -> None:
     os.rename(temp, agent.sock_path)  # replaces a dead agent's socket; ready only now
     agent.inode = os.stat(agent.sock_path).st_ino
     agent.log(f"agent ready in {time.monotonic() - started:.3f} s")
+    agent.spare = _fork_spare(agent)
     listener.settimeout(1.0)
     last = time.monotonic()
     while True:
@@ -520,6 +542,9 @@ def _serve(agent: _Agent) -> None:
         try:
             conn, _ = listener.accept()
         except TimeoutError:
+            _learn(agent)
+            if agent.spare is None:
+                agent.spare = _fork_spare(agent)
             continue
         last = time.monotonic()
         if not _handle(agent, conn):
@@ -527,7 +552,11 @@ def _serve(agent: _Agent) -> None:
 
 
 def _handle(agent: _Agent, conn: object) -> bool:
-    """Fork a worker for one connection; False when the agent must exit."""
+    """Hand one connection to a worker; False when the agent must exit.
+
+    The worker is normally the spare forked after the previous request, so
+    forking and a worker's set-up are not on the caller's clock.
+    """
     import socket
     import struct
 
@@ -539,36 +568,176 @@ def _handle(agent: _Agent, conn: object) -> bool:
         _pid, uid, _gid = struct.unpack("3i", creds)
         if uid != os.getuid():
             return True
-        request, fds = _receive(conn)
-        if request is None:
+        body, fds = _receive(conn, 3)
+        fields = _fields(body)
+        if body is None or fields is None:
             return True
-        if _code_snapshot() != agent.snapshot:
+        if os.fsdecode(fields[1]) != agent.key_text:
+            conn.sendall(b"NO different key\n")
+            return True
+        if _code_snapshot(agent.code_paths) != agent.snapshot:
             conn.sendall(b"NO walship or its libraries changed\n")
             agent.log("walship or its libraries changed: exiting")
             return False
         agent.requests += 1
-        pid = os.fork()
-        if pid == 0:
-            _worker(agent, conn.detach(), request, fds)  # never returns
-        return True
+        if not _give_to_spare(agent, body, [conn.fileno(), *fds]):
+            pid = os.fork()
+            if pid == 0:
+                held = _become_worker(agent)
+                _run_request(conn.detach(), fields, fds, held, _warm_path(agent))
     except OSError as exc:
         agent.log(f"request dropped: {exc}")
         return True
     finally:
         for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            _close_quietly(fd)
         conn.close()
+    return _after_request(agent)
 
 
-def _receive(conn: object) -> tuple[list[bytes] | None, list[int]]:
+def _after_request(agent: _Agent) -> bool:
+    """Between requests: load what workers needed, fork the next spare."""
+    _learn(agent)
+    if agent.spare is None:
+        agent.spare = _fork_spare(agent)
+    return True
+
+
+def _learn(agent: _Agent) -> None:
+    """Import the walship modules workers reported loading themselves (a backend
+    the agent's own configuration did not name), so later workers find them."""
+    import importlib
+
+    warm = _warm_path(agent)
+    try:
+        with open(warm) as fh:
+            names = set(fh.read().split())
+        os.unlink(warm)
+    except OSError:
+        return
+    added = False
+    for module in sorted(names):
+        if module.startswith("walship.") and module not in sys.modules:
+            try:
+                importlib.import_module(module)
+                added = True
+            except Exception:  # the worker that needs it reports the error
+                pass
+    if added:
+        agent.log(f"loaded {', '.join(sorted(names))} for later requests")
+        agent.code_paths = _code_paths()
+        agent.snapshot = _code_snapshot(agent.code_paths)
+        _drop_spare(agent)  # forked before the import: replace it
+
+
+def _fork_spare(agent: _Agent) -> _Spare | None:
+    import socket
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        agent.log(f"cannot fork a worker: {exc}")
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        ours.close()
+        _spare_main(agent, theirs)  # never returns
+    theirs.close()
+    return _Spare(pid, ours)
+
+
+def _drop_spare(agent: _Agent) -> None:
+    spare = agent.spare
+    agent.spare = None
+    if spare is not None:
+        spare.channel.close()  # type: ignore[attr-defined]  # it sees the end and exits
+
+
+def _give_to_spare(agent: _Agent, body: bytes, fds: list[int]) -> bool:
+    """Send a request and its descriptors (connection, stdin, stdout, stderr) to the spare."""
+    import socket
+
+    spare = agent.spare
+    agent.spare = None
+    if spare is None:
+        return False
+    channel = spare.channel
+    assert isinstance(channel, socket.socket)
+    try:
+        head = len(body).to_bytes(4, "big") + body
+        packed = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+        sent = channel.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, packed)])
+        if sent < len(head):
+            channel.sendall(head[sent:])
+        return True
+    except OSError:  # the spare died: fork a worker instead
+        return False
+    finally:
+        channel.close()
+
+
+class _Spare:
+    __slots__ = ("channel", "pid")
+
+    def __init__(self, pid: int, channel: object) -> None:
+        self.pid = pid
+        self.channel = channel
+
+
+def _become_worker(agent: _Agent) -> list[int]:
+    """What every worker does first in its forked copy of the agent.
+
+    Returns the list of descriptors that forks of the worker (the read-ahead
+    helper) must close: the caller's connection, once it is known.
+    """
+    import signal
+
+    _close_quietly(agent.lock_fd)  # the lock stays with the agent, not with its workers
+    listener = agent.listener
+    if listener is not None:
+        listener.close()  # type: ignore[attr-defined]
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    held: list[int] = []
+
+    def close_held() -> None:
+        for fd in held:
+            _close_quietly(fd)
+
+    os.register_at_fork(after_in_child=close_held)
+    return held
+
+
+def _spare_main(agent: _Agent, channel: object) -> None:
+    """A spare worker: set up, then wait for the request the agent hands over."""
+    import socket
+
+    assert isinstance(channel, socket.socket)
+    try:
+        held = _become_worker(agent)
+        agent.spare = None
+        body, fds = _receive(channel, 4)
+        channel.close()
+        fields = _fields(body)
+        if fields is None or len(fds) != 4:
+            for fd in fds:
+                _close_quietly(fd)
+            os._exit(0)  # the agent closed the channel: no request
+        _run_request(fds[0], fields, fds[1:], held, _warm_path(agent))
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+def _receive(conn: object, count: int) -> tuple[bytes | None, list[int]]:
+    """One length-prefixed message and the descriptors sent with it."""
     import socket
 
     assert isinstance(conn, socket.socket)
-    fd_size = 3 * 4
-    data, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(fd_size))
+    data, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(count * 4))
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -577,7 +746,7 @@ def _receive(conn: object) -> tuple[list[bytes] | None, list[int]]:
                 int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
                 for i in range(0, usable, 4)
             )
-    if len(data) < 4 or len(fds) != 3:
+    if len(data) < 4 or len(fds) != count:
         return None, fds
     size = int.from_bytes(data[:4], "big")
     body = bytearray(data[4:])
@@ -586,36 +755,38 @@ def _receive(conn: object) -> tuple[list[bytes] | None, list[int]]:
         if not chunk:
             return None, fds
         body += chunk
-    fields = bytes(body).split(b"\0")
+    return bytes(body), fds
+
+
+def _fields(body: bytes | None) -> list[bytes] | None:
+    if body is None:
+        return None
+    fields = body.split(b"\0")
     if len(fields) < 5 or fields[0] != MAGIC.encode():
-        return None, fds
-    return fields, fds
+        return None
+    return fields
 
 
-def _worker(agent: _Agent, conn_fd: int, fields: list[bytes], fds: list[int]) -> None:
-    """Run one request in this forked process, as a fresh ``walship`` would."""
+def _warm_path(agent: _Agent) -> str:
+    return os.path.join(agent.where, agent.name + ".warm")
+
+
+def _run_request(
+    conn_fd: int, fields: list[bytes], fds: list[int], held: list[int], warm_path: str
+) -> None:
+    """Run one request in this worker, as a fresh ``walship`` would; never returns."""
     import signal
     import time
 
     code = 255
     answered = False
+    held.append(conn_fd)  # forks of this worker must not hold the caller's connection
+    before = set(sys.modules)
 
     def say(text: str) -> None:
         os.write(conn_fd, text.encode())
 
     try:
-        os.close(agent.lock_fd)  # the lock stays with the agent, not with its workers
-        listener = agent.listener
-        if listener is not None:
-            listener.close()  # type: ignore[attr-defined]
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        # descendants (the read-ahead helper) must not hold the client's connection
-        os.register_at_fork(after_in_child=lambda: _close_quietly(conn_fd))
-        if os.fsdecode(fields[1]) != key():
-            say("NO different key\n")
-            os._exit(0)
         cwd, umask = os.fsdecode(fields[2]), int(fields[3], 8)
         argc = int(fields[4])
         args = [os.fsdecode(f) for f in fields[5 : 5 + argc]]
@@ -658,7 +829,23 @@ def _worker(agent: _Agent, conn_fd: int, fields: list[bytes], fds: list[int]) ->
         say(f"EXIT {code}\n")
     except OSError:
         pass
+    _report_new_modules(before, warm_path)
     os._exit(code)
+
+
+def _report_new_modules(before: set[str], warm_path: str) -> None:
+    """Tell the agent which walship modules this request had to import itself."""
+    new = [m for m in sys.modules if m not in before and m.startswith("walship.")]
+    if not new:
+        return
+    try:
+        fd = os.open(warm_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, ("\n".join(new) + "\n").encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def _close_quietly(fd: int) -> None:
