@@ -411,3 +411,45 @@ def test_agent_command_lists_and_stops_this_users_agents(site: Site) -> None:
     assert not list(site.where.glob("*.sock"))
     bad = site.run("agent", "restart")
     assert bad.returncode == 2 and "invalid choice: 'restart'" in bad.stderr
+
+
+def _spare_of(agent_pid: int) -> int:
+    """The agent's spare worker (its child waiting in /)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
+        for child in children:
+            try:
+                if os.readlink(f"/proc/{child}/cwd") == "/":
+                    return int(child)
+            except OSError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError("no spare worker")
+
+
+def test_a_dead_spare_worker_is_replaced(site: Site) -> None:
+    assert site.push(3).returncode == 0
+    pid = site.wait_agent()
+    spare = _spare_of(pid)
+    os.kill(spare, signal.SIGKILL)
+    while _alive(spare):
+        time.sleep(0.01)
+    r = site.push(4, "-v")  # the agent forks a worker itself
+    assert r.returncode == 0 and f"agent={pid}" in r.stderr, r.stderr
+    assert _spare_of(pid) != spare
+    r = site.push(5, "-v")
+    assert r.returncode == 0 and f"agent={pid}" in r.stderr, r.stderr
+
+
+def test_the_agent_loads_a_backend_its_workers_needed(site: Site) -> None:
+    assert site.push(3).returncode == 0
+    site.wait_agent()
+    log = next(site.where.glob("*.log"))
+    assert "walship.storage.memory" not in log.read_text()
+    r = site.push(4, "-v", WALSHIP_REPO="mem://agent-test")  # a backend not preloaded
+    assert r.returncode == 0 and IN_AGENT in r.stderr, r.stderr
+    deadline = time.monotonic() + 10
+    while "walship.storage.memory for later requests" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)

@@ -287,3 +287,21 @@ def test_errors_raised_are_walship_errors_only(faulty: tuple[dict[str, str], Fau
     ):
         with pytest.raises(StorageError):
             call()
+
+
+def test_warm_parses_botocore_data_once_for_later_clients(
+    s3_repo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the walship agent does before forking workers: later clients share
+    the parsed data (and still talk to the configured endpoint)."""
+    monkeypatch.setattr(s3mod, "_LOADER", [])
+    s3mod.warm()
+    loader = s3mod._LOADER[0]
+    s3mod.warm()  # idempotent
+    assert [loader] == s3mod._LOADER
+    for n in range(2):
+        backend = backend_for(s3_repo_env)
+        assert backend.client._loader is loader
+        backend.put(f"warm/{n}", [b"data %d" % n])
+        assert read_all(backend.open(f"warm/{n}")) == b"data %d" % n
+        backend.close()

@@ -18,7 +18,8 @@ How a ``walship push|fetch`` process uses it (:func:`run_via_agent`):
    fresh process would load: walship's version and location, the Python
    executable, the uid and the environment variables read at import time
    (``PYTHON*``, ``LD_*``, ``OPENSSL*``, ``CRYPTOGRAPHY*``, ``SSL_*``,
-   ``LC_*``, ``LANG``, ``HOME``). The agent must run as the same uid.
+   ``LC_*``, ``LANG``, ``HOME``, ``AWS_DATA_PATH``). The agent must run as
+   the same uid.
 3. It sends its request with its stdin, stdout and stderr attached (one Unix
    stream connection per request)::
 
@@ -65,7 +66,7 @@ MAX_AGE_SECONDS = 600.0
 FAILED_BACKOFF_SECONDS = 60.0
 
 _KEY_PREFIXES = ("PYTHON", "LD_", "OPENSSL", "CRYPTOGRAPHY", "SSL_", "LC_")
-_KEY_NAMES = ("LANG", "HOME")
+_KEY_NAMES = ("LANG", "HOME", "AWS_DATA_PATH")
 _FORWARDED_SIGNALS = (2, 15, 1, 3)  # SIGINT, SIGTERM, SIGHUP, SIGQUIT (Linux numbers)
 _OFF = ("0", "false", "no", "off")
 
@@ -391,6 +392,11 @@ def _warm_up(preload: Sequence[str] = ()) -> None:
     """Import what push and fetch use, and let OpenSSL look up its ciphers once."""
     import importlib
 
+    from .storage import registry
+
+    for module in preload:
+        if module.startswith("walship.storage."):
+            registry.warm_module(module)
     for module in (
         *(m for m in preload if m.startswith("walship.")),
         "walship.cli",
@@ -616,11 +622,16 @@ def _learn(agent: _Agent) -> None:
     except OSError:
         return
     added = False
+    from .storage import registry
+
     for module in sorted(names):
         if module.startswith("walship.") and module not in sys.modules:
+            added = True
+            if module.startswith("walship.storage."):
+                registry.warm_module(module)  # also parses what its SDK parses per client
+                continue
             try:
                 importlib.import_module(module)
-                added = True
             except Exception:  # the worker that needs it reports the error
                 pass
     if added:

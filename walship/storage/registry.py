@@ -70,10 +70,19 @@ def warm(url: str) -> None:
     """
     target = BUILTIN.get(scheme_of(url))
     if target is not None:
-        try:
-            importlib.import_module(f"{__package__}.{target.partition(':')[0]}")
-        except ImportError:
-            pass
+        warm_module(f"{__package__}.{target.partition(':')[0]}")
+
+
+def warm_module(name: str) -> None:
+    """Import a backend module and run its ``warm()`` if it has one (parsing
+    what its SDK would parse per client). Errors are left to requests."""
+    try:
+        module = importlib.import_module(name)
+        warm_up = getattr(module, "warm", None)
+        if warm_up is not None:
+            warm_up()
+    except Exception:  # a warm-up only
+        pass
 
 
 def _entry_point(scheme: str, url: str) -> object:
