@@ -453,3 +453,33 @@ def test_the_agent_loads_a_backend_its_workers_needed(site: Site) -> None:
     while "walship.storage.memory for later requests" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
+
+
+def test_stop_never_signals_a_process_that_is_not_an_agent(site: Site) -> None:
+    """A lock file naming the pid of some other process (pid reuse, a stale
+    file) is ignored: only processes running the agent are signalled."""
+    site.where.mkdir(mode=0o700)
+    lock = site.where / "0123456789abcdef.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, str(os.getpid()).encode())\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        assert agent.running(str(site.where)) == []
+        assert agent.stop(str(site.where)) == []
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()

@@ -184,19 +184,20 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
     if disabled_by_environment() or not hasattr(_socket, "SO_PEERCRED"):
         return None
     where = directory()
-    if private_reason(where, create=False) is not None:
-        return None
-    key_text = key()
-    try:
-        payload = _request(key_text, argv)
-    except (OSError, ValueError):  # cwd gone, NUL in an argument
+    if not os.path.isabs(where):
         return None
     try:
         dir_fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
+    except OSError:  # absent (no agent yet), a symlink, not a directory
         return None
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock = None
     try:
+        st = os.fstat(dir_fd)  # the directory itself, not what a path may point to later
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        key_text = key()
+        payload = _request(key_text, argv)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(HANDSHAKE_SECONDS)
         sock.connect(socket_address(where, name_of(key_text) + ".sock", dir_fd))
         cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
@@ -214,10 +215,11 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
         worker = int(line[3:])
         sock.settimeout(None)
         return _wait(lines, worker)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # also: cwd gone, NUL in an argument
         return None
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
         os.close(dir_fd)
 
 
@@ -297,6 +299,7 @@ def spawn() -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return  # an agent runs, or is starting
+        os.ftruncate(fd, 0)  # no stale pid while the lock is held (see running())
         os.set_inheritable(fd, True)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code = (
@@ -894,11 +897,22 @@ def running(where: str | None = None) -> list[tuple[int, str]]:
             except OSError:
                 pass
             text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            if text.isdigit():
+            if text.isdigit() and _is_agent(int(text)):
                 found.append((int(text), entry[: -len(".lock")]))
         finally:
             os.close(fd)
     return found
+
+
+def _is_agent(pid: int) -> bool:
+    """Whether ``pid`` runs the agent (its command line), where /proc tells."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"walship.agent" in fh.read()
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")  # no /proc: trust the lock
+    except OSError:
+        return False
 
 
 def stop(where: str | None = None, timeout: float = 10.0) -> list[int]:
