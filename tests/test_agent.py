@@ -483,3 +483,20 @@ def test_stop_never_signals_a_process_that_is_not_an_agent(site: Site) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_cryptography_is_loaded_only_once_a_caller_encrypts(site: Site) -> None:
+    def loaded(pid: int) -> bool:
+        return "cryptography" in Path(f"/proc/{pid}/maps").read_text()
+
+    assert site.push(3).returncode == 0
+    pid = site.wait_agent()
+    assert not loaded(pid)  # a plain repository's agent
+    key = site.root / "sym.key"
+    subprocess.run([WALSHIP, "keygen", str(key)], env=site.env, check=True, capture_output=True)
+    r = site.push(4, "-v", WALSHIP_ENCRYPTION="symmetric", WALSHIP_ENCRYPTION_KEY_FILE=str(key))
+    assert r.returncode == 0 and f"agent={pid}" in r.stderr, r.stderr
+    deadline = time.monotonic() + 10
+    while not loaded(pid):
+        assert time.monotonic() < deadline, "the agent did not load cryptography"
+        time.sleep(0.05)

@@ -392,7 +392,9 @@ def _code_snapshot(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
 
 
 def _warm_up(preload: Sequence[str] = ()) -> None:
-    """Import what push and fetch use, and let OpenSSL look up its ciphers once."""
+    """Import what push and fetch use; the starter's storage modules, and
+    ``cryptography`` only if the starter or this environment's configuration
+    encrypts (a plain repository's agent never loads it)."""
     import importlib
 
     from .storage import registry
@@ -413,12 +415,27 @@ def _warm_up(preload: Sequence[str] = ()) -> None:
         "walship.storage.local",
         "walship.codec.envelope",
         "walship.codec.compress",
-        "walship.codec.crypto",
     ):
         try:
             importlib.import_module(module)
         except ImportError:
             pass
+    encrypts = "walship.codec.crypto" in preload
+    try:  # the backend of the repository configured in this environment
+        from . import config
+
+        cfg = config.load(config_path=None, overrides={})
+        encrypts = encrypts or cfg.encryption != "none"
+        if cfg.repo:
+            registry.warm(cfg.repo)
+    except Exception:  # a warm-up only; requests report real errors
+        pass
+    if encrypts:
+        _warm_crypto()
+
+
+def _warm_crypto() -> None:
+    """Load ``cryptography`` and let OpenSSL look up its ciphers once."""
     try:
         from .codec import crypto
 
@@ -427,15 +444,6 @@ def _warm_up(preload: Sequence[str] = ()) -> None:
                 # a throwaway key: nothing random is kept in the agent's memory
                 crypto._aead(cipher, bytes(32)).encrypt(bytes(12), b"", None)
             crypto._x25519()
-    except Exception:  # a warm-up only; requests report real errors
-        pass
-    try:  # the backend of the repository configured in this environment
-        from . import config
-        from .storage import registry
-
-        cfg = config.load(config_path=None, overrides={})
-        if cfg.repo:
-            registry.warm(cfg.repo)
     except Exception:  # likewise
         pass
 
@@ -632,6 +640,9 @@ def _learn(agent: _Agent) -> None:
             added = True
             if module.startswith("walship.storage."):
                 registry.warm_module(module)  # also parses what its SDK parses per client
+                continue
+            if module == "walship.codec.crypto":
+                _warm_crypto()
                 continue
             try:
                 importlib.import_module(module)
