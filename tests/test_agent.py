@@ -500,3 +500,34 @@ def test_cryptography_is_loaded_only_once_a_caller_encrypts(site: Site) -> None:
     while not loaded(pid):
         assert time.monotonic() < deadline, "the agent did not load cryptography"
         time.sleep(0.05)
+
+
+def test_an_agent_that_does_not_answer_is_retired(site: Site) -> None:
+    """A stopped (or wedged) agent still accepts connections: the request
+    that waited in vain removes its socket, so later requests do not wait."""
+    assert site.push(3).returncode == 0
+    pid = site.wait_agent()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t = time.monotonic()
+        r = site.push(4, "-v")
+        waited = time.monotonic() - t
+        assert r.returncode == 0, r.stderr
+        assert IN_AGENT not in r.stderr
+        assert "did not answer within 5 s; removed its socket" in r.stderr, r.stderr
+        assert waited >= agent.HANDSHAKE_SECONDS
+        assert not list(site.where.glob("*.sock"))
+        t = time.monotonic()
+        r = site.push(5, "-v")  # no socket: runs itself at once
+        assert r.returncode == 0 and IN_AGENT not in r.stderr, r.stderr
+        assert time.monotonic() - t < agent.HANDSHAKE_SECONDS
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while _alive(pid):  # it notices its socket is gone and exits
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert site.push(6).returncode == 0  # starts a new agent
+    new = site.wait_agent(other_than=pid)
+    r = site.push(7, "-v")
+    assert r.returncode == 0 and f"agent={new}" in r.stderr, r.stderr

@@ -199,7 +199,9 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
         payload = _request(key_text, argv)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(HANDSHAKE_SECONDS)
-        sock.connect(socket_address(where, name_of(key_text) + ".sock", dir_fd))
+        sock_name = name_of(key_text) + ".sock"
+        sock_ino = os.stat(sock_name, dir_fd=dir_fd).st_ino
+        sock.connect(socket_address(where, sock_name, dir_fd))
         cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
         if int.from_bytes(cred[4:8], sys.byteorder) != os.getuid():
             return None
@@ -209,7 +211,11 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
         if sent < len(head):
             sock.sendall(head[sent:])
         lines = _Lines(sock)
-        line = lines.next()
+        try:
+            line = lines.next()
+        except TimeoutError:
+            _retire(where, sock_name, sock_ino, dir_fd)
+            return None
         if not line.startswith(b"OK "):
             return None
         worker = int(line[3:])
@@ -225,6 +231,23 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
 
 #: pids of workers that died without an exit code (the caller then runs the command itself)
 lost: list[int] = []
+#: what went wrong with the agent, for the caller to log before running the command itself
+problems: list[str] = []
+
+
+def _retire(where: str, sock_name: str, sock_ino: int, dir_fd: int) -> None:
+    """An agent that accepts but does not answer (stopped, wedged) must not cost
+    every later request the same wait: remove its socket (if still the one we
+    reached). Requests then run themselves; the agent exits when it notices."""
+    problems.append(
+        f"the walship agent in {where} did not answer within {HANDSHAKE_SECONDS:.0f} s; "
+        "removed its socket and running the command here"
+    )
+    try:
+        if os.stat(sock_name, dir_fd=dir_fd).st_ino == sock_ino:
+            os.unlink(sock_name, dir_fd=dir_fd)
+    except OSError:
+        pass
 
 
 def _wait(lines: _Lines, worker: int) -> int | None:

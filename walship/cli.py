@@ -299,6 +299,8 @@ def entry() -> None:
                 f"the walship agent's worker {agent.lost[0]} ended without an exit code; "
                 "running the command here",
             )
+        for problem in agent.problems:
+            log.warning("agent.unresponsive", problem)
     code = main(argv)
     if one_shot:
         if _agent_setting[0]:
