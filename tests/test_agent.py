@@ -335,7 +335,16 @@ def _blocked_fetch(site: Site) -> tuple[subprocess.Popen[str], int, Path]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    return proc, _worker_of(agent_pid, site.src), fifo
+    worker = _worker_of(agent_pid, site.src)
+    deadline = time.monotonic() + 10  # until it blocks opening the FIFO: it has answered OK
+    while time.monotonic() < deadline:
+        if (
+            "fifo" in Path(f"/proc/{worker}/wchan").read_text()
+            or "partner" in Path(f"/proc/{worker}/wchan").read_text()
+        ):
+            break
+        time.sleep(0.01)
+    return proc, worker, fifo
 
 
 def test_signals_to_the_caller_reach_the_worker(site: Site) -> None:

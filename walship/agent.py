@@ -25,9 +25,9 @@ How a ``walship push|fetch`` process uses it (:func:`run_via_agent`):
 
        client -> agent   4-byte big-endian length, then NUL-separated fields:
                          MAGIC, key, cwd, umask (octal), argc, args..., NAME=value...
-                         (file descriptors 0, 1, 2 as SCM_RIGHTS)
-       worker -> client  "OK <pid>\\n"   the forked worker running the request
-                 or      "NO <reason>\\n" (the client runs the command itself)
+       agent -> client   "READY\\n", or "NO <reason>\\n" (the client runs the command itself)
+       client -> agent   one byte with file descriptors 0, 1, 2 (SCM_RIGHTS)
+       worker -> client  "OK <pid>\\n"   the worker running the request
        worker -> client  "EXIT <code>\\n" when the command has finished
 
    Signals the client receives (INT, TERM, HUP, QUIT) are passed on to the
@@ -205,17 +205,20 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
         cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
         if int.from_bytes(cred[4:8], sys.byteorder) != os.getuid():
             return None
-        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
-        head = len(payload).to_bytes(4, "big") + payload
-        sent = sock.sendmsg([head], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
-        if sent < len(head):
-            sock.sendall(head[sent:])
+        sock.sendall(len(payload).to_bytes(4, "big") + payload)
         lines = _Lines(sock)
         try:
             line = lines.next()
         except TimeoutError:
             _retire(where, sock_name, sock_ino, dir_fd)
             return None
+        if line != b"READY\n":  # "NO <reason>" (an upgrade, ...) or gone
+            return None
+        # Only now the descriptors: an agent that never reads them must not keep
+        # them open (whoever waits for the end of the caller's output would wait too).
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
+        sock.sendmsg([b"F"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        line = lines.next()
         if not line.startswith(b"OK "):
             return None
         worker = int(line[3:])
@@ -608,7 +611,7 @@ def _handle(agent: _Agent, conn: object) -> bool:
         _pid, uid, _gid = struct.unpack("3i", creds)
         if uid != os.getuid():
             return True
-        body, fds = _receive(conn, 3)
+        body, fds = _receive(conn, 0)
         fields = _fields(body)
         if body is None or fields is None:
             return True
@@ -619,6 +622,10 @@ def _handle(agent: _Agent, conn: object) -> bool:
             conn.sendall(b"NO walship or its libraries changed\n")
             agent.log("walship or its libraries changed: exiting")
             return False
+        conn.sendall(b"READY\n")
+        fds = _receive_fds(conn, 3)
+        if len(fds) != 3:
+            return True
         agent.requests += 1
         if not _give_to_spare(agent, body, [conn.fileno(), *fds]):
             pid = os.fork()
@@ -804,6 +811,27 @@ def _receive(conn: object, count: int) -> tuple[bytes | None, list[int]]:
             return None, fds
         body += chunk
     return bytes(body), fds
+
+
+def _receive_fds(conn: object, count: int) -> list[int]:
+    """The caller's stdin, stdout and stderr, sent after the agent said READY."""
+    import socket
+
+    assert isinstance(conn, socket.socket)
+    _data, ancdata, _flags, _addr = conn.recvmsg(1, socket.CMSG_SPACE(count * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(
+                int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
+                for i in range(0, usable, 4)
+            )
+    if len(fds) != count:
+        for fd in fds:
+            _close_quietly(fd)
+        return []
+    return fds
 
 
 def _fields(body: bytes | None) -> list[bytes] | None:
