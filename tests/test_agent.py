@@ -81,20 +81,21 @@ def site(tmp_path: Path) -> Iterator[Site]:
     agent.stop(str(s.where))
 
 
-def _worker_of(agent_pid: int, cwd: Path) -> int:
-    """The agent's worker running a request from ``cwd`` (waits for it): the
-    agent's other child, its spare worker, waits in /."""
+def _child_in(agent_pid: int, cwd: str) -> int:
+    """The agent's child process whose working directory is ``cwd`` (waits for
+    it): the worker running a request from ``cwd``, or, with "/", the spare
+    worker waiting for the next request."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
         for child in children:
             try:
-                if os.readlink(f"/proc/{child}/cwd") == str(cwd):
+                if os.readlink(f"/proc/{child}/cwd") == cwd:
                     return int(child)
             except OSError:
                 pass
         time.sleep(0.02)
-    raise AssertionError("no worker")
+    raise AssertionError(f"no child of the agent in {cwd}")
 
 
 def _alive(pid: int) -> bool:
@@ -335,7 +336,7 @@ def _blocked_fetch(site: Site) -> tuple[subprocess.Popen[str], int, Path]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    worker = _worker_of(agent_pid, site.src)
+    worker = _child_in(agent_pid, str(site.src))
     deadline = time.monotonic() + 10  # until it blocks opening the FIFO: it has answered OK
     while time.monotonic() < deadline:
         if (
@@ -422,31 +423,16 @@ def test_agent_command_lists_and_stops_this_users_agents(site: Site) -> None:
     assert bad.returncode == 2 and "invalid choice: 'restart'" in bad.stderr
 
 
-def _spare_of(agent_pid: int) -> int:
-    """The agent's spare worker (its child waiting in /)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
-        for child in children:
-            try:
-                if os.readlink(f"/proc/{child}/cwd") == "/":
-                    return int(child)
-            except OSError:
-                pass
-        time.sleep(0.02)
-    raise AssertionError("no spare worker")
-
-
 def test_a_dead_spare_worker_is_replaced(site: Site) -> None:
     assert site.push(3).returncode == 0
     pid = site.wait_agent()
-    spare = _spare_of(pid)
+    spare = _child_in(pid, "/")
     os.kill(spare, signal.SIGKILL)
     while _alive(spare):
         time.sleep(0.01)
     r = site.push(4, "-v")  # the agent forks a worker itself
     assert r.returncode == 0 and f"agent={pid}" in r.stderr, r.stderr
-    assert _spare_of(pid) != spare
+    assert _child_in(pid, "/") != spare
     r = site.push(5, "-v")
     assert r.returncode == 0 and f"agent={pid}" in r.stderr, r.stderr
 

@@ -793,14 +793,7 @@ def _receive(conn: object, count: int) -> tuple[bytes | None, list[int]]:
 
     assert isinstance(conn, socket.socket)
     data, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(count * 4))
-    fds: list[int] = []
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % 4
-            fds.extend(
-                int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
-                for i in range(0, usable, 4)
-            )
+    fds = _passed_fds(ancdata)
     if len(data) < 4 or len(fds) != count:
         return None, fds
     size = int.from_bytes(data[:4], "big")
@@ -819,6 +812,18 @@ def _receive_fds(conn: object, count: int) -> list[int]:
 
     assert isinstance(conn, socket.socket)
     _data, ancdata, _flags, _addr = conn.recvmsg(1, socket.CMSG_SPACE(count * 4))
+    fds = _passed_fds(ancdata)
+    if len(fds) != count:
+        for fd in fds:
+            _close_quietly(fd)
+        return []
+    return fds
+
+
+def _passed_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors in a message's SCM_RIGHTS control data."""
+    import socket
+
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -827,10 +832,6 @@ def _receive_fds(conn: object, count: int) -> list[int]:
                 int.from_bytes(payload[i : i + 4], sys.byteorder, signed=True)
                 for i in range(0, usable, 4)
             )
-    if len(fds) != count:
-        for fd in fds:
-            _close_quietly(fd)
-        return []
     return fds
 
 
