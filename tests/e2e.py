@@ -7,7 +7,10 @@ import os
 import time
 from collections.abc import Callable, Iterable
 
-from pgharness import WALSHIP, Cluster, Workdir, run
+from pgharness import WALSHIP, Cluster, Workdir, restore_cluster, restore_command, run
+
+#: the pgbench state the point-in-time tests compare
+BALANCES = "SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts"
 
 
 def repo_files(repo: str) -> set[str]:
@@ -102,3 +105,54 @@ def stop_all(clusters: Iterable[Cluster]) -> None:
             cluster.stop("immediate")
         except Exception:  # keep stopping the others
             pass
+
+
+def mark_target_time(
+    primary: Cluster, *, after: int = 200, timeout: float = 60
+) -> tuple[str, str, str]:
+    """Commit batch 1 of a ``marker`` table, take T, then commit batch 2 and
+    ``after`` pgbench transactions; switch WAL and wait until it is archived.
+    Returns (T, the pgbench balances at T, the last segment archived)."""
+    primary.psql("CREATE TABLE marker(batch int, note text)")
+    primary.psql("INSERT INTO marker VALUES (1, 'before T')")
+    expected = primary.psql(BALANCES)
+    time.sleep(1.1)
+    target = primary.psql("SELECT now()::text")
+    time.sleep(1.1)
+    primary.psql("INSERT INTO marker VALUES (2, 'after T')")
+    primary.pgbench("-t", str(after), "-c", "2", "-n")
+    last = primary.switch_wal()
+    primary.wait_archived(last, timeout=timeout)
+    return target, expected, last
+
+
+def restore_to_time(
+    major: int, work: Workdir, backup: str, config: str, target: str, name: str = "restored"
+) -> Cluster:
+    """Restore ``backup`` through ``walship fetch`` to ``target`` and wait for promotion.
+    The caller stops the returned cluster (it is started)."""
+    restored = restore_cluster(
+        major,
+        work,
+        backup,
+        name,
+        {
+            "restore_command": restore_command(config),
+            "recovery_target_time": f"'{target}'",
+            "recovery_target_action": "'promote'",
+        },
+    )
+    try:
+        restored.start()
+        restored.wait_promoted()
+    except BaseException:
+        restored.stop("immediate")
+        raise
+    return restored
+
+
+def assert_at_target(restored: Cluster, expected: str) -> None:
+    """Batch 1 of the marker table and the balances at T, nothing after T."""
+    assert restored.psql("SELECT string_agg(batch::text, ',') FROM marker") == "1"
+    assert restored.psql(BALANCES) == expected
+    assert "recovery stopping before commit" in restored.log()

@@ -10,17 +10,15 @@ the plain scenario).
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import pytest
+from e2e import assert_at_target, mark_target_time, restore_to_time
 from pgharness import (
     WALSHIP,
     Cluster,
     Workdir,
     archive_command,
-    restore_cluster,
-    restore_command,
     run,
     walship_config,
 )
@@ -134,18 +132,7 @@ def test_pitr_with_encryption(mode: str, work: Workdir, repo_settings: dict[str,
 
         set_config(work, writer_cfg, phase2)
         primary.pgbench("-t", "200", "-c", "2", "-n")
-        primary.psql("CREATE TABLE marker(batch int, note text)")
-        primary.psql("INSERT INTO marker VALUES (1, 'before T')")
-        expected = primary.psql(
-            "SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts"
-        )
-        time.sleep(1.1)
-        target = primary.psql("SELECT now()::text")
-        time.sleep(1.1)
-        primary.psql("INSERT INTO marker VALUES (2, 'after T')")
-        primary.pgbench("-t", "200", "-c", "2", "-n")
-        last = primary.switch_wal()
-        primary.wait_archived(last)
+        target, expected, last = mark_target_time(primary)
 
         ids = stored_key_ids(writer_cfg)
         assert set(ids.values()) == expected_ids, ids
@@ -160,25 +147,8 @@ def test_pitr_with_encryption(mode: str, work: Workdir, repo_settings: dict[str,
             assert "KeyNotConfigured" in proc.stderr and ids[last] in proc.stderr
 
         reader_cfg = walship_config(work, reader, name="restore.toml")
-        restored = restore_cluster(
-            MAJOR,
-            work,
-            backup,
-            "restored",
-            {
-                "restore_command": restore_command(reader_cfg),
-                "recovery_target_time": f"'{target}'",
-                "recovery_target_action": "'promote'",
-            },
-        )
-        restored.start()
-        restored.wait_promoted()
-        assert restored.psql("SELECT batch FROM marker ORDER BY batch") == "1"
-        assert (
-            restored.psql("SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts")
-            == expected
-        )
-        assert "recovery stopping before commit" in restored.log()
+        restored = restore_to_time(MAJOR, work, backup, reader_cfg, target)
+        assert_at_target(restored, expected)
         for name in os.listdir(keys):  # no secret reaches the server logs
             with open(os.path.join(keys, name)) as fh:
                 for line in fh:

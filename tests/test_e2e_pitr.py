@@ -6,17 +6,10 @@ walship itself); the other versions with the default walship agent."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
-from pgharness import (
-    Cluster,
-    Workdir,
-    archive_command,
-    restore_cluster,
-    restore_command,
-    walship_config,
-)
+from e2e import assert_at_target, mark_target_time, restore_to_time
+from pgharness import Cluster, Workdir, archive_command, walship_config
 
 pytestmark = pytest.mark.pg
 
@@ -46,38 +39,9 @@ def test_pitr_to_time_recovers_exactly(major: int, work: Workdir) -> None:
         backup = os.path.join(work.path, "backup")
         primary.basebackup(backup)
         primary.pgbench("-t", "300", "-c", "2", "-n")
-        primary.psql("CREATE TABLE marker(batch int, note text)")
-        primary.psql("INSERT INTO marker VALUES (1, 'before T')")
-        expected = primary.psql(
-            "SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts"
-        )
-        time.sleep(1.1)
-        target = primary.psql("SELECT now()::text")
-        time.sleep(1.1)
-        primary.psql("INSERT INTO marker VALUES (2, 'after T')")
-        primary.pgbench("-t", "200", "-c", "2", "-n")
-        last = primary.switch_wal()
-        primary.wait_archived(last)
-
-        restored = restore_cluster(
-            major,
-            work,
-            backup,
-            "restored",
-            {
-                "restore_command": restore_command(cfg),
-                "recovery_target_time": f"'{target}'",
-                "recovery_target_action": "'promote'",
-            },
-        )
-        restored.start()
-        restored.wait_promoted()
-        assert restored.psql("SELECT batch FROM marker ORDER BY batch") == "1"
-        assert (
-            restored.psql("SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts")
-            == expected
-        )
-        assert "recovery stopping before commit" in restored.log()
+        target, expected, _last = mark_target_time(primary)
+        restored = restore_to_time(major, work, backup, cfg, target)
+        assert_at_target(restored, expected)
     finally:
         if restored is not None:
             restored.stop("immediate")

@@ -21,7 +21,15 @@ import os
 import time
 
 import pytest
-from e2e import key_for, repo_files, sha256_file, stop_all
+from e2e import (
+    assert_at_target,
+    key_for,
+    mark_target_time,
+    repo_files,
+    restore_to_time,
+    sha256_file,
+    stop_all,
+)
 from pgharness import (
     WALSHIP,
     Cluster,
@@ -84,17 +92,7 @@ def test_repush_is_harmless_conflict_refused_and_pitr_exact(major: int, work: Wo
         backup = os.path.join(work.path, "backup")
         primary.basebackup(backup)
         primary.pgbench("-t", "300", "-c", "2", "-n")
-        primary.psql("CREATE TABLE marker(batch int)")
-        primary.psql("INSERT INTO marker VALUES (1)")
-        expected = primary.psql(
-            "SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts"
-        )
-        time.sleep(1.1)
-        target = primary.psql("SELECT now()::text")
-        time.sleep(1.1)
-        primary.psql("INSERT INTO marker VALUES (2)")
-        primary.pgbench("-t", "200", "-c", "2", "-n")
-        primary.wait_archived(primary.switch_wal(), timeout=120)
+        target, expected, _last = mark_target_time(primary, timeout=120)
 
         log = primary.log()
         archived = sorted(os.listdir(acks))
@@ -135,26 +133,9 @@ def test_repush_is_harmless_conflict_refused_and_pitr_exact(major: int, work: Wo
         primary.stop()
 
         # the archive still restores exactly to T
-        restored = restore_cluster(
-            major,
-            work,
-            backup,
-            "restored",
-            {
-                "restore_command": restore_command(cfg),
-                "recovery_target_time": f"'{target}'",
-                "recovery_target_action": "'promote'",
-            },
-        )
+        restored = restore_to_time(major, work, backup, cfg, target)
         clusters.append(restored)
-        restored.start()
-        restored.wait_promoted()
-        assert restored.psql("SELECT string_agg(batch::text, ',') FROM marker") == "1"
-        assert (
-            restored.psql("SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts")
-            == expected
-        )
-        assert "recovery stopping before commit" in restored.log()
+        assert_at_target(restored, expected)
     finally:
         stop_all(clusters)
 

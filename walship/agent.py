@@ -909,6 +909,21 @@ def _run_request(
             except OSError:
                 pass
             os._exit(0)
+    # Let go of the caller's stdin/stdout/stderr before answering (everything
+    # is flushed): whoever reads them sees their end when the caller exits,
+    # not when this process has finished tearing down.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass
     try:
         say(f"EXIT {code}\n")
     except OSError:
