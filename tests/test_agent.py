@@ -526,3 +526,23 @@ def test_an_agent_that_does_not_answer_is_retired(site: Site) -> None:
     new = site.wait_agent(other_than=pid)
     r = site.push(7, "-v")
     assert r.returncode == 0 and f"agent={new}" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("closed", [0, 1, 2])
+def test_a_caller_with_a_closed_standard_descriptor_runs_itself(site: Site, closed: int) -> None:
+    """A closed stdin/stdout/stderr would be reused by the caller's own files
+    and passed on in its place: such a caller does not use the agent."""
+    assert site.push(3).returncode == 0
+    site.wait_agent()
+    name = site.segment(4)
+    r = subprocess.run(
+        ["sh", "-c", f'"$0" -v push {name} {name} {closed}>&-; echo "rc=$?" >&2', WALSHIP],
+        env=site.env,
+        cwd=site.src,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "rc=0" in r.stderr, r.stderr
+    assert IN_AGENT not in r.stderr
+    assert (site.repo / "wal" / "0000000100000000" / name).exists()

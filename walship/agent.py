@@ -183,6 +183,11 @@ def run_via_agent(argv: Sequence[str]) -> int | None:
     """Run ``walship <argv>`` in this user's agent; its exit code, or None to run it here."""
     if disabled_by_environment() or not hasattr(_socket, "SO_PEERCRED"):
         return None
+    for fd in (0, 1, 2):  # a closed one would be reused below and passed on in its place
+        try:
+            os.fstat(fd)
+        except OSError:
+            return None
     where = directory()
     if not os.path.isabs(where):
         return None

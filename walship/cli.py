@@ -307,7 +307,8 @@ def entry() -> None:
             agent.spawn()
         for stream in (sys.stdout, sys.stderr):
             try:
-                stream.flush()
+                if stream is not None:  # None: the descriptor was closed when we started
+                    stream.flush()
             except (OSError, ValueError):
                 pass
         os._exit(code)

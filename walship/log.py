@@ -60,6 +60,8 @@ def emit(level: str, event: str, msg: str, **fields: object) -> None:
     if not enabled(level):
         return
     stream = _stream[0] or sys.stderr
+    if stream is None:  # started with stderr closed: nowhere to write
+        return
     if _state["format"] == "json":
         import json
 
