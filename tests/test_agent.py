@@ -196,14 +196,18 @@ def test_key_rotation_and_fresh_randomness_in_every_worker(site: Site) -> None:
     keys = site.root / "keys"
     keys.mkdir()
     key = keys / "pk.key"
-    made = subprocess.run(
-        [WALSHIP, "keygen", "--mode", "public-key", str(key)],
-        env=site.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    first_id = made.stdout.split()[2]
+
+    def keygen() -> str:
+        made = subprocess.run(
+            [WALSHIP, "keygen", "--mode", "public-key", str(key)],
+            env=site.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return made.stdout.split()[2]  # "key id <id>"
+
+    first_id = keygen()
     enc = {
         "WALSHIP_ENCRYPTION": "public-key",
         "WALSHIP_ENCRYPTION_KEY_FILE": f"{key}.pub",
@@ -226,14 +230,7 @@ def test_key_rotation_and_fresh_randomness_in_every_worker(site: Site) -> None:
     # rotation: a new key file is used by the next request, without restarting anything
     key.unlink()
     Path(f"{key}.pub").unlink()
-    made = subprocess.run(
-        [WALSHIP, "keygen", "--mode", "public-key", str(key)],
-        env=site.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    second_id = made.stdout.split()[2]
+    second_id = keygen()
     r = site.push(6, "-v", **enc)
     assert r.returncode == 0 and IN_AGENT in r.stderr, r.stderr
     assert header(6)["encryption"]["key_id"] == second_id != first_id  # type: ignore[index]
