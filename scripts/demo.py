@@ -197,6 +197,9 @@ def demo(work: str) -> None:
     repo = os.path.join(work, "repo")
     config = os.path.join(work, "walship.toml")
     write(config, f'repo = "{repo}"\n')
+    # the walship agent the servers' pushes and fetches start lives in the
+    # scratch directory and is stopped at the end (docs/push-fetch.md, "The agent")
+    os.environ["WALSHIP_AGENT_DIR"] = work
     push = f"{WALSHIP} --config {config} push %p %f"
     fetch = f"{WALSHIP} --config {config} fetch %f %p"
 
@@ -323,6 +326,15 @@ def demo(work: str) -> None:
     finally:
         restored.stop()
         primary.stop()
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", WALSHIP, "agent", "stop"]
+            if AS_ROOT
+            else [WALSHIP, "agent", "stop"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
