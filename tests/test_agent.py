@@ -543,3 +543,25 @@ def test_a_caller_with_a_closed_standard_descriptor_runs_itself(site: Site, clos
     assert "rc=0" in r.stderr, r.stderr
     assert IN_AGENT not in r.stderr
     assert (site.repo / "wal" / "0000000100000000" / name).exists()
+
+
+def test_an_agent_started_with_signals_blocked_can_be_stopped(site: Site) -> None:
+    """The agent does not inherit a blocked SIGTERM from whoever ran the first
+    push (a server process may run commands with signals blocked)."""
+    name = site.segment(3)
+    proc = subprocess.run(
+        [WALSHIP, "push", name, name],
+        env=site.env,
+        cwd=site.src,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+    )
+    assert proc.returncode == 0, proc.stderr
+    pid = site.wait_agent()
+    status = Path(f"/proc/{pid}/status").read_text()
+    blocked = int(next(ln for ln in status.splitlines() if ln.startswith("SigBlk:")).split()[1], 16)
+    assert not blocked & (1 << (signal.SIGTERM - 1))
+    assert agent.stop(str(site.where)) == [pid]
+    assert not _alive(pid)

@@ -345,6 +345,7 @@ def spawn() -> None:
                 os.environ,
                 file_actions=[(os.POSIX_SPAWN_DUP2, null, n) for n in (0, 1, 2)],
                 setsid=True,
+                setsigmask=(),  # nothing blocked that the caller's parent may have blocked
             )
         finally:
             os.close(null)
