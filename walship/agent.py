@@ -20,8 +20,8 @@ How a ``walship push|fetch`` process uses it (:func:`run_via_agent`):
    (``PYTHON*``, ``LD_*``, ``OPENSSL*``, ``CRYPTOGRAPHY*``, ``SSL_*``,
    ``LC_*``, ``LANG``, ``HOME``, ``AWS_DATA_PATH``). The agent must run as
    the same uid.
-3. It sends its request with its stdin, stdout and stderr attached (one Unix
-   stream connection per request)::
+3. It sends its request, then (once the agent has answered) its stdin,
+   stdout and stderr, over one Unix stream connection per request::
 
        client -> agent   4-byte big-endian length, then NUL-separated fields:
                          MAGIC, key, cwd, umask (octal), argc, args..., NAME=value...
@@ -33,10 +33,13 @@ How a ``walship push|fetch`` process uses it (:func:`run_via_agent`):
    Signals the client receives (INT, TERM, HUP, QUIT) are passed on to the
    worker, and the client then dies of the same signal, as a process doing
    the work itself would.
-4. Whenever anything fails before ``OK`` (no agent, a stale socket, an agent
-   that is busy for 5 s or exiting, a worker that dies without ``EXIT``) the
-   client runs the command itself: push and fetch are idempotent, so running
-   a request twice is harmless.
+4. Whenever anything fails (no agent, a stale socket, an agent exiting or
+   not answering within 5 s, whose socket it then removes, a worker that
+   dies without ``EXIT``) the client runs the command itself: push and fetch
+   are idempotent, so running a request twice is harmless.
+
+Each request goes to a spare worker forked after the previous one; a worker
+lets go of the caller's stdin/stdout/stderr before it sends ``EXIT``.
 
 A client that ran a command itself starts an agent afterwards
 (:func:`spawn`, unless ``agent = off``), which lives until it has been idle
