@@ -7,7 +7,15 @@ import os
 import time
 from collections.abc import Callable, Iterable
 
-from pgharness import WALSHIP, Cluster, Workdir, restore_cluster, restore_command, run
+from pgharness import (
+    WALSHIP,
+    Cluster,
+    Workdir,
+    archive_command,
+    restore_cluster,
+    restore_command,
+    run,
+)
 
 #: the pgbench state the point-in-time tests compare
 BALANCES = "SELECT sum(abalance)::text || ':' || count(*) FROM pgbench_accounts"
@@ -105,6 +113,17 @@ def stop_all(clusters: Iterable[Cluster]) -> None:
             cluster.stop("immediate")
         except Exception:  # keep stopping the others
             pass
+
+
+def archiving_primary(major: int, work: Workdir, config: str) -> Cluster:
+    """A started PostgreSQL ``major`` server archiving every WAL file with
+    ``walship --config config push``. The caller stops it."""
+    primary = Cluster(major, work)
+    primary.initdb(
+        {"archive_mode": "on", "archive_command": archive_command(config), "archive_timeout": "0"}
+    )
+    primary.start()
+    return primary
 
 
 def mark_target_time(

@@ -13,12 +13,11 @@ import os
 from typing import Any
 
 import pytest
-from e2e import assert_at_target, mark_target_time, restore_to_time
+from e2e import archiving_primary, assert_at_target, mark_target_time, restore_to_time
 from pgharness import (
     WALSHIP,
     Cluster,
     Workdir,
-    archive_command,
     run,
     walship_config,
 )
@@ -113,15 +112,7 @@ def test_pitr_with_encryption(mode: str, work: Workdir, repo_settings: dict[str,
         expected_ids = {id1, id2}
     set_config(work, writer_cfg, phase1)
 
-    primary = Cluster(MAJOR, work)
-    primary.initdb(
-        {
-            "archive_mode": "on",
-            "archive_command": archive_command(writer_cfg),
-            "archive_timeout": "0",
-        }
-    )
-    primary.start()
+    primary = archiving_primary(MAJOR, work, writer_cfg)
     restored: Cluster | None = None
     try:
         primary.pgbench("-i", "-s", "2", "-q")

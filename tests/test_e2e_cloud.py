@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from e2e import assert_at_target, mark_target_time, restore_to_time
+from e2e import archiving_primary, assert_at_target, mark_target_time, restore_to_time
 from pgharness import (
     Cluster,
     Workdir,
-    archive_command,
     walship_config,
 )
 
@@ -45,11 +44,7 @@ def _settings(env: dict[str, str]) -> dict[str, object]:
 
 def _pitr(work: Workdir, env: dict[str, str], *, exact: bool) -> None:
     cfg = walship_config(work, _settings(env))
-    primary = Cluster(MAJOR, work)
-    primary.initdb(
-        {"archive_mode": "on", "archive_command": archive_command(cfg), "archive_timeout": "0"}
-    )
-    primary.start()
+    primary = archiving_primary(MAJOR, work, cfg)
     restored: Cluster | None = None
     try:
         primary.pgbench("-i", "-s", "1", "-q")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from e2e import assert_at_target, mark_target_time, restore_to_time
-from pgharness import Cluster, Workdir, archive_command, walship_config
+from e2e import archiving_primary, assert_at_target, mark_target_time, restore_to_time
+from pgharness import Cluster, Workdir, walship_config
 
 pytestmark = pytest.mark.pg
 
@@ -21,12 +21,7 @@ def _primary(major: int, work: Workdir, repo: str) -> tuple[Cluster, str]:
     if major == 16:
         settings["agent"] = False
     cfg = walship_config(work, settings)
-    primary = Cluster(major, work)
-    primary.initdb(
-        {"archive_mode": "on", "archive_command": archive_command(cfg), "archive_timeout": "0"}
-    )
-    primary.start()
-    return primary, cfg
+    return archiving_primary(major, work, cfg), cfg
 
 
 @pytest.mark.parametrize("major", VERSIONS)

@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from e2e import wait_for
+from e2e import archiving_primary, wait_for
 from pgharness import (
     WALSHIP,
     Cluster,
@@ -46,11 +46,7 @@ def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
             "log_level": "debug",
         },
     )
-    primary = Cluster(15, work)
-    primary.initdb(
-        {"archive_mode": "on", "archive_command": archive_command(cfg), "archive_timeout": "0"}
-    )
-    primary.start()
+    primary = archiving_primary(15, work, cfg)
     restored: Cluster | None = None
     try:
         primary.pgbench("-i", "-s", "2", "-q")
