@@ -265,8 +265,6 @@ def _wait(lines: _Lines, worker: int) -> int | None:
     """Wait for the worker's exit code, passing signals on to it."""
     import _signal  # type: ignore[import-not-found]  # signal.py would import enum
 
-    from .proc import signal_proven
-
     received: list[int] = []
 
     def worker_holds_connection() -> bool:
@@ -282,6 +280,8 @@ def _wait(lines: _Lines, worker: int) -> int | None:
 
     def forward(signum: int, frame: object) -> None:
         received.append(signum)
+        from .proc import signal_proven  # only when a signal comes: not on every request
+
         signal_proven(worker, signum, worker_holds_connection)
 
     for signum in _FORWARDED_SIGNALS:
