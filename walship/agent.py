@@ -267,12 +267,22 @@ def _wait(lines: _Lines, worker: int) -> int | None:
 
     received: list[int] = []
 
+    def worker_holds_connection() -> bool:
+        # Only the worker holds the other end (not the agent, not its forks,
+        # not programs it runs): open, with nothing unread, the worker is alive.
+        try:
+            lines.sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # its end of stream, or EXIT waiting to be read: it has finished
+
     def forward(signum: int, frame: object) -> None:
         received.append(signum)
-        try:
-            os.kill(worker, signum)
-        except OSError:
-            pass
+        from .proc import signal_proven  # only when a signal comes: not on every request
+
+        signal_proven(worker, signum, worker_holds_connection)
 
     for signum in _FORWARDED_SIGNALS:
         _signal.signal(signum, forward)
@@ -313,6 +323,13 @@ def spawn() -> None:
             "or set agent = off",
         )
         return
+    if _relative_python_path():
+        log.debug(
+            "agent.spawn",
+            "not starting the walship agent: PYTHONPATH has an entry that is not an "
+            "absolute path (it would name a different directory for each caller)",
+        )
+        return
     name = name_of(key())
     failed = os.path.join(where, name + ".failed")
     try:
@@ -336,15 +353,19 @@ def spawn() -> None:
         os.ftruncate(fd, 0)  # no stale pid while the lock is held (see running())
         os.set_inheritable(fd, True)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # -P: no '' (the working directory) in front of sys.path; and, before
+        # anything is imported, only absolute entries (see walship/proc.py):
+        # workers run in their callers' directories and import lazily.
         code = (
-            f"import sys; sys.path.insert(0, {package_parent!r}); "
+            "import sys; sys.path[:] = [p for p in sys.path if p.startswith('/')]; "
+            f"sys.path.insert(0, {package_parent!r}); "
             "from walship.agent import serve_main; serve_main()"
         )
         null = os.open(os.devnull, os.O_RDWR)
         try:
             os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-c", code, str(fd), name, ",".join(_storage_modules())],
+                [sys.executable, "-P", "-c", code, str(fd), name, ",".join(_storage_modules())],
                 os.environ,
                 file_actions=[(os.POSIX_SPAWN_DUP2, null, n) for n in (0, 1, 2)],
                 setsid=True,
@@ -356,6 +377,13 @@ def spawn() -> None:
         log.debug("agent.spawn", f"cannot start the walship agent: {exc}")
     finally:
         os.close(fd)  # the agent keeps the lock: same open file description
+
+
+def _relative_python_path() -> bool:
+    """Whether PYTHONPATH names a directory relative to the working directory
+    (an empty entry is the working directory itself)."""
+    value = os.environ.get("PYTHONPATH")
+    return value is not None and not all(os.path.isabs(p) for p in value.split(os.pathsep))
 
 
 def _storage_modules() -> list[str]:
@@ -492,6 +520,9 @@ def _warm_crypto() -> None:
 
 def serve_main() -> None:
     """Entry point of the agent process (started by :func:`spawn`)."""
+    from .proc import safe_sys_path
+
+    safe_sys_path()  # also done before the first import (see spawn); a second guard
     lock_fd, name = int(sys.argv[1]), sys.argv[2]
     preload = sys.argv[3].split(",") if len(sys.argv) > 3 else []
     # Whatever the starter inherited (PostgreSQL's files and sockets) is not ours to keep.
@@ -647,7 +678,7 @@ def _handle(agent: _Agent, conn: object) -> bool:
             pid = os.fork()
             if pid == 0:
                 held = _become_worker(agent)
-                _run_request(conn.detach(), fields, fds, held, _warm_path(agent))
+                _run_request(agent, conn.detach(), fields, fds, held)
     except OSError as exc:
         agent.log(f"request dropped: {exc}")
         return True
@@ -797,7 +828,7 @@ def _spare_main(agent: _Agent, channel: object) -> None:
             for fd in fds:
                 _close_quietly(fd)
             os._exit(0)  # the agent closed the channel: no request
-        _run_request(fds[0], fields, fds[1:], held, _warm_path(agent))
+        _run_request(agent, fds[0], fields, fds[1:], held)
     except BaseException:
         pass
     os._exit(0)
@@ -865,15 +896,15 @@ def _warm_path(agent: _Agent) -> str:
 
 
 def _run_request(
-    conn_fd: int, fields: list[bytes], fds: list[int], held: list[int], warm_path: str
+    agent: _Agent, conn_fd: int, fields: list[bytes], fds: list[int], held: list[int]
 ) -> None:
     """Run one request in this worker, as a fresh ``walship`` would; never returns."""
-    import signal
     import time
 
     code = 255
     answered = False
     held.append(conn_fd)  # forks of this worker must not hold the caller's connection
+    os.set_inheritable(conn_fd, False)  # nor programs it runs (the client's proof, see _wait)
     before = set(sys.modules)
 
     def say(text: str) -> None:
@@ -910,7 +941,7 @@ def _run_request(
             except (OSError, ValueError):
                 pass
         if cli.agent_setting() is False:  # agent = off in this request's configuration
-            os.kill(os.getppid(), signal.SIGTERM)
+            _ask_to_retire(agent)
     except BaseException as exc:  # never return into the agent's loop
         if not answered:
             try:
@@ -937,8 +968,22 @@ def _run_request(
         say(f"EXIT {code}\n")
     except OSError:
         pass
-    _report_new_modules(before, warm_path)
+    _report_new_modules(before, _warm_path(agent))
     os._exit(code)
+
+
+def _ask_to_retire(agent: _Agent) -> None:
+    """Make this worker's agent exit: remove its socket, if it is still the one
+    the agent made. No signal: the agent may have exited already, and this
+    worker's parent is then PID 1 or a subreaper, not the agent. The agent
+    checks its socket every second and exits when it is gone; callers that
+    find no socket run their command themselves."""
+    try:
+        if os.stat(agent.sock_path).st_ino == agent.inode:
+            os.unlink(agent.sock_path)
+            agent.log("a request's configuration says agent = off: retiring the agent")
+    except OSError:
+        pass
 
 
 def _report_new_modules(before: set[str], warm_path: str) -> None:
@@ -968,8 +1013,6 @@ def _close_quietly(fd: int) -> None:
 
 def running(where: str | None = None) -> list[tuple[int, str]]:
     """(pid, name) of the agents of this user that hold their lock."""
-    import fcntl
-
     where = where or directory()
     found: list[tuple[int, str]] = []
     try:
@@ -977,25 +1020,33 @@ def running(where: str | None = None) -> list[tuple[int, str]]:
     except OSError:
         return found
     for entry in names:
-        if not entry.endswith(".lock"):
-            continue
-        path = os.path.join(where, entry)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                continue  # nobody holds it
-            except OSError:
-                pass
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            if text.isdigit() and _is_agent(int(text)):
-                found.append((int(text), entry[: -len(".lock")]))
-        finally:
-            os.close(fd)
+        if entry.endswith(".lock"):
+            pid = _lock_holder(where, entry)
+            if pid is not None:
+                found.append((pid, entry[: -len(".lock")]))
     return found
+
+
+def _lock_holder(where: str, entry: str) -> int | None:
+    """The pid of the agent holding lock file ``entry``, None if no agent holds it."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(where, entry), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None  # nobody holds it
+        except OSError:
+            pass
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit() and _is_agent(int(text)):
+            return int(text)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _is_agent(pid: int) -> bool:
@@ -1017,13 +1068,18 @@ def stop(where: str | None = None, timeout: float = 10.0) -> list[int]:
     """
     import time
 
+    from .proc import signal_proven
+
+    where = where or directory()
     stopped = []
-    for pid, _name in running(where):
-        try:
-            os.kill(pid, 15)
+    for pid, name in running(where):
+
+        def still_holds(lock: str = name + ".lock", pid: int = pid) -> bool:
+            return _lock_holder(where, lock) == pid
+
+        # still the agent holding that lock once its pid is pinned (not a reused pid)
+        if signal_proven(pid, 15, still_holds):
             stopped.append(pid)
-        except OSError:
-            pass
     deadline = time.monotonic() + timeout
     while stopped and time.monotonic() < deadline:
         if not {pid for pid, _ in running(where)} & set(stopped):
