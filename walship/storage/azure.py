@@ -12,8 +12,11 @@ or ``azure_sas_token``; else a token credential
 - Create-only puts send ``If-None-Match: *`` (Put Blob with overwrite=False,
   and on Put Block List); 409 BlobAlreadyExists / 412 -> AlreadyExists.
 - Objects below ``azure_block_size`` are one Put Blob; larger ones are staged
-  as blocks (one block in memory) and committed at the end: uncommitted
-  blocks are never visible, so a failed upload leaves no object.
+  as blocks (one block held: in memory up to 64 MiB, else in its spool
+  file, which is what is sent) and committed at the end: uncommitted blocks
+  are never visible, so a failed upload leaves no object. The SDK reads a
+  Put Blob's body into memory, so a spooled object below the block size is
+  one staged block and a Put Block List carrying its Content-MD5 instead.
 - A create retried after an ambiguous failure checks whether the stored
   object is its own (Content-MD5 of a Put Blob, or the committed block ids).
 - Metadata names must be C# identifiers, so ``-`` is stored as ``_`` and
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import builtins
-import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -248,7 +250,7 @@ class AzureBackend:
         reader = PartReader(chunks)
         first = reader.read(self.block_size)
         try:
-            if reader.exhausted:
+            if reader.exhausted and first.data is not None:
                 self._put_single(key, full, first, mode, meta)
             else:
                 self._put_blocks(key, full, first, reader, mode, meta)
@@ -259,8 +261,9 @@ class AzureBackend:
     def _put_single(self, key: str, full: str, part: Part, mode: str, meta: dict[str, str]) -> None:
         blob = self.client.get_blob_client(full)
         what = f"PUT {self._where(key)}"
-        data = part.data if part.data is not None else b"".join(part.iter_bytes())
-        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        data = part.body()
+        assert isinstance(data, bytes)  # a spooled part goes to _put_blocks
+        md5 = part.md5()
         ambiguous: list[Transient] = []
         try:
             self._call(
@@ -308,8 +311,8 @@ class AzureBackend:
             current = part
 
             def stage(current: Part = current, block_id: str = block_id) -> Any:
-                data = current.data if current.data is not None else b"".join(current.iter_bytes())
-                return blob.stage_block(block_id, data, length=len(data))
+                # bytes, or the spool file rewound for this attempt: streamed by the SDK
+                return blob.stage_block(block_id, current.body(), length=current.size)
 
             self._call(stage, f"stage block {index} of {where}")
             ids.append(block_id)
@@ -326,10 +329,10 @@ class AzureBackend:
                     )
                 part = reader.read(part_size(self.block_size, index, MAX_BLOCK))
         ambiguous: list[Transient] = []
-        kwargs: dict[str, Any] = {
-            "metadata": to_azure_meta(meta),
-            "content_settings": ContentSettings(content_type="application/octet-stream"),
-        }
+        settings = ContentSettings(content_type="application/octet-stream")
+        if reader.exhausted and len(ids) == 1:
+            settings.content_md5 = bytearray(first.md5())  # as a Put Blob would store
+        kwargs: dict[str, Any] = {"metadata": to_azure_meta(meta), "content_settings": settings}
         if mode == CREATE:
             kwargs["match_condition"] = MatchConditions.IfMissing  # If-None-Match: *
         try:

@@ -13,11 +13,13 @@ for importing the whole client library.
 - Create-only puts send ``ifGenerationMatch=0``; the store decides
   (412 -> AlreadyExists).
 - Objects below ``gcs_chunk_size`` are one multipart upload; larger ones a
-  resumable upload in chunks of that size, holding one chunk in memory. A
+  resumable upload in chunks of that size, holding one chunk (in memory up
+  to 64 MiB, else in its spool file, sent from there in 1 MiB blocks). A
   failed chunk is resumed from the offset the service reports; a failed
   upload is cancelled, and an unfinished resumable upload is never visible.
 - A create retried after an ambiguous failure compares the stored MD5 with
-  what it sent: its own earlier write is success, not AlreadyExists.
+  what it sent (computed while spooling): its own earlier write is success,
+  not AlreadyExists.
 - Downloads stream in 1 MiB chunks, pinned to the object generation, and
   resume with a ranged GET after a fault mid-body.
 - Deletes go in JSON API batches (``/batch/storage/v1``) of 100; each
@@ -27,7 +29,6 @@ for importing the whole client library.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import urllib.parse
 import uuid
@@ -49,7 +50,7 @@ from ..errors import (
     Transient,
 )
 from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
-from .parts import Part, PartReader
+from .parts import Part, PartBody, PartReader
 from .retry import RetryPolicy, resuming_chunks
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ class GcsBackend:
         first = reader.read(self.chunk_size)
         try:
             if reader.exhausted:
-                self._put_single(key, full, _bytes(first), mode, meta)
+                self._put_single(key, full, first, mode, meta)
             else:
                 self._put_resumable(key, full, first, reader, mode, meta)
         except NotFound:
@@ -283,21 +284,18 @@ class GcsBackend:
         url = f"{self.endpoint}/upload/storage/v1/b/{self._b}/o?uploadType={kind}"
         return url + "&ifGenerationMatch=0" if mode == CREATE else url
 
-    def _put_single(
-        self, key: str, full: str, data: bytes, mode: str, meta: dict[str, str]
-    ) -> None:
+    def _put_single(self, key: str, full: str, part: Part, mode: str, meta: dict[str, str]) -> None:
         what = f"upload {self._where(key)}"
         boundary = f"walship-{uuid.uuid4().hex}"
-        head = json.dumps({"name": full, "metadata": meta}).encode()
-        body = b"".join(
+        resource = json.dumps({"name": full, "metadata": meta}).encode()
+        head = b"".join(
             [
                 f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
-                head,
+                resource,
                 f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
-                data,
-                f"\r\n--{boundary}--\r\n".encode(),
             ]
         )
+        body = part.stream(head=head, tail=f"\r\n--{boundary}--\r\n".encode())
         ambiguous: list[Transient] = []
         try:
             self._call(
@@ -312,7 +310,7 @@ class GcsBackend:
                 ambiguous.append,
             )
         except AlreadyExists:
-            if ambiguous and self._stored_md5(full, key) == _md5_b64(data):
+            if ambiguous and self._stored_md5(full, key) == _md5_b64(part):
                 return  # our own earlier attempt landed; its answer was lost
             raise AlreadyExists(f"{self._where(key)} already exists") from None
 
@@ -347,13 +345,14 @@ class GcsBackend:
             offset = 0
             part: Part | None = first
             while part is not None:
-                data = _bytes(part)
-                if part is not first:
-                    part.close()
                 last = reader.exhausted
-                total = offset + len(data) if last else None
-                self._send_chunk(session_url, where, data, offset, total)
-                offset += len(data)
+                total = offset + part.size if last else None
+                try:
+                    self._send_chunk(session_url, where, part, offset, total)
+                finally:
+                    if part is not first:
+                        part.close()
+                offset += part.size
                 part = None if last else reader.read(self.chunk_size)
             finished = True
         finally:
@@ -369,11 +368,15 @@ class GcsBackend:
                     pass
 
     def _send_chunk(
-        self, session_url: str, where: str, data: bytes, offset: int, total: int | None
+        self, session_url: str, where: str, part: Part, offset: int, total: int | None
     ) -> None:
-        """PUT one chunk; after a fault, ask how much the service has and resend the rest."""
+        """PUT one chunk; after a fault, ask how much the service has and resend the rest.
+
+        The chunk is sent from the part (its spool file), from the first byte
+        the service does not hold yet, never copied into one bytes object.
+        """
         what = f"upload bytes {offset}.. of {where}"
-        size = len(data)
+        size = part.size
         total_s = "*" if total is None else str(total)
         state = {"retry": False}
 
@@ -395,9 +398,10 @@ class GcsBackend:
                 if start < offset or start > offset + size:
                     raise StorageError(f"{where}: service reports {start} bytes, expected {offset}")
             state["retry"] = True
-            chunk = data[start - offset :]
-            if chunk:
-                crange = f"bytes {start}-{start + len(chunk) - 1}/{total_s}"
+            chunk: bytes | PartBody = b""
+            if start < offset + size:
+                chunk = part.stream(start - offset)
+                crange = f"bytes {start}-{offset + size - 1}/{total_s}"
             else:
                 crange = f"bytes */{total_s}"
             resp = self._request(
@@ -645,12 +649,8 @@ def _batch_answers(resp: requests.Response) -> dict[int, tuple[int, bytes]]:
     return answers
 
 
-def _bytes(part: Part) -> bytes:
-    return part.data if part.data is not None else b"".join(part.iter_bytes())
-
-
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+def _md5_b64(part: Part) -> str:
+    return base64.b64encode(part.md5()).decode()
 
 
 def _persisted(resp: requests.Response) -> int:
