@@ -16,7 +16,6 @@ more than 5 TiB (S3's object size limit) without a huge fixed part size.
 from __future__ import annotations
 
 import hashlib
-import io
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
