@@ -206,3 +206,20 @@ def test_archived_blob_409_is_not_already_exists(azure_repo_env: dict[str, str])
         backend.open("cold")
     assert not isinstance(info.value, AlreadyExists)
     assert "BlobArchived" in info.value.one_line()
+
+
+def test_blob_replaced_while_read_is_not_already_exists(azure_repo_env: dict[str, str]) -> None:
+    """The SDK reads the blob in 4 MiB ranges pinned to its ETag: a 412
+    ConditionNotMet there means the blob changed, not "already exists"."""
+    backend = backend_for(azure_repo_env)
+    backend.put("big", [os.urandom(9 * MIB)], mode="overwrite")
+    stream = backend.open("big")
+    chunks = iter(stream)
+    assert next(chunks)
+    backend.put("big", [os.urandom(9 * MIB)], mode="overwrite")
+    with pytest.raises(StorageError) as info:
+        for _ in chunks:
+            pass
+    stream.close()
+    assert not isinstance(info.value, AlreadyExists)
+    assert "replaced while being read" in info.value.one_line()

@@ -431,9 +431,8 @@ class AzureBackend:
             )
             return body(dl)
 
-        return IterStream(
-            info, resuming_chunks(body(downloader), open_at, info.size, self.policy, where)
-        )
+        chunks = resuming_chunks(body(downloader), open_at, info.size, self.policy, where)
+        return IterStream(info, em.pinned_read(chunks, where))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix)

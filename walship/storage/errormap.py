@@ -17,6 +17,10 @@ answer may map to it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from ..errors import AlreadyExists, StorageError
+
 #: the create-only put's condition failed: the key is taken (AlreadyExists)
 EXISTS = "exists"
 #: the object is absent (NotFound)
@@ -50,3 +54,16 @@ def outcome(table: Table, status: int, code: str) -> str:
     if found is None:
         found = TRANSIENT if status >= 500 else ERROR
     return found
+
+
+def pinned_read(chunks: Iterator[bytes], where: str) -> Iterator[bytes]:
+    """``chunks`` of a download pinned to one version of the object (S3
+    ``If-Match``, Azure ``If-Match`` ETag), where a failed condition is the
+    object having been replaced meanwhile, not "already exists"."""
+    try:
+        yield from chunks
+    except AlreadyExists:
+        raise StorageError(
+            f"{where} was replaced while being read",
+            hint="another walship process overwrote it; run the command again",
+        ) from None

@@ -474,7 +474,8 @@ class S3Backend:
             return self._body(r, what)
 
         body = self._body(resp, what)
-        return IterStream(info, resuming_chunks(body, open_at, info.size, self.policy, where))
+        chunks = resuming_chunks(body, open_at, info.size, self.policy, where)
+        return IterStream(info, em.pinned_read(chunks, where))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full_prefix = self.prefix + prefix
