@@ -305,3 +305,26 @@ def test_warm_parses_botocore_data_once_for_later_clients(
         backend.put(f"warm/{n}", [b"data %d" % n])
         assert read_all(backend.open(f"warm/{n}")) == b"data %d" % n
         backend.close()
+
+
+def test_object_replaced_before_a_resume_is_not_already_exists(
+    faulty: tuple[dict[str, str], FaultProxy], moto_s3: Running
+) -> None:
+    """A resume is pinned with If-Match: its 412 means the object changed, not
+    "already exists"."""
+    env, proxy = faulty
+    backend = backend_for(env)
+    backend.put("big", [os.urandom(4 * MIB)], mode="overwrite")
+    # half the body, then silence: the read times out (1 s) and resumes
+    proxy.plan("stall", method="GET", seconds=2.5)
+    stream = backend.open("big")
+    chunks = iter(stream)
+    assert next(chunks)
+    direct = backend_for({**env, "WALSHIP_S3_ENDPOINT_URL": moto_s3.endpoint})
+    direct.put("big", [os.urandom(4 * MIB)], mode="overwrite")
+    with pytest.raises(StorageError) as info:
+        for _ in chunks:
+            pass
+    stream.close()
+    assert not isinstance(info.value, AlreadyExists)
+    assert "replaced while being read" in info.value.one_line()

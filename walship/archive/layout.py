@@ -13,7 +13,14 @@ from __future__ import annotations
 import time
 
 from .. import __version__, minijson
-from ..errors import AlreadyExists, ContainerNotFound, ForeignClusterError, IntegrityError, NotFound
+from ..errors import (
+    AlreadyExists,
+    ContainerNotFound,
+    ForeignClusterError,
+    IntegrityError,
+    NotFound,
+    StorageError,
+)
 from ..storage.base import CREATE, read_all
 from ..wal import FileKind, classify
 
@@ -102,7 +109,13 @@ def ensure_identity(backend: Backend, mine: Identity) -> Identity:
             return mine
         except AlreadyExists:
             current = read_identity(backend)
-            assert current is not None
+            if current is None:
+                raise StorageError(
+                    f"{backend.url}/{IDENTITY_KEY}: the store answered 'already exists' but "
+                    "holds no object under that name",
+                    hint="the store's answer was about something else (a lease, an operation "
+                    "in progress); check the object in the store (docs/storage.md)",
+                ) from None
     check_identity(backend, current, mine)
     return current
 

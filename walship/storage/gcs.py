@@ -11,7 +11,8 @@ library's upload helpers need a seekable file) and so a push does not pay
 for importing the whole client library.
 
 - Create-only puts send ``ifGenerationMatch=0``; the store decides
-  (412 -> AlreadyExists).
+  (412 conditionNotMet -> AlreadyExists, and no other answer: the table
+  ``_ERRORS``).
 - Objects below ``gcs_chunk_size`` are one multipart upload; larger ones a
   resumable upload in chunks of that size, holding one chunk (in memory up
   to 64 MiB, else in its spool file, sent from there in 1 MiB blocks). A
@@ -49,6 +50,7 @@ from ..errors import (
     StorageError,
     Transient,
 )
+from . import errormap as em
 from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
 from .parts import Part, PartBody, PartReader
 from .retry import RetryPolicy, resuming_chunks
@@ -61,6 +63,25 @@ ALIGN = 256 << 10
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 DELETE_BATCH = 100
+
+
+#: (HTTP status, JSON API error reason) -> outcome; see walship/storage/errormap.py
+#: and docs/storage.md. The only EXISTS answer is 412 conditionNotMet, what an
+#: upload with ``ifGenerationMatch=0`` gets when the name is taken (also a 412
+#: without a JSON body); other 412 reasons (orgPolicyConstraintFailed, ...) are
+#: errors. A 409 is a concurrent change to the same resource and is retried,
+#: never read as "exists".
+_ERRORS: em.Table = {
+    (412, "conditionNotMet"): em.EXISTS,
+    (412, ""): em.EXISTS,
+    (412, em.ANY_CODE): em.ERROR,
+    (404, em.ANY_CODE): em.NOT_FOUND,
+    (409, em.ANY_CODE): em.TRANSIENT,
+    (408, em.ANY_CODE): em.TRANSIENT,
+    (429, em.ANY_CODE): em.TRANSIENT,
+    (401, em.ANY_CODE): em.DENIED,
+    (403, em.ANY_CODE): em.DENIED,
+}
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -153,20 +174,18 @@ class GcsBackend:
 
     def _error_for(self, status: int, body: bytes, what: str) -> StorageError:
         """The walship error for a JSON API error answer (also batch sub-responses)."""
-        try:
-            message = str(json.loads(body).get("error", {}).get("message", ""))
-        except (ValueError, AttributeError):
-            message = body[:200].decode("utf-8", "replace")
+        message, reason = _error_text(body)
         text = f"{what}: HTTP {status} {message}".strip()
-        if status == 404:
+        found = em.outcome(_ERRORS, status, reason)
+        if found == em.NOT_FOUND:
             return NotFound(text)
-        if status == 412:
+        if found == em.EXISTS:
             return AlreadyExists(text)
-        if status in (401, 403):
+        if found == em.DENIED:
             return PermissionDenied(text, hint=self._denied_hint())
-        if status in (408, 409, 429) or status >= 500:
+        if found == em.TRANSIENT:
             return Transient(text)
-        return StorageError(text)
+        return StorageError(f"{text} ({reason})" if reason else text)
 
     def _request(
         self,
@@ -647,6 +666,18 @@ def _batch_answers(resp: requests.Response) -> dict[int, tuple[int, bytes]]:
             body = body[:-2]
         answers[index] = (int(fields[1]), body)
     return answers
+
+
+def _error_text(body: bytes) -> tuple[str, str]:
+    """(message, reason) of a JSON API error body; reason "" when there is none."""
+    try:
+        error = json.loads(body).get("error", {})
+        message = str(error.get("message", ""))
+        errors = error.get("errors") or [{}]
+        reason = str(errors[0].get("reason", "") or "")
+    except (ValueError, AttributeError, TypeError, IndexError):
+        return body[:200].decode("utf-8", "replace"), ""
+    return message, reason
 
 
 def _md5_b64(part: Part) -> str:
