@@ -187,4 +187,3 @@ def md5_of(parts_md5_hex: list[str]) -> str:
     for hx in parts_md5_hex:
         h.update(bytes.fromhex(hx))
     return f"{h.hexdigest()}-{len(parts_md5_hex)}"
-
