@@ -153,8 +153,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         inv, _ = load_inventory(cfg, backend)
         plan = _plan(args, inv, target, timeline)
-        if plan.verdict == planner.NEEDS_INDEX and not args.no_index:
-            # index what is missing (as `walship index` would), then plan again
+        needs_index = plan.verdict == planner.NEEDS_INDEX or plan.unindexed is not None
+        if needs_index and not args.no_index:
+            # index what is missing (as `walship index` would), then plan again: also when
+            # the choice of backup had to rely on a START TIME for lack of an index
             from ..walindex import update_index
 
             log.info("plan.index", "indexing archived segments for planning (walship index)")
