@@ -180,7 +180,8 @@ class AzureBackend:
             if code == "ContainerNotFound":
                 return ContainerNotFound(
                     f"{what}: container {self.container!r} does not exist",
-                    hint="check the repo URL and the storage account, or create the container",
+                    hint="check `repo` / WALSHIP_REPO and the storage account, "
+                    "or create the container",
                 )
             if code == "BlobNotFound" or status == 404:
                 return NotFound(f"{what}: does not exist")

@@ -165,7 +165,8 @@ class S3Backend:
             if code == "NoSuchBucket":
                 return ContainerNotFound(
                     f"{what}: bucket {self.bucket!r} does not exist",
-                    hint="check the repo URL and s3_endpoint_url/s3_region, or create the bucket",
+                    hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
+                    "or create the bucket",
                 )
             if code in ("NoSuchKey", "NoSuchVersion") or (status == 404 and code in ("404", "")):
                 return NotFound(f"{what}: does not exist")
@@ -222,7 +223,8 @@ class S3Backend:
         except NotFound:
             raise ContainerNotFound(
                 f"bucket {self.bucket!r} does not exist",
-                hint="check the repo URL and s3_endpoint_url/s3_region, or create the bucket",
+                hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
+                "or create the bucket",
             ) from None
         self._bucket_ok = True
 
