@@ -270,6 +270,8 @@ def test_push_survives_ambiguous_failure_and_fetch_outage_aborts(
 
 
 def test_fetch_absent_segment_is_exit_1(s3_repo_env: dict[str, str], tmp_path: Any) -> None:
+    name, path = _segment(tmp_path, 3)  # a repository (repository.json) must exist for "absent"
+    assert run_walship(s3_repo_env, "push", path, name).returncode == 0
     proc = run_walship(
         s3_repo_env, "fetch", segment_name(9), str(tmp_path / "x"), cwd=str(tmp_path)
     )

@@ -67,6 +67,8 @@ ARCHIVE_ENDS = "archive-ends"
 TIMELINE = "timeline"
 UNKNOWN_NAME = "unknown-restore-point"
 NEEDS_INDEX = "needs-index"
+#: no repository at the configured location (walship.errors.RepositoryNotFound); no plan
+NO_REPOSITORY = "no-repository"
 
 #: verdict -> exit code of ``walship plan-restore`` (docs/exit-codes.md)
 EXIT_CODES: dict[str, int] = {
@@ -77,6 +79,7 @@ EXIT_CODES: dict[str, int] = {
     TIMELINE: 13,
     UNKNOWN_NAME: 14,
     NEEDS_INDEX: 15,
+    NO_REPOSITORY: 16,
 }
 
 TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")

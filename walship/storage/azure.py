@@ -220,7 +220,8 @@ class AzureBackend:
             if found == em.NO_CONTAINER:
                 return ContainerNotFound(
                     f"{what}: container {self.container!r} does not exist",
-                    hint="check the repo URL and the storage account, or create the container",
+                    hint="check `repo` / WALSHIP_REPO and the storage account, "
+                    "or create the container",
                 )
             if found == em.NOT_FOUND:
                 return NotFound(f"{what}: does not exist")

@@ -242,7 +242,7 @@ class GcsBackend:
         except NotFound:
             raise ContainerNotFound(
                 f"bucket gs://{self.bucket} does not exist",
-                hint="check the repo URL (and gcs_endpoint_url), or create the bucket",
+                hint="check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket",
             ) from None
         self._bucket_ok = True
 
@@ -527,7 +527,7 @@ class GcsBackend:
             except NotFound:
                 raise ContainerNotFound(
                     f"bucket gs://{self.bucket} does not exist",
-                    hint="check the repo URL (and gcs_endpoint_url), or create the bucket",
+                    hint="check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket",
                 ) from None
             self._bucket_ok = True
             page = resp.json()

@@ -199,7 +199,8 @@ class S3Backend:
             if found == em.NO_CONTAINER:
                 return ContainerNotFound(
                     f"{what}: bucket {self.bucket!r} does not exist",
-                    hint="check the repo URL and s3_endpoint_url/s3_region, or create the bucket",
+                    hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
+                    "or create the bucket",
                 )
             if found == em.NOT_FOUND:
                 return NotFound(f"{what}: does not exist")
@@ -256,7 +257,8 @@ class S3Backend:
         except NotFound:
             raise ContainerNotFound(
                 f"bucket {self.bucket!r} does not exist",
-                hint="check the repo URL and s3_endpoint_url/s3_region, or create the bucket",
+                hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
+                "or create the bucket",
             ) from None
         self._bucket_ok = True
 
