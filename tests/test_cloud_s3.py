@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,7 +253,7 @@ def test_push_survives_ambiguous_failure_and_fetch_outage_aborts(
     out = tmp_path / "restored"
     proc = run_walship(env, "fetch", name, str(out), cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes() == open(path, "rb").read()
+    assert out.read_bytes() == Path(path).read_bytes()
     # a persistent outage: fetch ends with the abort code, never 1 ("absent")
     proxy.outage("503")
     out2 = tmp_path / "again"

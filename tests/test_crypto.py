@@ -13,6 +13,7 @@ import os
 import random
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -640,7 +641,7 @@ def test_public_key_writer_cannot_read(tmp_path: Any) -> None:
         decode_object(writer, data)
     reader = cfg_for(encryption_keyring=priv)
     assert decode_object(reader, data) == b"written on the database host"
-    assert "x25519-private" not in open(pub).read()
+    assert "x25519-private" not in Path(pub).read_text()
 
 
 def test_rotation_old_objects_stay_readable(tmp_path: Any, mem: Any) -> None:
@@ -665,7 +666,7 @@ def test_rotation_old_objects_stay_readable(tmp_path: Any, mem: Any) -> None:
     assert ids == {1: key_id_of(k1), 2: key_id_of(k2)}
     for n, seg in segs.items():
         fetch.fetch(after, mem, segment_name(n), f"{tmp_path}/o{n}")
-        assert open(f"{tmp_path}/o{n}", "rb").read() == seg
+        assert Path(f"{tmp_path}/o{n}").read_bytes() == seg
     # without the old key in the keyring, the old segment names the key it needs
     only_new = cfg_for(encryption="symmetric", encryption_key_file=k2)
     with pytest.raises(KeyNotConfigured, match=key_id_of(k1)):
@@ -692,7 +693,7 @@ def test_public_key_rotation_with_keyring_directory(tmp_path: Any, mem: Any) -> 
     assert crypto.keyring(restore_host).ids() == sorted([key_id_of(pub1), key_id_of(pub2)])
     for n, seg in ((1, seg1), (2, seg2)):
         fetch.fetch(restore_host, mem, segment_name(n), f"{tmp_path}/o{n}")
-        assert open(f"{tmp_path}/o{n}", "rb").read() == seg
+        assert Path(f"{tmp_path}/o{n}").read_bytes() == seg
     with pytest.raises(KeyNotConfigured):
         fetch.fetch(w2, mem, segment_name(2), f"{tmp_path}/x")
 
@@ -717,7 +718,7 @@ def test_mixed_plain_and_encrypted_repository(tmp_path: Any, mem: Any) -> None:
     for cfg in (encrypted, turned_off):
         for n, seg in segs.items():
             fetch.fetch(cfg, mem, segment_name(n), f"{tmp_path}/o")
-            assert open(f"{tmp_path}/o", "rb").read() == seg
+            assert Path(f"{tmp_path}/o").read_bytes() == seg
             os.unlink(f"{tmp_path}/o")
     # a reader with no keys still restores the plain segments, and names the key otherwise
     fetch.fetch(plain, mem, segment_name(1), f"{tmp_path}/o1")
@@ -812,7 +813,7 @@ def test_settings_errors(tmp_path: Any) -> None:
         crypto.keyring(cfg_for(encryption_keyring=f"{tmp_path}/absent-dir"))
     two = f"{tmp_path}/two.key"
     with open(two, "w") as fh:
-        fh.write(open(sym).read() + open(sym).read())
+        fh.write(Path(sym).read_text() + Path(sym).read_text())
     os.chmod(two, 0o600)
     with pytest.raises(ConfigError, match="holds 2 keys"):
         crypto.make_encryptor(cfg_for(encryption="symmetric", encryption_key_file=two))

@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ def run(
 
 def secrets_of(path: str) -> list[str]:
     """Base64 secret material in a key file (private / symmetric lines only)."""
-    text = open(path).read()
+    text = Path(path).read_text()
     return [m.group(1) for m in KEY_LINE.finditer(text) if "public" not in m.group(0)]
 
 
@@ -70,7 +71,7 @@ def test_keygen_public_key_pair_and_show(tmp_path: Any) -> None:
     (pub,) = crypto.read_key_file(path + ".pub", "t")
     assert priv.key_id == pub.key_id and pub.secret is None and priv.public == pub.public
     assert f"key id {priv.key_id}" in proc.stdout
-    assert "x25519-private" not in open(path + ".pub").read()
+    assert "x25519-private" not in Path(path + ".pub").read_text()
     (secret,) = secrets_of(path)
     assert secret not in proc.stdout + proc.stderr
     show = run(tmp_path, "keygen", "--show", path + ".pub")
@@ -103,14 +104,14 @@ def test_cli_round_trip_secrets_stay_out_of_logs_and_repository(
     reader = _env(repo, encryption_keyring=key)
     got = run(tmp_path, "-vv", "--log-format", "json", "fetch", name, "out", env=reader)
     assert got.returncode == 0, got.stderr
-    assert open(os.path.join(str(tmp_path), "out"), "rb").read() == data
+    assert Path(os.path.join(str(tmp_path), "out")).read_bytes() == data
     shown = run(tmp_path, "show-config", env=writer)
     secret = secrets_of(key)[0]
     raw = base64.b64decode(secret)
     stored = b""
     for root, _, files in os.walk(repo):
         for f in files:
-            stored += open(os.path.join(root, f), "rb").read()
+            stored += Path(os.path.join(root, f)).read_bytes()
     for text in (pushed.stderr, got.stderr, shown.stdout, pushed.stdout):
         assert secret not in text
     assert secret.encode() not in stored and raw not in stored and raw.hex().encode() not in stored
@@ -155,7 +156,7 @@ def test_fetch_of_tampered_object_aborts(
     env = _env(repo, encryption="symmetric", encryption_key_file=key)
     assert run(tmp_path, "push", src, name, env=env).returncode == 0
     path = _object_path(repo, name)
-    blob = bytearray(open(path, "rb").read())
+    blob = bytearray(Path(path).read_bytes())
     if where == "body":
         blob[-100] ^= 0x01
     else:  # same length, another valid-looking id

@@ -267,6 +267,8 @@ def test_the_end_of_recovery_stops_a_running_helper(site: dict[str, str]) -> Non
         if helper.poll() is None:
             helper.kill()
             helper.wait()
+        assert helper.stdout is not None
+        helper.stdout.close()
 
 
 def test_a_pid_that_is_no_helper_is_never_signalled(site: dict[str, str]) -> None:
