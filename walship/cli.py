@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wal-show": ("walship.commands.wal_show", "show timelines, archived ranges, gaps, backups"),
     "verify": ("walship.commands.verify", "check WAL continuity, histories and backups"),
     "index": ("walship.commands.index", "index archived segments for restore planning"),
+    "archive-status": (
+        "walship.commands.archive_status",
+        "how far archiving is behind: waiting .ready files, the oldest one's age",
+    ),
     "agent": ("walship.commands.agent", "show or stop this user's walship agents (status|stop)"),
     "show-config": (
         "walship.commands.show_config",

@@ -146,6 +146,37 @@ SETTINGS: tuple[Setting, ...] = (
         "See docs/push-fetch.md.",
         type_=bool,
     ),
+    # --- push look-ahead (docs/push-fetch.md) ---
+    Setting(
+        "archive_lookahead",
+        64,
+        "Files `walship push` archives ahead of PostgreSQL's archiver when it falls behind "
+        "(0: off): a background process pushes the oldest waiting .ready files of "
+        "pg_wal/archive_status with the normal push rules and records each one, so the "
+        "call for a file pushed ahead only checks its record. Never drops WAL: the backlog "
+        "is reported by `walship archive-status`.",
+        type_=int,
+        minimum=0,
+        maximum=4096,
+    ),
+    Setting(
+        "push_concurrency",
+        0,
+        "Files the background process pushes at once (0: one per core for a local "
+        "repository, four per core up to 16 for S3, GCS and Azure).",
+        type_=int,
+        minimum=0,
+        maximum=64,
+    ),
+    Setting(
+        "background_idle",
+        300.0,
+        "Seconds the walship background process stays without work before it exits "
+        "(choose it above archive_timeout so a steady trickle keeps one process).",
+        type_=float,
+        minimum=1.0,
+        maximum=86400.0,
+    ),
     # --- fetch ---
     Setting(
         "fetch_error_exit",
@@ -341,6 +372,9 @@ class Config:
     encryption_keyring: str | None
     encryption_cipher: str
     agent: bool
+    archive_lookahead: int
+    push_concurrency: int
+    background_idle: float
     fetch_error_exit: str
     fetch_prefetch: int
     pgdata: str | None
