@@ -29,7 +29,6 @@ class Site:
         self.status.mkdir(parents=True)
         self.env = environment_without_settings()
         self.env.update(WALSHIP_REPO=str(self.repo), WALSHIP_LOG_LEVEL="debug")
-        self.env["WALSHIP_AGENT"] = "off"
         self.env.update({f"WALSHIP_{k.upper()}": v for k, v in settings.items()})
 
     def add(self, first: int, last: int) -> list[str]:

@@ -218,7 +218,7 @@ def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> N
     result = subprocess.run(
         [sys.executable, "-X", "importtime", *WALSHIP, "push", f"pg_wal/{names[1]}", names[1]],
         cwd=site.pgdata,
-        env={**site.env, "WALSHIP_AGENT": "off"},
+        env=site.env,
         capture_output=True,
         text=True,
     )

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 SYSTEM_CONFIG_PATH = "/etc/walship/walship.toml"
 ENV_PREFIX = "WALSHIP_"
 ENV_CONFIG = "WALSHIP_CONFIG"
-#: variables read before any configuration is (the config file's path, the agent's directory)
+#: variables that are not settings: the config file's path, and the directory of the
+#: walship agent (removed; still accepted so that an old environment is not an error)
 ENV_ONLY = (ENV_CONFIG, "WALSHIP_AGENT_DIR")
 
 
@@ -138,12 +139,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "agent",
         True,
-        "Run push and fetch in the walship agent: a background process (one per user and "
-        "environment) that has walship, cryptography and the storage SDK loaded and forks a "
-        "copy of itself per request, saving each request the start-up cost. Started by the "
-        "first push or fetch, gone after 30 s idle; a request runs itself whenever no agent "
-        "answers. Socket in $WALSHIP_AGENT_DIR/walship-agent-<uid> (default /tmp). "
-        "See docs/push-fetch.md.",
+        "Deprecated, ignored: the walship agent (a fork-server per user) was removed; "
+        "push look-ahead (archive_lookahead) replaces it. Still accepted so that existing "
+        "config files keep working.",
         type_=bool,
     ),
     # --- push look-ahead (docs/push-fetch.md) ---
