@@ -13,7 +13,15 @@ from servers.faultproxy import FaultProxy
 from servers.launch import AZURITE_ACCOUNT, Running
 from servers.plugin import azure_env, create_azure_container, unique
 
-from walship.errors import AlreadyExists, ContainerNotFound, NotFound, PermissionDenied, Transient
+from walship.archive import layout
+from walship.errors import (
+    AlreadyExists,
+    ContainerNotFound,
+    NotFound,
+    PermissionDenied,
+    StorageError,
+    Transient,
+)
 from walship.storage.base import read_all
 
 pytestmark = pytest.mark.cloud
@@ -123,3 +131,95 @@ def test_outage_fetch_aborts(faulty: tuple[dict[str, str], FaultProxy], tmp_path
     proc = run_walship(env, "fetch", name, str(tmp_path / "out"), cwd=str(tmp_path))
     assert proc.returncode == 255, proc.stderr
     assert "AccountKey" not in proc.stderr and "Eby8" not in proc.stderr
+
+
+# --- 409/412 answers that are not about the key being taken (issue 10, item 5) ------
+
+
+def _blob(env: dict[str, str], key: str) -> Any:
+    from azure.storage.blob import BlobServiceClient
+
+    container = env["WALSHIP_REPO"].split("/")[2]
+    service = BlobServiceClient.from_connection_string(env["WALSHIP_AZURE_CONNECTION_STRING"])
+    return service.get_container_client(container).get_blob_client(f"repo/{key}")
+
+
+def _leased_uncommitted(env: dict[str, str], key: str) -> Any:
+    """A lease on a name that holds only an uncommitted block: HEAD says 404, and
+    Azurite 3.37 answers a create-only Put Blob with 409 BlobAlreadyExists and a
+    Put Block / Put Block List with 412 LeaseIdMissing. Reproducible stand-ins
+    for the non-existence 409/412s of the real service (leases, a container
+    being deleted)."""
+    blob = _blob(env, key)
+    blob.stage_block("AAAA", b"x")
+    lease = blob.acquire_lease(-1)
+    assert backend_for(env).head(key) is None
+    return lease
+
+
+def test_lease_412_on_block_upload_is_not_already_exists(azure_repo_env: dict[str, str]) -> None:
+    lease = _leased_uncommitted(azure_repo_env, "big")
+    try:
+        with pytest.raises(StorageError) as info:
+            _blocks(azure_repo_env).put("big", [os.urandom(2 * MIB + 1)])
+        assert not isinstance(info.value, AlreadyExists)
+        assert "LeaseIdMissing" in info.value.one_line() and "lease" in info.value.hint
+    finally:
+        lease.release()
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        # a 16 MiB segment stored uncompressed in 1 MiB blocks: Put Block -> 412 LeaseIdMissing
+        ({"WALSHIP_COMPRESSION": "none", "WALSHIP_AZURE_BLOCK_SIZE": str(MIB)}, "lease"),
+        # compressed, one Put Blob -> 409 BlobAlreadyExists, yet no object to compare with
+        ({}, "not a conflict"),
+    ],
+    ids=["blocks-412", "single-409"],
+)
+def test_push_under_a_lease_is_not_a_conflict(
+    azure_repo_env: dict[str, str], tmp_path: Any, settings: dict[str, str], says: str
+) -> None:
+    env = {**azure_repo_env, **settings}
+    first, name = segment_name(2), segment_name(3)
+    for n in (first, name):
+        (tmp_path / n).write_bytes(make_segment(int(n[-1])))
+    assert run_walship(env, "push", str(tmp_path / first), first).returncode == 0
+    lease = _leased_uncommitted(env, layout.key_for(name))
+    try:
+        proc = run_walship(env, "push", str(tmp_path / name), name)
+    finally:
+        lease.release()
+    assert proc.returncode == 1, proc.stderr
+    assert "None" not in proc.stderr and "different content" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and says in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_archived_blob_409_is_not_already_exists(azure_repo_env: dict[str, str]) -> None:
+    backend = backend_for(azure_repo_env)
+    backend.put("cold", [b"data"])
+    _blob(azure_repo_env, "cold").set_standard_blob_tier("Archive")
+    with pytest.raises(StorageError) as info:
+        backend.open("cold")
+    assert not isinstance(info.value, AlreadyExists)
+    assert "BlobArchived" in info.value.one_line()
+
+
+def test_blob_replaced_while_read_is_not_already_exists(azure_repo_env: dict[str, str]) -> None:
+    """The SDK reads the blob in 4 MiB ranges pinned to its ETag: a 412
+    ConditionNotMet there means the blob changed, not "already exists"."""
+    backend = backend_for(azure_repo_env)
+    backend.put("big", [os.urandom(9 * MIB)], mode="overwrite")
+    stream = backend.open("big")
+    chunks = iter(stream)
+    assert next(chunks)
+    backend.put("big", [os.urandom(9 * MIB)], mode="overwrite")
+    with pytest.raises(StorageError) as info:
+        for _ in chunks:
+            pass
+    stream.close()
+    assert not isinstance(info.value, AlreadyExists)
+    assert "replaced while being read" in info.value.one_line()

@@ -270,6 +270,8 @@ def test_push_survives_ambiguous_failure_and_fetch_outage_aborts(
 
 
 def test_fetch_absent_segment_is_exit_1(s3_repo_env: dict[str, str], tmp_path: Any) -> None:
+    name, path = _segment(tmp_path, 3)  # a repository (repository.json) must exist for "absent"
+    assert run_walship(s3_repo_env, "push", path, name).returncode == 0
     proc = run_walship(
         s3_repo_env, "fetch", segment_name(9), str(tmp_path / "x"), cwd=str(tmp_path)
     )
@@ -305,3 +307,26 @@ def test_warm_parses_botocore_data_once_for_later_clients(
         backend.put(f"warm/{n}", [b"data %d" % n])
         assert read_all(backend.open(f"warm/{n}")) == b"data %d" % n
         backend.close()
+
+
+def test_object_replaced_before_a_resume_is_not_already_exists(
+    faulty: tuple[dict[str, str], FaultProxy], moto_s3: Running
+) -> None:
+    """A resume is pinned with If-Match: its 412 means the object changed, not
+    "already exists"."""
+    env, proxy = faulty
+    backend = backend_for(env)
+    backend.put("big", [os.urandom(4 * MIB)], mode="overwrite")
+    # half the body, then silence: the read times out (1 s) and resumes
+    proxy.plan("stall", method="GET", seconds=2.5)
+    stream = backend.open("big")
+    chunks = iter(stream)
+    assert next(chunks)
+    direct = backend_for({**env, "WALSHIP_S3_ENDPOINT_URL": moto_s3.endpoint})
+    direct.put("big", [os.urandom(4 * MIB)], mode="overwrite")
+    with pytest.raises(StorageError) as info:
+        for _ in chunks:
+            pass
+    stream.close()
+    assert not isinstance(info.value, AlreadyExists)
+    assert "replaced while being read" in info.value.one_line()

@@ -39,6 +39,7 @@ from pgharness import (
     restore_command,
     walship_config,
 )
+from pgharness import run as pgrun
 
 from walship import cli
 from walship.archive import layout
@@ -46,7 +47,7 @@ from walship.config import Config
 from walship.restore import planner, report
 from walship.restore.inventory import load_inventory, read_object
 from walship.storage.local import LocalBackend
-from walship.wal import parse_segment_name
+from walship.wal import parse_lsn, parse_segment_name
 
 pytestmark = pytest.mark.pg
 
@@ -242,10 +243,10 @@ def _scenario(world: World, primary: Cluster) -> None:
     r1 = recover(world, "r1", p, archive=True)
     check_stop(r1, p)
     assert rows(r1) == [1]
-    insert(r1, 5, 2)
+    xid5 = insert(r1, 5, 2)
     insert(r1, 6, 2)
     world.backup(r1, "b3")
-    xid7 = insert(r1, 7, 2)
+    insert(r1, 7, 2)
     r1.psql("SELECT pg_create_restore_point('rp_c')")
     r1.switch_wal()
     for _ in range(5):  # xids restart at the fork on timeline 3: make xid 8 unique to TL2
@@ -297,13 +298,14 @@ def _scenario(world: World, primary: Cluster) -> None:
     assert p["latest"]["last_commit_time"] is not None and "latest reachable time" in p["reason"]
 
     # time inside timeline 1 after timeline 2 left it: the latest path is on timeline 2
-    # by then, whose first commit after b3 is later than the target
+    # by then, whose first commit (id 5) is later than the target. b3 already holds it
+    # (recovery from b3 would stop before id 7, with 5 and 6 in): b1 serves the target
     p = world.plan("--time", t_x2, "--action", "promote")
-    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b3", 3)
-    assert p["stop"]["event"]["xid"] == xid7 and p["stop"]["timeline"] == 2
+    assert (p["verdict"], p["backup"]["label"], p["target_timeline"]) == ("reachable", "b1", 3)
+    assert p["stop"]["event"]["xid"] == xid5 and p["stop"]["timeline"] == 2
     c = recover(world, "c1", p)
     check_stop(c, p)
-    assert rows(c) == [1, 5, 6]
+    assert rows(c) == [1]
     c.stop("immediate")
 
     # the same time on timeline 1 itself
@@ -367,3 +369,246 @@ def _scenario(world: World, primary: Cluster) -> None:
     errors = [e for e in doc["problems"] if e["severity"] == "error"]
     assert [e["objects"] for e in errors] == [[gone]], errors
     print(json.dumps(doc, indent=1), file=sys.stderr)
+
+
+# --- which backup serves a target: the first matching event of the whole history ---------
+
+
+def lowlevel_backup(world: World, cluster: Cluster, label: str) -> dict[str, str]:
+    """A base backup with pg_backup_start/stop whose window holds a commit (id 7), a restore
+    point (rp_in) and a time taken inside it. Returns T_IN, XID7 and LSN_IN."""
+    dest = os.path.join(world.work.path, label)
+    script = world.work.write(
+        f"{label}.sql",
+        f"SELECT pg_backup_start('{label}', true);\n"
+        "SELECT pg_sleep(1.2);\n"
+        "SELECT 'T_IN=' || now()::text;\n"
+        "SELECT pg_sleep(0.3);\n"
+        "INSERT INTO t VALUES (7, 1) RETURNING 'XID7=' || txid_current()::text;\n"
+        "SELECT pg_create_restore_point('rp_in');\n"
+        "SELECT 'LSN_IN=' || pg_current_wal_insert_lsn()::text;\n"
+        f"\\! cp -a {cluster.datadir} {dest}\n"
+        f"\\o {dest}/backup_label\n"
+        "SELECT labelfile FROM pg_backup_stop(true);\n"
+        "\\o\n",
+    )
+    proc = pgrun(
+        [
+            cluster.bin("psql"),
+            *("-h", cluster.sockdir, "-p", str(cluster.port), "-U", "postgres", "-d", "postgres"),
+            *("-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-f", script),
+        ]
+    )
+    assert os.path.exists(os.path.join(dest, "global", "pg_control")), proc.stderr
+    world.backups[label] = dest
+    out = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    assert set(out) == {"T_IN", "XID7", "LSN_IN"}, proc.stdout
+    return out
+
+
+def lsn(cluster: Cluster) -> str:
+    return cluster.psql("SELECT pg_current_wal_insert_lsn()")
+
+
+def between(a: str, b: str) -> str:
+    """An LSN half way between two LSNs."""
+    mid = (parse_lsn(a) + parse_lsn(b)) // 2
+    return f"{mid >> 32:X}/{mid & 0xFFFFFFFF:X}"
+
+
+def expect_failure(world: World, name: str, plan: dict[str, Any], message: str) -> None:
+    """PostgreSQL refuses the recovery with ``message`` (and shuts down)."""
+    c = world.restore(name, plan)
+    c.start(wait=False)
+    deadline = time.monotonic() + 120
+    while "database system is shut down" not in c.log() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert message in c.log(), c.log()[-3000:]
+    c.stop("immediate")
+
+
+@pytest.mark.slow
+def test_backup_choice_matches_real_recoveries(work: Workdir) -> None:
+    """Three backups b1 < b2 < b3 on timeline 1; targets before, inside and after each
+    backup's window; then the same with one segment between b1 and b2 removed."""
+    world = World(work)
+    primary = Cluster(MAJOR, work)
+    world.clusters.append(primary)
+    primary.initdb(
+        {
+            "archive_mode": "on",
+            "archive_command": archive_command(world.cfg_path),
+            "archive_timeout": "0",
+            "autovacuum": "off",
+        }
+    )
+    try:
+        _backup_choice(world, primary)
+    finally:
+        for c in world.clusters:
+            c.stop("immediate")
+
+
+def _backup_choice(world: World, primary: Cluster) -> None:
+    primary.start()
+    primary.psql("CREATE TABLE t(id int PRIMARY KEY, tl int)")
+    insert(primary, 1, 1)
+    primary.psql("SELECT pg_create_restore_point('rp_pre')")
+    t_pre = now(primary)
+    xid2 = insert(primary, 2, 1)
+    lsn_pre = lsn(primary)
+    world.backup(primary, "b1")
+    insert(primary, 3, 1)
+    primary.psql("SELECT pg_create_restore_point('dup')")
+    lsn_1 = lsn(primary)
+    t_1 = now(primary)
+    primary.switch_wal()
+    xid4 = insert(primary, 4, 1)  # in the segment removed later
+    primary.psql("SELECT pg_create_restore_point('rp_g')")
+    gone = primary.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+    primary.switch_wal()
+    insert(primary, 5, 1)
+    t_2 = now(primary)
+    xid6 = insert(primary, 6, 1)
+    inside = lowlevel_backup(world, primary, "b2")  # id 7, rp_in, T_IN inside its window
+    xid7 = int(inside["XID7"])
+    xid8 = insert(primary, 8, 1)
+    primary.psql("SELECT pg_create_restore_point('dup')")  # the same name again
+    t_3 = now(primary)
+    xid9 = insert(primary, 9, 1)
+    lsn_3 = lsn(primary)
+    world.backup(primary, "b3")
+    time.sleep(1.1)  # t_4 a second after b3's START TIME (whole seconds), for the gap case
+    xid10 = insert(primary, 10, 1)
+    primary.psql("SELECT pg_create_restore_point('rp_post')")
+    t_4 = now(primary)
+    xid11 = insert(primary, 11, 1)
+    lsn_4 = lsn(primary)
+    insert(primary, 12, 1)
+    finish(primary)
+    world.index()
+
+    backups = {
+        b["label"]: b for b in json.loads(world.walship("wal-show", "--json").stdout)["backups"]
+    }
+    assert sorted(backups) == ["b1", "b2", "b3"]
+    in_b1 = between(backups["b1"]["start_lsn"], backups["b1"]["stop_lsn"])
+    in_b3 = between(backups["b3"]["start_lsn"], backups["b3"]["stop_lsn"])
+
+    NB = ("no-backup", None, None)
+    expect: dict[str, tuple[list[str], tuple[str, str | None, int | None]]] = {
+        # before b1: its files already hold id 2
+        "time before b1": (["--time", t_pre], NB),
+        "xid before b1": (["--xid", str(xid2)], NB),
+        "name before b1": (["--name", "rp_pre"], NB),
+        "lsn before b1": (["--lsn", lsn_pre], NB),
+        "lsn inside b1": (["--lsn", in_b1], NB),
+        # between b1 and b2 (b2 and b3 would "stop" somewhere, holding later commits)
+        "time b1..b2": (["--time", t_1], ("reachable", "b1", xid4)),
+        "time b1..b2 late": (["--time", t_2], ("reachable", "b1", xid6)),
+        "xid b1..b2": (["--xid", str(xid4)], ("reachable", "b1", xid4)),
+        "first dup": (["--name", "dup"], ("reachable", "b1", None)),
+        "lsn b1..b2": (["--lsn", lsn_1], ("reachable", "b1", None)),
+        # inside b2's window
+        "time inside b2": (["--time", inside["T_IN"]], ("reachable", "b1", xid7)),
+        "xid inside b2": (["--xid", str(xid7)], ("reachable", "b1", xid7)),
+        "name inside b2": (["--name", "rp_in"], ("reachable", "b1", None)),
+        "lsn inside b2": (["--lsn", inside["LSN_IN"]], ("reachable", "b1", None)),
+        # between b2 and b3, and inside b3's window (no commit there)
+        "time b2..b3": (["--time", t_3], ("reachable", "b2", xid9)),
+        "xid b2..b3": (["--xid", str(xid8)], ("reachable", "b2", xid8)),
+        "lsn b2..b3": (["--lsn", lsn_3], ("reachable", "b2", None)),
+        "lsn inside b3": (["--lsn", in_b3], ("reachable", "b2", None)),
+        # after b3
+        "time after b3": (["--time", t_4], ("reachable", "b3", xid11)),
+        "xid after b3": (["--xid", str(xid10)], ("reachable", "b3", xid10)),
+        "name after b3": (["--name", "rp_post"], ("reachable", "b3", None)),
+        "lsn after b3": (["--lsn", lsn_4], ("reachable", "b3", None)),
+    }
+    plans: dict[str, dict[str, Any]] = {}
+    for what, (args, (verdict, label, xid)) in expect.items():
+        p = world.plan(*args, "--action", "promote")
+        plans[what] = p
+        got = (p["verdict"], p["backup"] and p["backup"]["label"])
+        assert got == (verdict, label), (what, p["reason"], p)
+        assert p["caution"] is None, (what, p)
+        if xid is not None:
+            assert p["stop"]["event"]["xid"] == xid, (what, p["stop"])
+        if verdict == "no-backup":
+            assert p["exit_code"] == 10 and "the oldest backup, " in p["reason"], (what, p)
+            assert backups["b1"]["name"] in p["reason"], p["reason"]
+
+    # each verdict class checked by a real recovery
+    # no backup: b1 restored to T_pre silently holds id 2, committed after T_pre
+    wrong = dict(plans["time b1..b2"])
+    wrong["settings"] = dict(wrong["settings"], recovery_target_time=f"'{t_pre}'")
+    c = recover(world, "nb", wrong)
+    assert rows(c) == [1, 2]
+    c.stop("immediate")
+    # served by the oldest backup although the newer ones would stop somewhere
+    for what, expected in (("time b1..b2", [1, 2, 3]), ("first dup", [1, 2, 3])):
+        c = recover(world, what.replace(" ", "_").replace(".", "_"), plans[what])
+        check_stop(c, plans[what])
+        assert rows(c) == expected, what
+        c.stop("immediate")
+    # inside b2's window: b2 itself cannot stop there; b1 can
+    p = plans["time inside b2"]
+    expect_failure(
+        world,
+        "in_b2",
+        dict(p, backup={"label": "b2"}),
+        "requested recovery stop point is before consistent recovery point",
+    )
+    c = recover(world, "in_b1", p)
+    check_stop(c, p)
+    assert rows(c) == [1, 2, 3, 4, 5, 6]
+    c.stop("immediate")
+    for what, expected in (
+        ("time b2..b3", list(range(1, 9))),
+        ("xid after b3", list(range(1, 11))),
+    ):
+        c = recover(world, what.replace(" ", "_").replace(".", "_"), plans[what])
+        check_stop(c, plans[what])
+        assert rows(c) == expected, what
+        c.stop("immediate")
+
+    # --- one segment between b1 and b2 removed -----------------------------------------
+    LocalBackend(world.repo).delete([layout.key_for(gone)])
+    gap_expect = {
+        # only b1 could serve these, and its WAL now has the gap
+        "time b1..b2": "gap",
+        "time b1..b2 late": "gap",
+        "xid b1..b2": "gap",
+        "time inside b2": "gap",
+        "xid inside b2": "gap",
+        "name inside b2": "gap",
+        "lsn inside b2": "gap",
+        # before the gap: b1 still serves
+        "first dup": "reachable",
+        "lsn b1..b2": "reachable",
+        # b2 and b3 serve; for time and name targets the plan says what it could not see
+        "time b2..b3": "reachable",
+        "lsn b2..b3": "reachable",
+        "time after b3": "reachable",
+        "name after b3": "reachable",
+    }
+    for what, verdict in gap_expect.items():
+        args = expect[what][0]
+        p = world.plan(*args, "--action", "promote")
+        assert p["verdict"] == verdict, (what, p["reason"], p)
+        if verdict == "gap":
+            assert (p["missing_segment"], p["exit_code"]) == (gone, 11), (what, p)
+        else:
+            assert p["backup"]["label"] == expect[what][1][1], (what, p)
+            blind = what in ("time b2..b3", "time after b3", "name after b3")
+            assert (p["caution"] is not None) == blind, (what, p)
+            if blind:
+                assert gone in p["caution"], p["caution"]
+        plans[what] = p
+    proc = world.walship("plan-restore", "--time", t_3)
+    assert proc.returncode == 0 and f"  caution    segment {gone} is missing" in proc.stdout
+    p = plans["time b2..b3"]
+    c = recover(world, "gap_b2", p)
+    check_stop(c, p)
+    assert rows(c) == list(range(1, 9))
+    c.stop("immediate")

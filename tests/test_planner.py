@@ -657,3 +657,218 @@ def test_verify_reports_indexed_segments_that_vanished() -> None:
     errors = [pr for pr in problems if pr.severity == verify.ERROR]
     assert len(errors) == 1
     assert segment_file_name(1, 4, S) in errors[0].message
+
+
+# --- backup choice: the first matching event of the whole history decides (issue 10) -----
+#
+# timeline 1, segments 1..12, one commit per segment at commit_time(1, s), xid xid(1, s);
+# backups B1, B2, B3 start in segments 2, 5 and 8 (window: start .. start + 0x200, before
+# that segment's commit) and started 30 s before their segment's commit.
+
+
+def backup_at(name: str, segno: int, *, start_time: int | None = -1) -> Backup:
+    b = backup(name, segno)
+    t = commit_time(1, segno) - 30_000_000 if start_time == -1 else start_time
+    return b._replace(start_time=t, stop_time=None if t is None else t + 2_000_000)
+
+
+def three_backups(
+    *,
+    segs: tuple[int, ...] = tuple(range(1, 13)),
+    extra: dict[int, tuple[WalEvent, ...]] | None = None,
+    unindexed: tuple[int, ...] = (),
+    b1_start_time: int | None = -1,
+) -> Inventory:
+    extra = extra or {}
+    return Inventory(
+        seg_size=S,
+        segments={1: list(segs)},
+        backups=[
+            backup_at("B1", 2, start_time=b1_start_time),
+            backup_at("B2", 5),
+            backup_at("B3", 8),
+        ],
+        summaries={(1, s): summary(1, s, extra.get(s, ())) for s in segs if s not in unindexed},
+    )
+
+
+def window_commit(segno: int, x: int, t: int) -> WalEvent:
+    """A commit inside the window of the backup starting in ``segno``."""
+    lsn = segno * S + 0x100
+    return WalEvent(COMMIT, lsn, lsn + 0x40, x, t)
+
+
+def label(p: planner.Plan) -> str | None:
+    return None if p.backup is None else p.backup.label
+
+
+def stop_xid(p: planner.Plan) -> int | None:
+    assert p.stop is not None and p.stop.event is not None
+    return p.stop.event.xid
+
+
+def test_time_before_newer_backups_is_served_by_the_older_one() -> None:
+    # T between B1's end and B2's start: the commit of segment 4 decides; B3 (and B2)
+    # already hold it, even though recovery from them would "stop" somewhere later
+    p = plan(three_backups(), "time", commit_time(1, 3) + 1)
+    assert p.verdict == planner.REACHABLE and label(p) == "B1"
+    assert stop_xid(p) == xid(1, 4) and ranges(p) == [(1, 2, 4)]
+    assert p.caution is None
+
+
+def test_time_before_every_backup_is_no_backup_naming_the_oldest() -> None:
+    p = plan(three_backups(), "time", commit_time(1, 1) - 1)  # segment 1's commit decides
+    assert p.verdict == planner.NO_BACKUP and p.exit_code == 10 and p.backup is None
+    assert "no backup is consistent before" in p.reason
+    b1 = backup_at("B1", 2)
+    assert f"the oldest backup, {b1.name}, became consistent at 0/2000228" in p.reason
+    assert (planner.format_time(b1.stop_time) or "") in p.reason
+    assert f"before {b1.name} starts" in p.reason
+    # just after that commit: the next one (after B1's consistency) decides -> B1
+    p = plan(three_backups(), "time", commit_time(1, 1) + 1)
+    assert p.reachable and label(p) == "B1" and stop_xid(p) == xid(1, 2)
+
+
+def test_event_inside_a_backup_window_needs_an_older_backup() -> None:
+    tw = commit_time(1, 4) + 10_000_000  # a commit inside B2's window
+    inv = three_backups(extra={5: (window_commit(5, 555, tw),)})
+    p = plan(inv, "time", tw - 1)
+    assert p.reachable and label(p) == "B1" and stop_xid(p) == 555
+    p = plan(inv, "xid", 555)
+    assert p.reachable and label(p) == "B1" and stop_xid(p) == 555
+    p = plan(inv, "lsn", 5 * S + 0x100)
+    assert p.reachable and label(p) == "B1"
+    # only B2 and B3: nothing can serve; the reason says where recovery would stop
+    p = plan(inv, "time", tw - 1, backup="B2")
+    assert p.verdict == planner.NO_BACKUP and "inside the window of" in p.reason
+
+
+def test_duplicate_restore_point_name_the_first_one_decides() -> None:
+    extra = {3: (rp("dup", 3 * S + 0x2000),), 9: (rp("dup", 9 * S + 0x2000),)}
+    p = plan(three_backups(extra=extra), "name", "dup")
+    assert p.reachable and label(p) == "B1"
+    assert p.stop is not None and p.stop.lsn == 3 * S + 0x2000 + 0x68
+    # a restore point inside B2's window: B3 too new, B2 inconsistent, B1 serves
+    extra = {5: (rp("in", 5 * S + 0x100),)}
+    p = plan(three_backups(extra=extra), "name", "in")
+    assert p.reachable and label(p) == "B1"
+    # a name before B1 only: no backup
+    extra = {1: (rp("early", 1 * S + 0x2000),)}
+    p = plan(three_backups(extra=extra), "name", "early")
+    assert p.verdict == planner.NO_BACKUP and "became consistent" in p.reason
+
+
+def test_xid_and_lsn_targets_pick_the_backup_before_them() -> None:
+    inv = three_backups()
+    assert label(plan(inv, "xid", xid(1, 4))) == "B1"
+    assert label(plan(inv, "xid", xid(1, 6))) == "B2"
+    assert label(plan(inv, "xid", xid(1, 11))) == "B3"
+    p = plan(inv, "xid", xid(1, 1))
+    assert p.verdict == planner.NO_BACKUP and "became consistent" in p.reason
+    assert label(plan(inv, "lsn", 4 * S)) == "B1"
+    assert label(plan(inv, "lsn", 8 * S + 0x300)) == "B3"
+    p = plan(inv, "lsn", 2 * S)  # before B1 starts
+    assert p.verdict == planner.NO_BACKUP and "starts at 0/2000028, after the target" in p.reason
+    p = plan(inv, "lsn", 2 * S + 0x100)  # inside B1's window
+    assert p.verdict == planner.NO_BACKUP and "inside the window" in p.reason
+
+
+def test_gap_before_the_middle_backup_makes_older_targets_unreachable() -> None:
+    inv = three_backups(segs=(1, 2, 3, *range(5, 13)))  # segment 4 lost
+    gone = segment_file_name(1, 4, S)
+    # segment 4's commit decides: only B1 could serve, and its WAL has the gap
+    for target in (commit_time(1, 3) + 1, backup_at("B2", 5).start_time or 0):
+        p = plan(inv, "time", target)
+        assert p.verdict == planner.GAP and p.exit_code == 11, p.reason
+        assert p.missing == gone and label(p) == "B1"
+    # just under a second after B2's START TIME: still cannot rule out segment 4's commits
+    start2 = backup_at("B2", 5).start_time or 0
+    assert plan(inv, "time", start2 + 999_999).verdict == planner.GAP
+    assert plan(inv, "xid", xid(1, 4)).verdict == planner.GAP
+    # a target before the gap stays reachable from B1
+    p = plan(inv, "time", commit_time(1, 2) + 1)
+    assert p.reachable and label(p) == "B1" and stop_xid(p) == xid(1, 3)
+
+
+def test_gap_before_a_backup_decides_by_its_start_time_and_says_so() -> None:
+    inv = three_backups(segs=(1, 2, 3, *range(5, 13)))
+    gone = segment_file_name(1, 4, S)
+    start2 = backup_at("B2", 5).start_time or 0
+    p = plan(inv, "time", start2 + 1_000_000)
+    assert p.reachable and label(p) == "B2" and stop_xid(p) == xid(1, 5)
+    assert p.caution is not None and gone in p.caution
+    assert (planner.format_time(start2) or "") in p.caution
+    from walship.restore import report
+
+    assert report.plan_json(p, inv)["caution"] == p.caution
+    assert f"  caution    {p.caution}" in report.plan_text(p, inv)
+    # restore point names cannot be decided by time: chosen, with the caution
+    extra = {9: (rp("late", 9 * S + 0x2000),)}
+    p = plan(three_backups(segs=(1, 2, 3, *range(5, 13)), extra=extra), "name", "late")
+    assert p.reachable and label(p) == "B3"
+    assert p.caution is not None and gone in p.caution and "'late'" in p.caution
+    # no gap: no caution
+    assert plan(three_backups(), "time", start2 + 1_000_000).caution is None
+
+
+def test_wal_before_the_oldest_backup_not_archived() -> None:
+    inv = three_backups(segs=tuple(range(2, 13)))  # archiving began with B1
+    b1 = backup_at("B1", 2)
+    assert b1.start_time is not None
+    p = plan(inv, "time", b1.start_time - 1)
+    assert p.verdict == planner.NO_BACKUP and p.exit_code == 10
+    assert "the WAL before 000000010000000000000002 is not in the repository" in p.reason
+    assert f"the oldest backup, {b1.name}, became consistent" in p.reason
+    p = plan(inv, "time", b1.start_time + 1_000_000)
+    assert p.reachable and label(p) == "B1" and stop_xid(p) == xid(1, 2)
+    assert p.caution is not None and "not in the repository" in p.caution
+    # a START TIME without a usable zone cannot vouch for anything
+    inv = three_backups(segs=tuple(range(2, 13)), b1_start_time=None)
+    p = plan(inv, "time", b1.start_time + 1_000_000)
+    assert p.verdict == planner.NO_BACKUP and "no usable time zone" in p.reason
+    # an LSN target does not depend on earlier WAL
+    assert plan(inv, "lsn", 3 * S).caution is None
+
+
+def test_unindexed_wal_before_a_backup() -> None:
+    inv = three_backups(unindexed=(3,))
+    start2 = backup_at("B2", 5).start_time or 0
+    p = plan(inv, "time", start2 + 1_000_000)  # decided by B2's START TIME, and flagged
+    assert p.reachable and label(p) == "B2" and p.caution is not None
+    assert "000000010000000000000003 is not indexed" in p.caution
+    assert p.unindexed == segment_file_name(1, 3, S)
+    # the commit of segment 4 decides, visible: B2 and B3 are too new; B1 needs the index
+    p = plan(inv, "time", commit_time(1, 3) + 1)
+    assert p.verdict == planner.NEEDS_INDEX
+    # an xid ending after B3's start ends nowhere else: no index needed before it
+    p = plan(inv, "xid", xid(1, 11))
+    assert p.reachable and label(p) == "B3" and p.unindexed is None
+    p = plan(inv, "xid", 999_999)  # might have ended in segment 3
+    assert p.verdict == planner.NEEDS_INDEX
+
+
+@pytest.mark.parametrize(
+    "kind, value, segs, verdict, chosen",
+    [
+        ("time", commit_time(1, 3) + 1, tuple(range(1, 13)), planner.REACHABLE, "B1"),
+        ("time", commit_time(1, 1) - 1, tuple(range(1, 13)), planner.NO_BACKUP, None),
+        ("time", commit_time(1, 3) + 1, (1, 2, 3, *range(5, 13)), planner.GAP, "B1"),
+        ("time", commit_time(1, 5) - 29_000_000, (1, 2, 3, *range(5, 13)), planner.REACHABLE, "B2"),
+        ("xid", xid(1, 4), tuple(range(1, 13)), planner.REACHABLE, "B1"),
+    ],
+)
+def test_backup_choice_with_sparse_summaries(
+    kind: str, value: int, segs: tuple[int, ...], verdict: str, chosen: str | None
+) -> None:
+    full = plan(three_backups(segs=segs), kind, value)
+    assert (full.verdict, label(full)) == (verdict, chosen)
+    p = plan(sparse(three_backups(segs=segs)), kind, value)
+    assert (p.verdict, label(p), p.reason, p.stop, p.segments, p.caution, p.missing) == (
+        full.verdict,
+        label(full),
+        full.reason,
+        full.stop,
+        full.segments,
+        full.caution,
+        full.missing,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -15,15 +15,17 @@ from walship.archive import fetch, layout, push
 from walship.codec import envelope
 from walship.config import Config
 from walship.errors import (
+    AlreadyExists,
     ConflictError,
     ContainerNotFound,
     ForeignClusterError,
     IntegrityError,
     InvalidWalError,
     NotFound,
+    StorageError,
 )
 from walship.storage import memory
-from walship.storage.base import Backend, read_all
+from walship.storage.base import CREATE, Backend, ObjectInfo, read_all
 from walship.storage.local import LocalBackend
 
 HISTORY = b'1\t0/5000260\tat restore point "rp2"\n'
@@ -116,6 +118,83 @@ def test_duplicate_and_conflict_rules(
     out = tmp_path / "restored"
     fetch.fetch(cfg, backend, name, str(out))
     assert out.read_bytes() == first
+
+
+class PhantomExists(memory.MemoryBackend):
+    """A store that answers "already exists" for ``key`` while holding no object
+    under it, ``times`` times (what Azure's 409/412 about a lease looked like
+    once mapped to AlreadyExists), then behaves."""
+
+    def __init__(self, name: str, key: str, times: int) -> None:
+        super().__init__(name)
+        self.key = key
+        self.left = times
+        self.puts = 0
+
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        mode: str = CREATE,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        if key == self.key:
+            self.puts += 1
+            if self.left:
+                self.left -= 1
+                for _ in chunks:
+                    pass
+                raise AlreadyExists(f"{self.url}/{key} already exists")
+        return super().put(key, chunks, mode=mode, metadata=metadata)
+
+
+@pytest.fixture
+def phantom_name() -> Iterator[str]:
+    name = "pf-phantom"
+    memory.reset(name)
+    yield name
+    memory.reset(name)
+
+
+def test_exists_without_an_object_is_not_a_conflict(
+    phantom_name: str, cfg: Config, tmp_path: Path
+) -> None:
+    """push reports a conflict only after reading a stored digest that differs."""
+    name = segment_name(3)
+    backend = PhantomExists(phantom_name, layout.key_for(name), times=5)
+    with pytest.raises(StorageError) as info:
+        push.push(cfg, backend, put_file(tmp_path, name, make_segment(3)), name)
+    assert not isinstance(info.value, ConflictError)
+    assert info.value.exit_code == 1
+    line = info.value.one_line()
+    assert "None" not in line and "different content" not in line
+    assert "not a conflict" in line and name in line
+    assert backend.puts == 2  # tried the create once more, then gave up
+    assert backend.head(layout.key_for(name)) is None
+
+
+def test_exists_then_gone_is_created_on_the_second_try(
+    phantom_name: str, cfg: Config, tmp_path: Path
+) -> None:
+    name = segment_name(3)
+    data = make_segment(3)
+    backend = PhantomExists(phantom_name, layout.key_for(name), times=1)
+    result = push.push(cfg, backend, put_file(tmp_path, name, data), name)
+    assert not result.already and backend.puts == 2
+    out = tmp_path / "out"
+    fetch.fetch(cfg, backend, name, str(out))
+    assert out.read_bytes() == data
+
+
+def test_identity_exists_without_an_object_is_a_clear_error(
+    phantom_name: str, cfg: Config, tmp_path: Path
+) -> None:
+    name = segment_name(3)
+    backend = PhantomExists(phantom_name, layout.IDENTITY_KEY, times=5)
+    with pytest.raises(StorageError) as info:
+        push.push(cfg, backend, put_file(tmp_path, name, make_segment(3)), name)
+    assert layout.IDENTITY_KEY in info.value.one_line()
 
 
 def test_concurrent_pushes_exactly_one_wins(backend: Backend, cfg: Config, tmp_path: Path) -> None:

@@ -145,8 +145,9 @@ def main() -> None:
     code = 0
     try:
         os.chdir("/")
-        # nothing relative (and so nothing of the caller's directory) on sys.path
-        sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]
+        from .proc import safe_sys_path
+
+        safe_sys_path()  # nothing relative (so nothing of the caller's directory)
         os.umask(0o077)
         lock_fd, pg_wal, pgdata, config_path, repo, log_format = sys.argv[1:7]
         _serve(int(lock_fd), pg_wal, pgdata, config_path or None, repo or None, log_format or None)

@@ -277,7 +277,8 @@ SETTINGS: tuple[Setting, ...] = (
         16 << 20,
         "Bytes per multipart part at the start of a large upload; doubles every 1000 "
         "parts, so 10,000 parts cover >= 7.8 TiB. Objects below it are one PUT. Memory "
-        "per upload is about one part (parts over 64 MiB are spooled to a temp file).",
+        "per upload is about one part up to 64 MiB; larger parts are spooled to a temp "
+        "file and sent from it.",
         type_=int,
         minimum=8 << 20,
         maximum=5 << 30,
@@ -305,7 +306,8 @@ SETTINGS: tuple[Setting, ...] = (
         "gcs_chunk_size",
         16 << 20,
         "Bytes per resumable-upload chunk; objects below it are one request. A multiple "
-        "of 256 KiB; memory per upload is about one chunk.",
+        "of 256 KiB. Memory per upload is about one chunk up to 64 MiB; larger chunks "
+        "are spooled to a temp file and sent from it.",
         type_=int,
         minimum=256 << 10,
         maximum=1 << 30,
@@ -330,7 +332,8 @@ SETTINGS: tuple[Setting, ...] = (
         "azure_block_size",
         16 << 20,
         "Bytes per staged block at the start of a large upload (doubles every 1000 "
-        "blocks); objects below it are one Put Blob. Memory per upload is about one block.",
+        "blocks); objects below it are one Put Blob. Memory per upload is about one "
+        "block up to 64 MiB; larger blocks are spooled to a temp file and sent from it.",
         type_=int,
         minimum=1 << 20,
         maximum=4000 << 20,

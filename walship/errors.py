@@ -14,6 +14,9 @@ their boundary.
     │   ├── ContainerNotFound     the bucket / container / directory is missing
     │   │                         (NOT a NotFound: fetch must never read it as
     │   │                         "segment absent")
+    │   ├── RepositoryNotFound    no walship repository there: the directory, bucket
+    │   │                         or container is missing, or holds no
+    │   │                         repository.json (never a NotFound either)
     │   ├── PermissionDenied      credentials rejected or access refused
     │   └── Transient             worth retrying (timeouts, resets, 5xx, 429)
     ├── IntegrityError            an object is corrupt, truncated or tampered
@@ -73,6 +76,15 @@ class AlreadyExists(StorageError):
 
 class ContainerNotFound(StorageError):
     """The bucket, container or repository directory itself does not exist."""
+
+
+class RepositoryNotFound(StorageError):
+    """No walship repository at the configured location (see ``layout.repository_missing``).
+
+    Reading commands raise it when the directory, bucket or container is
+    missing, or holds no ``repository.json``; only the first push creates a
+    repository. Not a :class:`NotFound`: fetch must never read it as "absent".
+    """
 
 
 class PermissionDenied(StorageError):

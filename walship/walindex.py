@@ -621,10 +621,7 @@ def update_index(
     """Index every archived segment that has no index entry, then refresh the packs."""
     started = time.monotonic()
     report = IndexReport()
-    identity = layout.read_identity(backend)
-    if identity is None:
-        report.seconds = time.monotonic() - started
-        return report
+    identity = layout.require_identity(backend)  # no repository: an error, not "0 indexed"
     seg_size = identity.wal_segment_size
     names = sorted(_wal_names(backend, tli))
     state = _load_state(cfg, backend, tli, read_loose=False)

@@ -2,9 +2,11 @@
 
 The output appears at DEST only complete and verified (size, SHA-256, name,
 cluster): it is written to a temporary file beside DEST, fsynced and renamed.
-Only an authoritative "absent" from the store becomes
-:class:`~walship.errors.NotFound`; every other failure is a real error that
-the CLI maps to the abort exit code (docs/exit-codes.md).
+Only an authoritative "absent" from the store, in a repository that exists
+(its ``repository.json`` is there: checked only when the file is absent),
+becomes :class:`~walship.errors.NotFound`; every other failure, a missing
+repository included, is a real error that the CLI maps to the abort exit code
+(docs/exit-codes.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import struct
 import time
 
 from ..codec.envelope import Background
-from ..errors import ForeignClusterError, IntegrityError, WalshipError
+from ..errors import ContainerNotFound, ForeignClusterError, IntegrityError, NotFound, WalshipError
 from ..wal import FileKind, classify, parse_long_header
 from . import layout, objects
 
@@ -92,7 +94,14 @@ def fetch(cfg: Config, backend: Backend, name: str, dest: str) -> FetchResult:
     pgdata = cfg.pgdata or os.getcwd()
     where = f"{backend.url}/{key}"
 
-    obj = objects.open_object(cfg, backend, key)  # NotFound propagates: "absent"
+    try:
+        obj = objects.open_object(cfg, backend, key)
+    except NotFound:
+        # "absent" (exit 1) ends recovery: say it only when the repository is really there
+        layout.require_identity(backend)
+        raise
+    except ContainerNotFound as exc:
+        raise layout.repository_missing(backend, exc) from None
     tmp = f"{dest}.walship-tmp-{os.getpid()}"
     size = 0
     try:

@@ -13,7 +13,15 @@ from __future__ import annotations
 import time
 
 from .. import __version__, minijson
-from ..errors import AlreadyExists, ContainerNotFound, ForeignClusterError, IntegrityError, NotFound
+from ..errors import (
+    AlreadyExists,
+    ContainerNotFound,
+    ForeignClusterError,
+    IntegrityError,
+    NotFound,
+    RepositoryNotFound,
+    StorageError,
+)
 from ..storage.base import CREATE, read_all
 from ..wal import FileKind, classify
 
@@ -90,6 +98,65 @@ def read_identity(backend: Backend) -> Identity | None:
         ) from None
 
 
+def _where(url: str) -> tuple[str, str, str]:
+    """(location as the user wrote it, what holds the repository, its name)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme == "file":
+        path = rest if sep else url
+        return path, "directory", path
+    noun = {"s3": "bucket", "gs": "bucket", "az": "container"}.get(scheme, "store")
+    return url, noun, rest.split("/", 1)[0]
+
+
+def repository_missing(
+    backend: Backend, missing: ContainerNotFound | None = None
+) -> RepositoryNotFound:
+    """The one error for "no repository here": ``missing`` when its container is absent.
+
+    Three cases, told apart so the fix is clear: the local directory does
+    not exist (the first push creates it); the bucket or container does not
+    exist (walship never creates one); it exists but holds no
+    ``repository.json`` (wrong path or prefix, or nothing archived yet).
+    """
+    where, noun, name = _where(backend.url)
+    if missing is not None and noun == "directory":
+        return RepositoryNotFound(
+            f"repository {where} does not exist",
+            hint="check `repo` / WALSHIP_REPO (and that its file system is mounted), "
+            "or push a WAL file first to create it",
+        )
+    if missing is not None:
+        hint = missing.hint or f"check `repo` / WALSHIP_REPO, or create the {noun}"
+        return RepositoryNotFound(
+            f"repository {where} does not exist: {noun} {name!r} does not exist",
+            hint=f"{hint} (walship never creates a {noun}; the first push then creates "
+            "the repository in it)",
+        )
+    if noun == "directory":
+        held = "the directory exists but holds no walship repository: wrong path"
+    else:
+        held = f"{noun} {name!r} exists but holds no walship repository there: wrong prefix"
+    return RepositoryNotFound(
+        f"repository {where} has no {IDENTITY_KEY} ({held}, or nothing archived yet)",
+        hint="check `repo` / WALSHIP_REPO, or push a WAL file first to create it",
+    )
+
+
+def require_identity(backend: Backend) -> Identity:
+    """The repository identity; :class:`RepositoryNotFound` when there is no repository.
+
+    Every command but push reads through this: only the first push creates
+    a repository, a reading command must never report an absent one as empty.
+    """
+    try:
+        identity = read_identity(backend)
+    except ContainerNotFound as exc:
+        raise repository_missing(backend, exc) from None
+    if identity is None:
+        raise repository_missing(backend)
+    return identity
+
+
 def ensure_identity(backend: Backend, mine: Identity) -> Identity:
     """Record ``mine`` as the repository identity on first use; else check it."""
     try:
@@ -102,7 +169,13 @@ def ensure_identity(backend: Backend, mine: Identity) -> Identity:
             return mine
         except AlreadyExists:
             current = read_identity(backend)
-            assert current is not None
+            if current is None:
+                raise StorageError(
+                    f"{backend.url}/{IDENTITY_KEY}: the store answered 'already exists' but "
+                    "holds no object under that name",
+                    hint="the store's answer was about something else (a lease, an operation "
+                    "in progress); check the object in the store (docs/storage.md)",
+                ) from None
     check_identity(backend, current, mine)
     return current
 

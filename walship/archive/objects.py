@@ -10,6 +10,7 @@ import time
 
 from .. import __version__
 from ..codec import envelope
+from ..errors import NotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -111,14 +112,22 @@ def open_object(cfg: Config, backend: Backend, key: str) -> OpenedObject:
 
 
 def stored_digest(cfg: Config, backend: Backend, key: str) -> str | None:
-    """Raw SHA-256 of an existing object: from metadata, else from its header."""
+    """Raw SHA-256 of an existing object: from metadata, else from its header.
+
+    ``None`` when there is no object under ``key`` (also when it disappears
+    between the HEAD and the GET); an object that is not walship's raises
+    IntegrityError.
+    """
     info = backend.head(key)
     if info is None:
         return None
     digest = info.metadata.get(envelope.META_SHA256)
     if digest:
         return digest
-    stream = backend.open(key)
+    try:
+        stream = backend.open(key)
+    except NotFound:
+        return None
     try:
         header, _, _ = envelope.read_header(iter(stream), f"{backend.url}/{key}")
     finally:

@@ -36,6 +36,7 @@ import time
 
 from .. import log
 from ..errors import WalshipError
+from ..proc import safe_sys_path, signal_proven
 from ..wal import (
     FileKind,
     check_segment_header,
@@ -119,20 +120,32 @@ def _stop_helper(spool: str) -> None:
     The starter empties the file before it forks and writes the child's pid
     while it still holds the lock, so a pid read while the lock is held is
     the helper's or nothing; the helper is also the leader of its own
-    session, which is checked too.
+    session. Both are checked once the pid is pinned (walship/proc.py), so
+    a helper that exited meanwhile is never mistaken for whatever reused
+    its pid.
     """
     import signal
 
+    pid = _lock_pid(spool)
+    if pid is None:
+        return
+
+    def still_the_helper() -> bool:
+        try:
+            return _lock_held(spool) and _lock_pid(spool) == pid and os.getsid(pid) == pid
+        except OSError:
+            return False
+
+    signal_proven(pid, signal.SIGTERM, still_the_helper)
+
+
+def _lock_pid(spool: str) -> int | None:
     try:
         with open(os.path.join(spool, LOCK), "rb") as fh:
             pid = int(fh.read(32).strip() or 0)
     except (OSError, ValueError):
-        return
-    try:
-        if pid > 1 and os.getsid(pid) == pid:
-            os.kill(pid, signal.SIGTERM)
-    except OSError:
-        pass
+        return None
+    return pid if pid > 1 else None
 
 
 def spool_dir(cfg: Config, dest: str) -> str:
@@ -285,6 +298,9 @@ def start(cfg: Config, name: str, dest: str, seg_size: int) -> None:
     code = 0
     try:
         os.setsid()
+        # This helper imports lazily, in the caller's working directory:
+        # nothing relative to it on sys.path (walship/proc.py).
+        safe_sys_path()
         # Let go of the caller's stdin, stdout and stderr: whoever reads
         # them (a `| logger` in restore_command, a wrapper script) must see
         # them close when the fetch exits, not when the helper does. The

@@ -5,6 +5,12 @@ kinds; WAL contents must match the name and the repository's cluster; the
 object is created with a conditional put, so an existing object is never
 replaced. If the name is taken, the same raw content is success and different
 content is a ConflictError naming both digests.
+
+A conflict (exit 3) is only ever reported after reading a stored digest that
+differs from the file's. When the store answers "already exists" but holds no
+object under the name (it went away in between, or the answer was about
+something else, such as a lease), the create is tried once more; a second such
+answer is a StorageError (exit 1), never a conflict.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 
 from .. import log
 from ..codec import envelope
-from ..errors import AlreadyExists, ConflictError, InvalidWalError, WalshipError
+from ..errors import AlreadyExists, ConflictError, InvalidWalError, StorageError, WalshipError
 from ..wal import (
     FileKind,
     check_segment_header,
@@ -106,20 +112,42 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
     result = PushResult(name, key, size, sha256)
     result.system_identifier = str(extra.get("system_identifier", "-"))
     header = objects.new_header(name, kind, size, sha256, cfg, **extra)
-    try:
-        chunks = envelope.file_chunks(path, size)
-        info = objects.put_object(cfg, backend, key, header, chunks, compressed=body)
-        result.stored_size = info.size
-    except AlreadyExists:
-        existing = objects.stored_digest(cfg, backend, key)
-        if existing != sha256:
+    for attempt in (1, 2):
+        try:
+            chunks = envelope.file_chunks(path, size)
+            info = objects.put_object(cfg, backend, key, header, chunks, compressed=body)
+            result.stored_size = info.size
+            break
+        except AlreadyExists:
+            existing = objects.stored_digest(cfg, backend, key)
+        if existing == sha256:
+            result.already = True
+            break
+        if existing is not None:
             raise ConflictError(
                 f"{name} is already archived with different content; refusing to overwrite "
                 f"(archived sha256 {existing}, new sha256 {sha256})",
                 hint="another cluster or a cloned server may be writing to this repository; "
                 "investigate before changing anything",
-            ) from None
-        result.already = True
+            )
+        # "exists" but nothing to compare with: the object went away in between
+        # (try the create once more), or the store's answer was not about it
+        if attempt == 1:
+            log.warning(
+                "push.recheck",
+                f"the store said {name} exists but holds no object under that name; "
+                "trying the create once more",
+                key=key,
+            )
+            continue
+        raise StorageError(
+            f"{backend.url}/{key}: the store answered 'already exists' for {name} twice but "
+            "holds no object under that name; this is not a conflict and nothing was "
+            "overwritten",
+            hint="the store's answer was about something else (a lease, an operation in "
+            "progress): check the object in the store (docs/storage.md, 'Error mapping'); "
+            "PostgreSQL retries archive_command",
+        )
     if cfg.index_on_push and kind in (FileKind.SEGMENT, FileKind.PARTIAL) and not result.already:
         from ..walindex import index_pushed_file  # only when enabled: keeps push imports light
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .. import log
 from ..config import Config
-from ..errors import UsageError, WalshipError
+from ..errors import RepositoryNotFound, UsageError, WalshipError
 from ..restore import planner, report
 from ..restore.inventory import load_inventory
 from ..storage.registry import open_backend
@@ -146,15 +146,38 @@ def _plan(
     )
 
 
+def no_repository(args: argparse.Namespace, url: str, exc: RepositoryNotFound) -> int:
+    """Exit 16: there is no repository to plan from (a typo in ``repo``, an absent bucket)."""
+    code = planner.EXIT_CODES[planner.NO_REPOSITORY]
+    if args.json:
+        doc = {
+            "verdict": planner.NO_REPOSITORY,
+            "reachable": False,
+            "exit_code": code,
+            "reason": exc.message,
+            "hint": exc.hint,
+            "repository": url,
+        }
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    log.error("plan.no-repository", exc.one_line(), exit=code)
+    return code
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     target = parse_target(args)
     timeline = parse_timeline(args.timeline)
     backend = open_backend(cfg.require("repo"), cfg)
     try:
-        inv, _ = load_inventory(cfg, backend)
+        try:
+            inv, _ = load_inventory(cfg, backend)
+        except RepositoryNotFound as exc:
+            return no_repository(args, backend.url, exc)
         plan = _plan(args, inv, target, timeline)
-        if plan.verdict == planner.NEEDS_INDEX and not args.no_index:
-            # index what is missing (as `walship index` would), then plan again
+        needs_index = plan.verdict == planner.NEEDS_INDEX or plan.unindexed is not None
+        if needs_index and not args.no_index:
+            # index what is missing (as `walship index` would), then plan again: also when
+            # the choice of backup had to rely on a START TIME for lack of an index
             from ..walindex import update_index
 
             log.info("plan.index", "indexing archived segments for planning (walship index)")

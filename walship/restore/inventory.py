@@ -44,11 +44,7 @@ class Listing:
 
 def list_wal(backend: Backend) -> Listing:
     out = Listing()
-    try:
-        infos = list(backend.list(layout.WAL_PREFIX))
-    except ContainerNotFound:
-        infos = []
-    for info in infos:
+    for info in backend.list(layout.WAL_PREFIX):
         out.infos.append(info)
         name = layout.name_of(info.key)
         if name is None:
@@ -118,11 +114,16 @@ def load_inventory(
     sources: Sequence[BackupSource] = SOURCES,
     listing: Listing | None = None,
 ) -> tuple[Inventory, Listing]:
-    """Build the planner's :class:`Inventory` of ``backend``."""
+    """Build the planner's :class:`Inventory` of ``backend``.
+
+    Raises :class:`~walship.errors.RepositoryNotFound` when there is no
+    repository (no directory, bucket or container, or no ``repository.json``):
+    an absent repository is never reported as an empty one.
+    """
     try:
         identity = layout.read_identity(backend)
-    except ContainerNotFound:
-        identity = None
+    except ContainerNotFound as exc:
+        raise layout.repository_missing(backend, exc) from None
     lst = listing if listing is not None else list_wal(backend)
     if identity is None:
         if lst.segments or lst.partials:
@@ -130,11 +131,9 @@ def load_inventory(
                 f"{backend.url}/{layout.IDENTITY_KEY} is missing but the repository holds WAL",
                 hint="restore repository.json (it records the WAL segment size)",
             )
-        seg_size = 16 << 20
-        sysid = None
-    else:
-        seg_size = identity.wal_segment_size
-        sysid = identity.system_identifier
+        raise layout.repository_missing(backend)
+    seg_size = identity.wal_segment_size
+    sysid = identity.system_identifier
 
     segments: dict[int, list[int]] = {}
     for name, _key in lst.segments:

@@ -24,10 +24,20 @@ in, a :class:`Plan` out; no I/O. It follows PostgreSQL's recovery rules
   before the first commit/abort whose time is the target's or later; xid --
   before its commit/abort; lsn -- before the first record starting at or
   after the LSN (name and immediate ignore the setting, as PostgreSQL does).
-  Scanning starts at the backup's START WAL LOCATION; the stop must come
-  after consistency (STOP WAL LOCATION), else PostgreSQL stops with FATAL, so
-  an older backup is needed. Reaching the end of the archived WAL before the
-  target is a FATAL too (PostgreSQL 13+).
+  Reaching the end of the archived WAL before the target is a FATAL
+  (PostgreSQL 13+).
+* Backup choice: the deciding event is the first matching one in the target
+  timeline's *whole* history, not the first after a backup's start. A backup
+  serves the target only if the stop point lies at or after its consistency
+  point (STOP WAL LOCATION): a deciding event before its START WAL LOCATION
+  means its files already hold later changes (PostgreSQL would silently stop
+  at a later match, or FATAL), one inside its window makes PostgreSQL stop
+  with FATAL. The newest backup that serves is chosen. Where WAL before a
+  backup's start is not archived or not indexed, a time target is decided
+  from the backup's START TIME (commits before START WAL LOCATION are older
+  than it; it is recorded in whole seconds, hence the one second margin) and
+  the plan says so (``Plan.caution``); a name target is assumed unique there,
+  said the same way.
 
 Time, xid and name targets need segment summaries (the segment index,
 ``walship index``); lsn, immediate and latest do not.
@@ -57,6 +67,8 @@ ARCHIVE_ENDS = "archive-ends"
 TIMELINE = "timeline"
 UNKNOWN_NAME = "unknown-restore-point"
 NEEDS_INDEX = "needs-index"
+#: no repository at the configured location (walship.errors.RepositoryNotFound); no plan
+NO_REPOSITORY = "no-repository"
 
 #: verdict -> exit code of ``walship plan-restore`` (docs/exit-codes.md)
 EXIT_CODES: dict[str, int] = {
@@ -67,6 +79,7 @@ EXIT_CODES: dict[str, int] = {
     TIMELINE: 13,
     UNKNOWN_NAME: 14,
     NEEDS_INDEX: 15,
+    NO_REPOSITORY: 16,
 }
 
 TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")
@@ -83,6 +96,25 @@ def format_time(us: int | None) -> str | None:
     if dt.microsecond:
         text += f".{dt.microsecond:06d}".rstrip("0")
     return text + "+00"
+
+
+_WHAT = {
+    "commit": "commit",
+    "abort": "abort",
+    "commit_prepared": "COMMIT PREPARED",
+    "abort_prepared": "ROLLBACK PREPARED",
+    "restore_point": "restore point",
+}
+
+
+def describe_event(ev: WalEvent) -> str:
+    """``commit of xid 734 at 0/50001B8 (2026-11-23 23:47:35.69+00)``."""
+    what = _WHAT.get(ev.kind, ev.kind)
+    text = f'restore point "{ev.name}"' if ev.kind == "restore_point" else f"{what} of xid {ev.xid}"
+    text += f" at {format_lsn(ev.lsn)}"
+    if ev.time is not None:
+        text += f" ({format_time(ev.time)})"
+    return text
 
 
 # --- inputs ----------------------------------------------------------------------
@@ -378,6 +410,11 @@ class Plan:
     settings: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     hint: str | None = None
+    #: the backup was chosen without seeing all of the WAL before its start: why, and how
+    caution: str | None = None
+    #: first segment before a backup's start that is archived but not indexed (indexing
+    #: it lets the planner decide from the WAL instead of the backup's START TIME)
+    unindexed: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -392,12 +429,23 @@ class Plan:
 
 
 class _Outcome(NamedTuple):
-    kind: str  # "ok", "after" (target precedes consistency), "notfound", or a verdict
+    #: "ok"; "toonew" (the deciding event precedes the backup's start); "after" (it lies
+    #: inside the backup's window, before consistency); "notfound"; or a verdict
+    kind: str
     reason: str
     stop: StopPoint | None = None
     end_seg: int | None = None
     missing: int | None = None
     hint: str | None = None
+    caution: str | None = None
+    unindexed: int | None = None  # an archived, unindexed segment before the backup's start
+
+
+#: segment 1 holds the first WAL of every cluster (initdb's first checkpoint)
+FIRST_SEGNO = 1
+#: START TIME is recorded in whole seconds, after the checkpoint that gives START WAL
+#: LOCATION: every commit before that location is older than START TIME + 1 s
+START_TIME_MARGIN_US = 1_000_000
 
 
 def _quote(value: str) -> str:
@@ -500,6 +548,59 @@ class _PathData:
             k += 1
         return found, None
 
+    def first_match_before(self, lsn: int) -> tuple[WalEvent | None, int | None]:
+        """First visible matching event before ``lsn``, and the first segment before
+        ``lsn`` that may hold one but whose events cannot be loaded (or None)."""
+        found: WalEvent | None = None
+        if self.match_lsns and self.match_lsns[0] < lsn:
+            found = self.scan.events[self.matches[0]]
+        limit = segno_of_lsn(lsn if found is None else found.lsn, self.inv.seg_size)
+        blind: int | None = None
+        for segno, summary, end in self.candidates:
+            if segno > limit:
+                break
+            events = self.inv.events_of(summary)
+            if events is None:
+                blind = segno if blind is None else blind
+                continue
+            assert self.test is not None
+            hit = next(
+                (
+                    ev
+                    for ev in events
+                    if ev.lsn < min(lsn, end) and ev.kind in XACT_END_KINDS and self.test(ev)
+                ),
+                None,
+            )
+            if hit is not None:
+                if found is None or hit.lsn < found.lsn:
+                    found = hit
+                break
+        return found, blind
+
+    def unseen_before(self, segno: int) -> tuple[int | None, int | None]:
+        """(first segment before ``segno`` that is not archived, first one archived but
+        not indexed): the WAL before a backup the planner cannot read."""
+        scan = self.scan
+        missing = FIRST_SEGNO if scan.first > FIRST_SEGNO and segno > FIRST_SEGNO else None
+        if missing is None and scan.missing and scan.missing[0] < segno:
+            missing = scan.missing[0]
+        unindexed = scan.unindexed[0] if scan.unindexed and scan.unindexed[0] < segno else None
+        return missing, unindexed
+
+
+def first_segment_on_path(inv: Inventory, path: Path) -> int | None:
+    """Lowest segment number archived on the timeline the path reads it from."""
+    for i, step in enumerate(path.steps):
+        lo, hi = path.segment_span(i)
+        segs = inv.segments.get(step.tli)
+        if not segs or lo > hi:
+            continue
+        j = bisect.bisect_left(segs, lo)
+        if j < len(segs) and segs[j] <= hi:
+            return segs[j]
+    return None
+
 
 def _evaluate(inv: Inventory, data: _PathData, b: Backup, target: Target) -> _Outcome:
     scan, path, seg = data.scan, data.scan.path, inv.seg_size
@@ -540,8 +641,16 @@ def _evaluate(inv: Inventory, data: _PathData, b: Backup, target: Target) -> _Ou
     if target.kind == "lsn":
         x = target.value
         assert isinstance(x, int)
+        if x < b.start_lsn:
+            return _Outcome(
+                "toonew", f"{b.name} starts at {format_lsn(b.start_lsn)}, after the target"
+            )
         if x < b.stop_lsn:
-            return _Outcome("after", f"the target precedes the consistency point of {b.name}")
+            return _Outcome(
+                "after",
+                f"the target lies inside the window of {b.name} ({format_lsn(b.start_lsn)} .. "
+                f"{format_lsn(b.stop_lsn)}), before it is consistent",
+            )
         need = segno_of_lsn(x, seg)
         seg_end = scan.seg_end.get(need)
         if seg_end is not None and x >= seg_end:
@@ -559,7 +668,51 @@ def _evaluate(inv: Inventory, data: _PathData, b: Backup, target: Target) -> _Ou
             f"a {target.kind} target needs the segment index, and this repository has none",
             hint="run walship index",
         )
+    # the first matching event of the whole history decides, not the first after the start
+    early, blind_early = data.first_match_before(b.start_lsn)
+    if early is not None:
+        return _Outcome(
+            "toonew",
+            f"recovery stops at the {describe_event(early)}, before {b.name} starts at "
+            f"{format_lsn(b.start_lsn)}",
+        )
+    caution: str | None = None
+    miss_before, unidx_before = data.unseen_before(start_seg)
+    if blind_early is not None and (unidx_before is None or blind_early < unidx_before):
+        unidx_before = blind_early
+    if miss_before is not None or unidx_before is not None:
+        unseen = _unseen_text(inv, data, b, miss_before, unidx_before)
+        if target.kind == "time":
+            assert isinstance(target.value, int)
+            if b.start_time is None or target.value < b.start_time + START_TIME_MARGIN_US:
+                when = (
+                    f"its START TIME {format_time(b.start_time)} is not a second before the target"
+                    if b.start_time is not None
+                    else "its START TIME has no usable time zone"
+                )
+                return _Outcome(
+                    "toonew",
+                    f"{unseen}, and {when}: {b.name} may already hold commits made after "
+                    "the target",
+                    unindexed=unidx_before,
+                )
+            caution = (
+                f"{unseen}; {b.name} was chosen because it started at "
+                f"{format_time(b.start_time)}, more than a second before the target, so "
+                "every commit in that WAL is older than the target"
+            )
+        elif target.kind == "name":
+            caution = (
+                f"{unseen}; a restore point named {target.value!r} there would stop recovery "
+                f"before {b.name} starts, which the planner cannot check"
+            )
     ev, blind = data.first_match(b.start_lsn, contiguous_last)
+    if ev is None and target.kind == "xid" and unidx_before is not None:
+        # the xid may have ended in the unindexed WAL before the start
+        name = inv.seg_name(scan.tli_for(unidx_before), unidx_before)
+        return _Outcome(
+            NEEDS_INDEX, f"segment {name} is not in the segment index yet", hint="run walship index"
+        )
     scan_to = contiguous_last if ev is None else segno_of_lsn(ev.lsn, seg)
     unindexed = scan.first_unindexed(start_seg, scan_to)
     if blind is not None and (unindexed is None or blind < unindexed):
@@ -584,13 +737,31 @@ def _evaluate(inv: Inventory, data: _PathData, b: Backup, target: Target) -> _Ou
     if not consistent:
         return _Outcome(
             "after",
-            f"recovery from {b.name} would stop at {format_lsn(ev.lsn)}, before its "
-            f"consistency point {format_lsn(b.stop_lsn)}",
+            f"recovery stops at the {describe_event(ev)}, inside the window of {b.name} "
+            f"({format_lsn(b.start_lsn)} .. {format_lsn(b.stop_lsn)}), before it is consistent",
         )
     need = segno_of_end_lsn(ev.end_lsn, seg)
     if need > contiguous_last:
         return past_end(target.describe())
-    return _Outcome("ok", "", stop, need)
+    # an xid ends once: found after the start, the WAL before it cannot hold its end
+    unindexed = None if target.kind == "xid" else unidx_before
+    return _Outcome("ok", "", stop, need, caution=caution, unindexed=unindexed)
+
+
+def _unseen_text(
+    inv: Inventory, data: _PathData, b: Backup, missing: int | None, unindexed: int | None
+) -> str:
+    """What of the WAL before backup ``b`` the planner cannot read."""
+    scan = data.scan
+    if missing is not None and missing < scan.first:
+        first = inv.seg_name(scan.tli_for(scan.first), scan.first)
+        text = f"the WAL before {first} is not in the repository"
+    elif missing is not None:
+        text = f"segment {inv.seg_name(scan.tli_for(missing), missing)} is missing"
+    else:
+        assert unindexed is not None
+        text = f"segment {inv.seg_name(scan.tli_for(unindexed), unindexed)} is not indexed"
+    return f"{text} (before {b.name} starts), so the planner cannot see the commits there"
 
 
 def _required_ranges(scan: PathScan, first: int, last: int) -> list[SegmentRange]:
@@ -767,12 +938,21 @@ def plan(
             )
             continue
         if tli not in datas:
-            datas[tli] = _PathData(inv, path, first_seg, target)
+            # from the first archived segment: the whole history decides (docs/planning.md)
+            on_path = first_segment_on_path(inv, path)
+            first = first_seg if on_path is None else min(first_seg, on_path)
+            datas[tli] = _PathData(inv, path, first, target)
         out = _evaluate(inv, datas[tli], b, target)
         outcomes.append((b, out, path))
         if out.kind == "ok":
             break
 
+    unindexed = next((o.unindexed for _, o, _ in outcomes if o.unindexed is not None), None)
+    if unindexed is not None:
+        first_path = next(p for _, o, p in outcomes if o.unindexed is not None)
+        assert first_path is not None
+        tli_u = datas[first_path.target_tli].scan.tli_for(unindexed)
+        result.unindexed = inv.seg_name(tli_u, unindexed)
     chosen = next(((b, o, p) for b, o, p in outcomes if o.kind == "ok"), None)
     if chosen is not None:
         b, out, path = chosen
@@ -785,6 +965,7 @@ def plan(
         result.backup, result.path, result.stop = b, path, out.stop
         result.segments = _required_ranges(data.scan, start_seg, out.end_seg)
         result.settings = _settings(target, path.target_tli, restore_command, action)
+        result.caution = out.caution
         _fill_window(inv, result, data, b, missing, candidates, paths)
         if target.kind == "latest" and out.stop.tli is not None:
             result.notes.append(
@@ -840,7 +1021,7 @@ def _failure(
     candidates: list[Backup],
     paths: dict[int, Path | None],
 ) -> Plan:
-    trivial = {"after", "notfound", TIMELINE}
+    trivial = {"toonew", "after", "notfound", TIMELINE}
     main = next(((b, o, p) for b, o, p in outcomes if o.kind not in trivial), None)
     if main is not None:
         b, out, path = main
@@ -864,7 +1045,8 @@ def _failure(
         return result
 
     notfound = [(b, o, p) for b, o, p in outcomes if o.kind == "notfound"]
-    after = [(b, o, p) for b, o, p in outcomes if o.kind == "after"]
+    # backups the target precedes, or lies inside the window of
+    after = [(b, o, p) for b, o, p in outcomes if o.kind in ("toonew", "after")]
     if notfound:
         b, out, path = notfound[-1]  # the oldest backup scanned the most WAL
         assert path is not None
@@ -898,12 +1080,17 @@ def _failure(
                 )
                 result.hint = "restore the missing segment into the repository"
                 return result
-        if after or where is not None:
+        if after:
+            return _no_backup(result, target, after)
+        if where is not None:
             result.verdict = NO_BACKUP
             result.backup = None
-            result.reason = f"no backup is consistent before {target.describe()}"
-            if where is not None:
-                result.reason += f" (at {format_lsn(where[1])} on timeline {where[0]})"
+            oldest = min(candidates, key=lambda c: (c.stop_lsn, c.start_lsn))
+            result.reason = (
+                f"no backup is consistent before {target.describe()} (at "
+                f"{format_lsn(where[1])} on timeline {where[0]}): the oldest backup, "
+                f"{_consistent(oldest)}"
+            )
             return result
         result.verdict = ARCHIVE_ENDS
         what = "commit after the target time" if target.kind == "time" else target.describe()
@@ -915,19 +1102,33 @@ def _failure(
         _latest(inv, result, data, b)
         return result
     if after:
-        result.verdict = NO_BACKUP
-        result.reason = f"no backup is consistent before {target.describe()}: " + after[0][1].reason
-        oldest = after[-1][0]
-        result.hint = (
-            f"the oldest backup {oldest.name} is consistent at {format_lsn(oldest.stop_lsn)}"
-        )
-        return result
+        return _no_backup(result, target, after)
     # every backup is off the requested path
     b, out, path = outcomes[0]
     result.verdict = TIMELINE
     result.backup, result.path = b, path
     result.reason = out.reason
     result.hint = out.hint
+    return result
+
+
+def _consistent(b: Backup) -> str:
+    when = f" ({format_time(b.stop_time)})" if b.stop_time is not None else ""
+    return f"{b.name}, became consistent at {format_lsn(b.stop_lsn)}{when}"
+
+
+def _no_backup(
+    result: Plan, target: Target, after: list[tuple[Backup, _Outcome, Path | None]]
+) -> Plan:
+    """Every backup is too new for the target, or has it inside its window."""
+    oldest, out, _ = min(after, key=lambda o: (o[0].stop_lsn, o[0].start_lsn))
+    result.verdict = NO_BACKUP
+    result.backup = None
+    result.reason = (
+        f"no backup is consistent before {target.describe()}: the oldest backup, "
+        f"{_consistent(oldest)}; {out.reason}"
+    )
+    result.hint = "restore from an older base backup if you have one, or choose a later target"
     return result
 
 

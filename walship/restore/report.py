@@ -7,16 +7,8 @@ from typing import Any
 from ..wal import format_lsn
 from ..waltypes import WalEvent
 from .backups import Backup
-from .planner import INF_LSN, Inventory, Plan, TimelineInfo, format_time
+from .planner import INF_LSN, Inventory, Plan, TimelineInfo, describe_event, format_time
 from .verify import ERROR, Problem
-
-_WHAT = {
-    "commit": "commit",
-    "abort": "abort",
-    "commit_prepared": "COMMIT PREPARED",
-    "abort_prepared": "ROLLBACK PREPARED",
-    "restore_point": "restore point",
-}
 
 
 def _lsn(lsn: int | None) -> str | None:
@@ -53,15 +45,6 @@ def event_json(ev: WalEvent | None) -> dict[str, Any] | None:
         "time": format_time(ev.time),
         "name": ev.name,
     }
-
-
-def describe_event(ev: WalEvent) -> str:
-    what = _WHAT.get(ev.kind, ev.kind)
-    text = f'restore point "{ev.name}"' if ev.kind == "restore_point" else f"{what} of xid {ev.xid}"
-    text += f" at {format_lsn(ev.lsn)}"
-    if ev.time is not None:
-        text += f" ({format_time(ev.time)})"
-    return text
 
 
 def plan_json(plan: Plan, inv: Inventory) -> dict[str, Any]:
@@ -124,6 +107,8 @@ def plan_json(plan: Plan, inv: Inventory) -> dict[str, Any]:
         else {"lsn": format_lsn(plan.latest[0]), "last_commit_time": format_time(plan.latest[1])},
         "settings": plan.settings,
         "notes": plan.notes,
+        "caution": plan.caution,
+        "unindexed_segment": plan.unindexed,
     }
 
 
@@ -192,6 +177,8 @@ def plan_text(plan: Plan, inv: Inventory) -> str:
         else:
             text = f"stops {stop.how} the {describe_event(stop.event)}{on}"
         lines.append(f"  target     {text}")
+    if plan.caution:
+        lines.append(f"  caution    {plan.caution}")
     for i, w in enumerate(plan.windows):
         span = ""
         if w.first_time is not None:

@@ -10,10 +10,14 @@ or ``azure_sas_token``; else a token credential
 (``azure.identity.DefaultAzureCredential``) when azure-identity is installed.
 
 - Create-only puts send ``If-None-Match: *`` (Put Blob with overwrite=False,
-  and on Put Block List); 409 BlobAlreadyExists / 412 -> AlreadyExists.
+  and on Put Block List); 409 BlobAlreadyExists / 412 ConditionNotMet ->
+  AlreadyExists, and no other answer (the table ``_ERRORS``).
 - Objects below ``azure_block_size`` are one Put Blob; larger ones are staged
-  as blocks (one block in memory) and committed at the end: uncommitted
-  blocks are never visible, so a failed upload leaves no object.
+  as blocks (one block held: in memory up to 64 MiB, else in its spool
+  file, which is what is sent) and committed at the end: uncommitted blocks
+  are never visible, so a failed upload leaves no object. The SDK reads a
+  Put Blob's body into memory, so a spooled object below the block size is
+  one staged block and a Put Block List carrying its Content-MD5 instead.
 - A create retried after an ambiguous failure checks whether the stored
   object is its own (Content-MD5 of a Put Blob, or the committed block ids).
 - Metadata names must be C# identifiers, so ``-`` is stored as ``_`` and
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import builtins
-import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -47,6 +50,7 @@ from ..errors import (
     StorageError,
     Transient,
 )
+from . import errormap as em
 from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
 from .parts import Part, PartReader, part_size
 from .retry import RetryPolicy, resuming_chunks
@@ -59,26 +63,61 @@ MAX_BLOCKS = 50_000
 MAX_BLOCK = 4000 << 20
 DELETE_BATCH = 256
 
-_TRANSIENT_CODES = {
-    "ServerBusy",
-    "OperationTimedOut",
-    "InternalError",
-    "ServiceUnavailable",
-    "IncrementalCopyOfEarlierVersionSnapshotNotAllowed",
+#: (HTTP status, Azure error code) -> outcome; see walship/storage/errormap.py
+#: and docs/storage.md. Codes are from Azure's "Blob service error codes" and
+#: "Common REST API error codes". Only the answers of a failed create-only
+#: condition are EXISTS: 409 BlobAlreadyExists (Put Blob, overwrite=False) and
+#: 412 ConditionNotMet (If-None-Match: * on Put Block List). Every other 409
+#: and 412 (leases, a container being deleted, immutability, pending copy)
+#: says nothing about the key being taken.
+_ERRORS: em.Table = {
+    (409, "BlobAlreadyExists"): em.EXISTS,
+    (412, "ConditionNotMet"): em.EXISTS,
+    (404, "BlobNotFound"): em.NOT_FOUND,
+    (404, "ContainerNotFound"): em.NO_CONTAINER,
+    (404, em.ANY_CODE): em.NOT_FOUND,
+    # 409s that clear by themselves within seconds
+    (409, "AccountBeingCreated"): em.TRANSIENT,
+    (409, "PendingCopyOperation"): em.TRANSIENT,
+    (409, "SnapshotOperationRateExceeded"): em.TRANSIENT,
+    # 409s that do not: ContainerBeingDeleted lasts until the container is
+    # gone (garbage collection takes at least 30 s), then it is ContainerNotFound
+    (409, "ContainerBeingDeleted"): em.ERROR,
+    (409, "ContainerDisabled"): em.ERROR,
+    (409, "LeaseAlreadyPresent"): em.ERROR,
+    (409, "BlobImmutableDueToPolicy"): em.ERROR,
+    (409, "BlobImmutableDueToLegalHold"): em.ERROR,
+    (409, em.ANY_CODE): em.ERROR,
+    # 412s other than ConditionNotMet are about leases (a lease is held on the
+    # blob and walship sends no lease id)
+    (412, em.ANY_CODE): em.ERROR,
+    (408, em.ANY_CODE): em.TRANSIENT,
+    (429, em.ANY_CODE): em.TRANSIENT,
+    (em.ANY_STATUS, "ServerBusy"): em.TRANSIENT,
+    (em.ANY_STATUS, "OperationTimedOut"): em.TRANSIENT,
+    (em.ANY_STATUS, "InternalError"): em.TRANSIENT,
+    (em.ANY_STATUS, "ServiceUnavailable"): em.TRANSIENT,
+    (401, em.ANY_CODE): em.DENIED,
+    (403, em.ANY_CODE): em.DENIED,
+    (em.ANY_STATUS, "AuthenticationFailed"): em.DENIED,
+    (em.ANY_STATUS, "AuthorizationFailure"): em.DENIED,
+    (em.ANY_STATUS, "AuthorizationPermissionMismatch"): em.DENIED,
+    (em.ANY_STATUS, "AuthorizationSourceIPMismatch"): em.DENIED,
+    (em.ANY_STATUS, "AuthorizationProtocolMismatch"): em.DENIED,
+    (em.ANY_STATUS, "AuthorizationResourceTypeMismatch"): em.DENIED,
+    (em.ANY_STATUS, "AuthorizationServiceMismatch"): em.DENIED,
+    (em.ANY_STATUS, "InsufficientAccountPermissions"): em.DENIED,
+    (em.ANY_STATUS, "AccountIsDisabled"): em.DENIED,
+    (em.ANY_STATUS, "KeyBasedAuthenticationNotPermitted"): em.DENIED,
 }
-_DENIED_CODES = {
-    "AuthenticationFailed",
-    "AuthorizationFailure",
-    "AuthorizationPermissionMismatch",
-    "AuthorizationSourceIPMismatch",
-    "AuthorizationProtocolMismatch",
-    "AuthorizationResourceTypeMismatch",
-    "AuthorizationServiceMismatch",
-    "InsufficientAccountPermissions",
-    "AccountIsDisabled",
-    "KeyBasedAuthenticationNotPermitted",
-}
-_EXISTS_CODES = {"BlobAlreadyExists", "ConditionNotMet", "LeaseIdMissing"}
+_LEASE_CODES = ("LeaseIdMissing", "LeaseIdMismatchWithBlobOperation", "LeaseLost")
+
+
+def _code_of(exc: HttpResponseError) -> str:
+    """The service's error code: the SDK gives a StorageErrorCode member or a str
+    (``str()`` of a member is ``"StorageErrorCode.X"``, not the code)."""
+    raw = getattr(exc, "error_code", None) or ""
+    return str(getattr(raw, "value", raw))
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -174,22 +213,36 @@ class AzureBackend:
 
     def _translate(self, exc: BaseException, what: str) -> BaseException:
         if isinstance(exc, HttpResponseError):
-            code = str(getattr(exc, "error_code", "") or "")
+            code = _code_of(exc)
             status = int(getattr(exc, "status_code", 0) or 0)
             text = f"{what}: {code or status}"
-            if code == "ContainerNotFound":
+            found = em.outcome(_ERRORS, status, code)
+            if found == em.NO_CONTAINER:
                 return ContainerNotFound(
                     f"{what}: container {self.container!r} does not exist",
-                    hint="check the repo URL and the storage account, or create the container",
+                    hint="check `repo` / WALSHIP_REPO and the storage account, "
+                    "or create the container",
                 )
-            if code == "BlobNotFound" or status == 404:
+            if found == em.NOT_FOUND:
                 return NotFound(f"{what}: does not exist")
-            if code in _EXISTS_CODES or status in (409, 412):
+            if found == em.EXISTS:
                 return AlreadyExists(f"{what}: already exists")
-            if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500:
+            if found == em.TRANSIENT:
                 return Transient(text)
-            if code in _DENIED_CODES or status in (401, 403):
+            if found == em.DENIED:
                 return PermissionDenied(text, hint=self._denied_hint())
+            if code == "ContainerBeingDeleted":
+                return StorageError(
+                    f"{what}: container {self.container!r} is being deleted",
+                    hint="wait until the deletion completes and create the container again, "
+                    "or point repo at another container",
+                )
+            if code in _LEASE_CODES or code == "LeaseAlreadyPresent":
+                return StorageError(
+                    f"{text}: a lease is held on the blob",
+                    hint="walship does not use leases: find what holds it, or break it "
+                    "(az storage blob lease break)",
+                )
             return StorageError(text)
         if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
             return Transient(f"{what}: {type(exc).__name__}: {exc}")
@@ -248,7 +301,7 @@ class AzureBackend:
         reader = PartReader(chunks)
         first = reader.read(self.block_size)
         try:
-            if reader.exhausted:
+            if reader.exhausted and first.data is not None:
                 self._put_single(key, full, first, mode, meta)
             else:
                 self._put_blocks(key, full, first, reader, mode, meta)
@@ -259,8 +312,9 @@ class AzureBackend:
     def _put_single(self, key: str, full: str, part: Part, mode: str, meta: dict[str, str]) -> None:
         blob = self.client.get_blob_client(full)
         what = f"PUT {self._where(key)}"
-        data = part.data if part.data is not None else b"".join(part.iter_bytes())
-        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        data = part.body()
+        assert isinstance(data, bytes)  # a spooled part goes to _put_blocks
+        md5 = part.md5()
         ambiguous: list[Transient] = []
         try:
             self._call(
@@ -308,8 +362,8 @@ class AzureBackend:
             current = part
 
             def stage(current: Part = current, block_id: str = block_id) -> Any:
-                data = current.data if current.data is not None else b"".join(current.iter_bytes())
-                return blob.stage_block(block_id, data, length=len(data))
+                # bytes, or the spool file rewound for this attempt: streamed by the SDK
+                return blob.stage_block(block_id, current.body(), length=current.size)
 
             self._call(stage, f"stage block {index} of {where}")
             ids.append(block_id)
@@ -326,10 +380,10 @@ class AzureBackend:
                     )
                 part = reader.read(part_size(self.block_size, index, MAX_BLOCK))
         ambiguous: list[Transient] = []
-        kwargs: dict[str, Any] = {
-            "metadata": to_azure_meta(meta),
-            "content_settings": ContentSettings(content_type="application/octet-stream"),
-        }
+        settings = ContentSettings(content_type="application/octet-stream")
+        if reader.exhausted and len(ids) == 1:
+            settings.content_md5 = bytearray(first.md5())  # as a Put Blob would store
+        kwargs: dict[str, Any] = {"metadata": to_azure_meta(meta), "content_settings": settings}
         if mode == CREATE:
             kwargs["match_condition"] = MatchConditions.IfMissing  # If-None-Match: *
         try:
@@ -381,9 +435,8 @@ class AzureBackend:
             )
             return body(dl)
 
-        return IterStream(
-            info, resuming_chunks(body(downloader), open_at, info.size, self.policy, where)
-        )
+        chunks = resuming_chunks(body(downloader), open_at, info.size, self.policy, where)
+        return IterStream(info, em.pinned_read(chunks, where))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix)

@@ -11,13 +11,16 @@ library's upload helpers need a seekable file) and so a push does not pay
 for importing the whole client library.
 
 - Create-only puts send ``ifGenerationMatch=0``; the store decides
-  (412 -> AlreadyExists).
+  (412 conditionNotMet -> AlreadyExists, and no other answer: the table
+  ``_ERRORS``).
 - Objects below ``gcs_chunk_size`` are one multipart upload; larger ones a
-  resumable upload in chunks of that size, holding one chunk in memory. A
+  resumable upload in chunks of that size, holding one chunk (in memory up
+  to 64 MiB, else in its spool file, sent from there in 1 MiB blocks). A
   failed chunk is resumed from the offset the service reports; a failed
   upload is cancelled, and an unfinished resumable upload is never visible.
 - A create retried after an ambiguous failure compares the stored MD5 with
-  what it sent: its own earlier write is success, not AlreadyExists.
+  what it sent (computed while spooling): its own earlier write is success,
+  not AlreadyExists.
 - Downloads stream in 1 MiB chunks, pinned to the object generation, and
   resume with a ranged GET after a fault mid-body.
 - Deletes go in JSON API batches (``/batch/storage/v1``) of 100; each
@@ -27,7 +30,6 @@ for importing the whole client library.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import urllib.parse
 import uuid
@@ -48,8 +50,9 @@ from ..errors import (
     StorageError,
     Transient,
 )
+from . import errormap as em
 from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
-from .parts import Part, PartReader
+from .parts import Part, PartBody, PartReader
 from .retry import RetryPolicy, resuming_chunks
 
 if TYPE_CHECKING:
@@ -60,6 +63,25 @@ ALIGN = 256 << 10
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 DELETE_BATCH = 100
+
+
+#: (HTTP status, JSON API error reason) -> outcome; see walship/storage/errormap.py
+#: and docs/storage.md. The only EXISTS answer is 412 conditionNotMet, what an
+#: upload with ``ifGenerationMatch=0`` gets when the name is taken (also a 412
+#: without a JSON body); other 412 reasons (orgPolicyConstraintFailed, ...) are
+#: errors. A 409 is a concurrent change to the same resource and is retried,
+#: never read as "exists".
+_ERRORS: em.Table = {
+    (412, "conditionNotMet"): em.EXISTS,
+    (412, ""): em.EXISTS,
+    (412, em.ANY_CODE): em.ERROR,
+    (404, em.ANY_CODE): em.NOT_FOUND,
+    (409, em.ANY_CODE): em.TRANSIENT,
+    (408, em.ANY_CODE): em.TRANSIENT,
+    (429, em.ANY_CODE): em.TRANSIENT,
+    (401, em.ANY_CODE): em.DENIED,
+    (403, em.ANY_CODE): em.DENIED,
+}
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -152,20 +174,18 @@ class GcsBackend:
 
     def _error_for(self, status: int, body: bytes, what: str) -> StorageError:
         """The walship error for a JSON API error answer (also batch sub-responses)."""
-        try:
-            message = str(json.loads(body).get("error", {}).get("message", ""))
-        except (ValueError, AttributeError):
-            message = body[:200].decode("utf-8", "replace")
+        message, reason = _error_text(body)
         text = f"{what}: HTTP {status} {message}".strip()
-        if status == 404:
+        found = em.outcome(_ERRORS, status, reason)
+        if found == em.NOT_FOUND:
             return NotFound(text)
-        if status == 412:
+        if found == em.EXISTS:
             return AlreadyExists(text)
-        if status in (401, 403):
+        if found == em.DENIED:
             return PermissionDenied(text, hint=self._denied_hint())
-        if status in (408, 409, 429) or status >= 500:
+        if found == em.TRANSIENT:
             return Transient(text)
-        return StorageError(text)
+        return StorageError(f"{text} ({reason})" if reason else text)
 
     def _request(
         self,
@@ -222,7 +242,7 @@ class GcsBackend:
         except NotFound:
             raise ContainerNotFound(
                 f"bucket gs://{self.bucket} does not exist",
-                hint="check the repo URL (and gcs_endpoint_url), or create the bucket",
+                hint="check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket",
             ) from None
         self._bucket_ok = True
 
@@ -269,7 +289,7 @@ class GcsBackend:
         first = reader.read(self.chunk_size)
         try:
             if reader.exhausted:
-                self._put_single(key, full, _bytes(first), mode, meta)
+                self._put_single(key, full, first, mode, meta)
             else:
                 self._put_resumable(key, full, first, reader, mode, meta)
         except NotFound:
@@ -283,21 +303,18 @@ class GcsBackend:
         url = f"{self.endpoint}/upload/storage/v1/b/{self._b}/o?uploadType={kind}"
         return url + "&ifGenerationMatch=0" if mode == CREATE else url
 
-    def _put_single(
-        self, key: str, full: str, data: bytes, mode: str, meta: dict[str, str]
-    ) -> None:
+    def _put_single(self, key: str, full: str, part: Part, mode: str, meta: dict[str, str]) -> None:
         what = f"upload {self._where(key)}"
         boundary = f"walship-{uuid.uuid4().hex}"
-        head = json.dumps({"name": full, "metadata": meta}).encode()
-        body = b"".join(
+        resource = json.dumps({"name": full, "metadata": meta}).encode()
+        head = b"".join(
             [
                 f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
-                head,
+                resource,
                 f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
-                data,
-                f"\r\n--{boundary}--\r\n".encode(),
             ]
         )
+        body = part.stream(head=head, tail=f"\r\n--{boundary}--\r\n".encode())
         ambiguous: list[Transient] = []
         try:
             self._call(
@@ -312,7 +329,7 @@ class GcsBackend:
                 ambiguous.append,
             )
         except AlreadyExists:
-            if ambiguous and self._stored_md5(full, key) == _md5_b64(data):
+            if ambiguous and self._stored_md5(full, key) == _md5_b64(part):
                 return  # our own earlier attempt landed; its answer was lost
             raise AlreadyExists(f"{self._where(key)} already exists") from None
 
@@ -347,13 +364,14 @@ class GcsBackend:
             offset = 0
             part: Part | None = first
             while part is not None:
-                data = _bytes(part)
-                if part is not first:
-                    part.close()
                 last = reader.exhausted
-                total = offset + len(data) if last else None
-                self._send_chunk(session_url, where, data, offset, total)
-                offset += len(data)
+                total = offset + part.size if last else None
+                try:
+                    self._send_chunk(session_url, where, part, offset, total)
+                finally:
+                    if part is not first:
+                        part.close()
+                offset += part.size
                 part = None if last else reader.read(self.chunk_size)
             finished = True
         finally:
@@ -369,11 +387,15 @@ class GcsBackend:
                     pass
 
     def _send_chunk(
-        self, session_url: str, where: str, data: bytes, offset: int, total: int | None
+        self, session_url: str, where: str, part: Part, offset: int, total: int | None
     ) -> None:
-        """PUT one chunk; after a fault, ask how much the service has and resend the rest."""
+        """PUT one chunk; after a fault, ask how much the service has and resend the rest.
+
+        The chunk is sent from the part (its spool file), from the first byte
+        the service does not hold yet, never copied into one bytes object.
+        """
         what = f"upload bytes {offset}.. of {where}"
-        size = len(data)
+        size = part.size
         total_s = "*" if total is None else str(total)
         state = {"retry": False}
 
@@ -395,9 +417,10 @@ class GcsBackend:
                 if start < offset or start > offset + size:
                     raise StorageError(f"{where}: service reports {start} bytes, expected {offset}")
             state["retry"] = True
-            chunk = data[start - offset :]
-            if chunk:
-                crange = f"bytes {start}-{start + len(chunk) - 1}/{total_s}"
+            chunk: bytes | PartBody = b""
+            if start < offset + size:
+                chunk = part.stream(start - offset)
+                crange = f"bytes {start}-{offset + size - 1}/{total_s}"
             else:
                 crange = f"bytes */{total_s}"
             resp = self._request(
@@ -504,7 +527,7 @@ class GcsBackend:
             except NotFound:
                 raise ContainerNotFound(
                     f"bucket gs://{self.bucket} does not exist",
-                    hint="check the repo URL (and gcs_endpoint_url), or create the bucket",
+                    hint="check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket",
                 ) from None
             self._bucket_ok = True
             page = resp.json()
@@ -645,12 +668,20 @@ def _batch_answers(resp: requests.Response) -> dict[int, tuple[int, bytes]]:
     return answers
 
 
-def _bytes(part: Part) -> bytes:
-    return part.data if part.data is not None else b"".join(part.iter_bytes())
+def _error_text(body: bytes) -> tuple[str, str]:
+    """(message, reason) of a JSON API error body; reason "" when there is none."""
+    try:
+        error = json.loads(body).get("error", {})
+        message = str(error.get("message", ""))
+        errors = error.get("errors") or [{}]
+        reason = str(errors[0].get("reason", "") or "")
+    except (ValueError, AttributeError, TypeError, IndexError):
+        return body[:200].decode("utf-8", "replace"), ""
+    return message, reason
 
 
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+def _md5_b64(part: Part) -> str:
+    return base64.b64encode(part.md5()).decode()
 
 
 def _persisted(resp: requests.Response) -> int:

@@ -7,7 +7,8 @@ the ``s3`` scheme. botocore's own retries are off: :mod:`.retry` retries
 transient faults with one policy for every backend.
 
 - Create-only puts send ``If-None-Match: *`` on PutObject and on
-  CompleteMultipartUpload; the store decides (412 -> AlreadyExists).
+  CompleteMultipartUpload; the store decides (412 PreconditionFailed ->
+  AlreadyExists, and no other answer: the table ``_ERRORS``).
 - Objects below ``s3_part_size`` are one PUT; larger ones are multipart
   uploads with growing part sizes (:mod:`.parts`), aborted on any failure so
   no partial object is ever visible.
@@ -40,6 +41,7 @@ from ..errors import (
     StorageError,
     Transient,
 )
+from . import errormap as em
 from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
 from .parts import Part, PartReader, md5_of, part_size
 from .retry import RetryPolicy, resuming_chunks
@@ -52,39 +54,70 @@ MAX_PARTS = 10_000
 MAX_PART = 5 << 30
 DELETE_BATCH = 1000
 
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "ServiceUnavailable",
-    "InternalError",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "BandwidthLimitExceeded",
-    "ConditionalRequestConflict",
-    "OperationAborted",
-    "EC2ThrottledException",
-    "IDPCommunicationError",
-    "PriorRequestNotComplete",
-}
-_DENIED_CODES = {
-    "AccessDenied",
-    "AllAccessDisabled",
-    "AccountProblem",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "InvalidSecurity",
-    "Forbidden",
-    "RequestTimeTooSkewed",
-    "InvalidObjectState",
+#: (HTTP status, S3 error code) -> outcome; see walship/storage/errormap.py and
+#: docs/storage.md. The only EXISTS answer is 412 PreconditionFailed, what
+#: PutObject and CompleteMultipartUpload answer when ``If-None-Match: *``
+#: fails (also without a body, code "412"). 409 ConditionalRequestConflict
+#: (a concurrent conditional write or a delete in flight) and OperationAborted
+#: are retried; no 409 means "exists".
+_ERRORS: em.Table = {
+    (412, "PreconditionFailed"): em.EXISTS,
+    (412, "412"): em.EXISTS,
+    (412, ""): em.EXISTS,
+    (412, em.ANY_CODE): em.ERROR,
+    (em.ANY_STATUS, "NoSuchBucket"): em.NO_CONTAINER,
+    (em.ANY_STATUS, "NoSuchKey"): em.NOT_FOUND,
+    (em.ANY_STATUS, "NoSuchVersion"): em.NOT_FOUND,
+    (404, "NoSuchUpload"): em.NOT_FOUND,
+    (404, "404"): em.NOT_FOUND,
+    (404, ""): em.NOT_FOUND,
+    (409, "ConditionalRequestConflict"): em.TRANSIENT,
+    (409, "OperationAborted"): em.TRANSIENT,
+    (409, em.ANY_CODE): em.ERROR,
+    (408, em.ANY_CODE): em.TRANSIENT,
+    (429, em.ANY_CODE): em.TRANSIENT,
+    **{
+        (em.ANY_STATUS, code): em.TRANSIENT
+        for code in (
+            "SlowDown",
+            "ServiceUnavailable",
+            "InternalError",
+            "RequestTimeout",
+            "RequestTimeoutException",
+            "Throttling",
+            "ThrottlingException",
+            "ThrottledException",
+            "RequestThrottled",
+            "RequestLimitExceeded",
+            "TooManyRequestsException",
+            "ProvisionedThroughputExceededException",
+            "BandwidthLimitExceeded",
+            "EC2ThrottledException",
+            "IDPCommunicationError",
+            "PriorRequestNotComplete",
+        )
+    },
+    (401, em.ANY_CODE): em.DENIED,
+    (403, em.ANY_CODE): em.DENIED,
+    **{
+        (em.ANY_STATUS, code): em.DENIED
+        for code in (
+            "AccessDenied",
+            "AllAccessDisabled",
+            "AccountProblem",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "InvalidToken",
+            "TokenRefreshRequired",
+            "InvalidSecurity",
+            "Forbidden",
+            "RequestTimeTooSkewed",
+            "InvalidObjectState",
+        )
+    },
+    (em.ANY_STATUS, "PermanentRedirect"): em.CONFIG,
+    (em.ANY_STATUS, "AuthorizationHeaderMalformed"): em.CONFIG,
 }
 
 
@@ -162,20 +195,22 @@ class S3Backend:
             code = str(err.get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             text = f"{what}: {code or status} {err.get('Message', '')}".strip()
-            if code == "NoSuchBucket":
+            found = em.outcome(_ERRORS, status, code)
+            if found == em.NO_CONTAINER:
                 return ContainerNotFound(
                     f"{what}: bucket {self.bucket!r} does not exist",
-                    hint="check the repo URL and s3_endpoint_url/s3_region, or create the bucket",
+                    hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
+                    "or create the bucket",
                 )
-            if code in ("NoSuchKey", "NoSuchVersion") or (status == 404 and code in ("404", "")):
+            if found == em.NOT_FOUND:
                 return NotFound(f"{what}: does not exist")
-            if code in ("PreconditionFailed",) or status == 412:
+            if found == em.EXISTS:
                 return AlreadyExists(f"{what}: already exists")
-            if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500:
+            if found == em.TRANSIENT:
                 return Transient(text)
-            if code in _DENIED_CODES or status in (401, 403):
+            if found == em.DENIED:
                 return PermissionDenied(text, hint=self._denied_hint())
-            if code == "PermanentRedirect" or code == "AuthorizationHeaderMalformed":
+            if found == em.CONFIG:
                 return ConfigError(text, hint="set s3_region to the bucket's region")
             return StorageError(text)
         if isinstance(exc, (E.NoCredentialsError, E.PartialCredentialsError)):
@@ -222,7 +257,8 @@ class S3Backend:
         except NotFound:
             raise ContainerNotFound(
                 f"bucket {self.bucket!r} does not exist",
-                hint="check the repo URL and s3_endpoint_url/s3_region, or create the bucket",
+                hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
+                "or create the bucket",
             ) from None
         self._bucket_ok = True
 
@@ -440,7 +476,8 @@ class S3Backend:
             return self._body(r, what)
 
         body = self._body(resp, what)
-        return IterStream(info, resuming_chunks(body, open_at, info.size, self.policy, where))
+        chunks = resuming_chunks(body, open_at, info.size, self.policy, where)
+        return IterStream(info, em.pinned_read(chunks, where))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full_prefix = self.prefix + prefix
@@ -492,9 +529,10 @@ class S3Backend:
             first = errors[0]
             code = str(first.get("Code", ""))
             text = f"{what}: {len(errors)} failed, e.g. {first.get('Key')}: {code}"
-            if code in _DENIED_CODES:
+            found = em.outcome(_ERRORS, em.ANY_STATUS, code)
+            if found == em.DENIED:
                 raise PermissionDenied(text, hint=self._denied_hint())
-            if code in _TRANSIENT_CODES:
+            if found == em.TRANSIENT:
                 # deletes are idempotent: retry the whole batch once more via the policy
                 self._call(
                     lambda: self._raise_if_errors(
@@ -514,7 +552,7 @@ class S3Backend:
         if errors:
             code = str(errors[0].get("Code", ""))
             text = f"{what}: {len(errors)} failed ({code})"
-            if code in _TRANSIENT_CODES:
+            if em.outcome(_ERRORS, em.ANY_STATUS, code) == em.TRANSIENT:
                 raise Transient(text)
             raise StorageError(text)
 
