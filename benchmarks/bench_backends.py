@@ -158,25 +158,11 @@ def _agent_dir() -> str:
 
 
 def _wait_for_agent() -> None:
-    """Until the agent this run started accepts requests (its SDK loaded)."""
-    from walship import agent
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        logs = [f for f in os.listdir(_agent_dir()) if f.endswith(".log")]
-        if agent.running(_agent_dir()) and any(
-            "agent ready" in Path(_agent_dir(), f).read_text() for f in logs
-        ):
-            return
-        time.sleep(0.05)
-    raise RuntimeError("the walship agent did not start")
+    """The walship agent was removed (issue 11): both columns now measure the same."""
 
 
 def _stop_agents() -> None:
-    from walship import agent
-
-    if os.path.isdir(_agent_dir()):
-        agent.stop(_agent_dir())
+    """The walship agent was removed (issue 11): nothing to stop."""
 
 
 def _read_ahead(name: str, env: dict[str, str], reps: int, tmp: str, src3: str) -> list[float]:

@@ -82,12 +82,7 @@ def timed(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]
 
 
 def stop_agents(base: str) -> None:
-    """Stop the walship agents this run started (SIGTERM to the pids their lock files name)."""
-    from walship import agent
-
-    for sub in os.listdir(base):
-        if sub.startswith("walship-agent-"):
-            agent.stop(os.path.join(base, sub))
+    """The walship agent was removed (issue 11): nothing to stop."""
 
 
 def main() -> None:

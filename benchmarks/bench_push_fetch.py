@@ -322,13 +322,7 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def stop_agents() -> None:
-    """Stop the walship agents this run started (SIGTERM to the pids their locks name)."""
-    from walship import agent
-
-    for base in AGENT_BASE:
-        for sub in os.listdir(base):
-            if sub.startswith("walship-agent-"):
-                agent.stop(os.path.join(base, sub))
+    """The walship agent was removed (issue 11): nothing to stop."""
 
 
 def walship_tool(label: str, exe: str, settings: dict[str, str] | None = None) -> Tool:

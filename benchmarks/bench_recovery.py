@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import pgharness as pgh  # noqa: E402
 
-from walship import agent  # noqa: E402
 from walship.archive import prefetch  # noqa: E402
 
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")
@@ -194,8 +193,6 @@ def main() -> None:
                 tag = label.replace(", ", "-").replace(" ", "")
                 results[label].append(recover(wd, backup, configs[label], tag, rep))
     finally:
-        for sub in os.listdir(agents):
-            agent.stop(os.path.join(agents, sub))
         wd.close()
 
     print(

@@ -197,9 +197,8 @@ def demo(work: str) -> None:
     repo = os.path.join(work, "repo")
     config = os.path.join(work, "walship.toml")
     write(config, f'repo = "{repo}"\n')
-    # the walship agent the servers' pushes and fetches start lives in the
-    # scratch directory and is stopped at the end (docs/push-fetch.md, "The agent")
-    os.environ["WALSHIP_AGENT_DIR"] = work
+    # a walship background process that push starts (look-ahead, docs/push-fetch.md)
+    # lives in the primary's pg_wal/.walship and exits once that directory is removed
     push = f"{WALSHIP} --config {config} push %p %f"
     fetch = f"{WALSHIP} --config {config} fetch %f %p"
 
@@ -326,15 +325,6 @@ def demo(work: str) -> None:
     finally:
         restored.stop()
         primary.stop()
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", WALSHIP, "agent", "stop"]
-            if AS_ROOT
-            else [WALSHIP, "agent", "stop"],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,11 +35,7 @@ def segment_name(segno: int, tli: int = 1, seg_size: int = SEG) -> str:
 
 def environment_without_settings() -> dict[str, str]:
     """``os.environ`` without walship settings (``WALSHIP_*``), so that a test
-    configures walship itself; keeps the session's agent directory (conftest.py)."""
+    configures walship itself."""
     import os
 
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("WALSHIP_") or k == "WALSHIP_AGENT_DIR"
-    }
+    return {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}

@@ -1,8 +1,6 @@
 """End-to-end: a real recovery with fetch_prefetch on (and encryption, so the
 helper process needs the key too) restores exactly, mostly from the spool,
-and the spool is gone once the promoted server archives. Pushes and fetches
-run in the walship agent of the postgres user (the default), which the debug
-lines show."""
+and the spool is gone once the promoted server archives."""
 
 from __future__ import annotations
 
@@ -65,8 +63,6 @@ def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
         )
         last = primary.switch_wal()
         primary.wait_archived(last)
-        # the archiver's pushes after the first ran in the postgres user's agent
-        assert primary.log().count("running in a worker of the walship agent") >= 5
 
         restored = restore_cluster(
             15,
@@ -93,7 +89,6 @@ def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
         fetched = log.count("INFO fetched 0")
         assert hits >= 5, log[-4000:]
         assert hits >= fetched / 2, (hits, fetched)
-        assert log.count("running in a worker of the walship agent") >= fetched / 2
         for problem in ("prefetch of", "prefetch helper failed", "not used", "cannot use"):
             assert problem not in log, log[-4000:]
         # promoted and archiving: its first push removes the spool

@@ -36,7 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wal-show": ("walship.commands.wal_show", "show timelines, archived ranges, gaps, backups"),
     "verify": ("walship.commands.verify", "check WAL continuity, histories and backups"),
     "index": ("walship.commands.index", "index archived segments for restore planning"),
-    "agent": ("walship.commands.agent", "show or stop this user's walship agents (status|stop)"),
+    "archive-status": (
+        "walship.commands.archive_status",
+        "how far archiving is behind: waiting .ready files, the oldest one's age",
+    ),
     "show-config": (
         "walship.commands.show_config",
         "print the effective settings (secrets hidden)",
@@ -229,11 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         overrides: dict[str, object] = {"repo": args.repo, "log_format": args.log_format}
         cfg = config.load(config_path=args.config, overrides=overrides)
-        _agent_setting[0] = cfg.agent
         shift = 10 * ((args.quiet or 0) - (args.verbose or 0))
         log.configure(level=cfg.log_level, fmt=cfg.log_format, shift=shift)
-        if AGENT_PID:
-            log.debug("agent", "running in a worker of the walship agent", agent=AGENT_PID)
         module = importlib.import_module(COMMANDS[args.command][0])
         code: int = module.run(args, cfg)
         return code
@@ -265,21 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: commands PostgreSQL runs once per WAL file: their process exits without teardown
 ONE_SHOT = ("push", "fetch")
 
-#: pid of the walship agent when this process is one of its workers (walship/agent.py)
-AGENT_PID = 0
-_agent_setting: list[bool | None] = [None]
-
-
-def agent_setting() -> bool | None:
-    """The ``agent`` setting of this run, None when configuration failed to load."""
-    return _agent_setting[0]
-
 
 def entry() -> None:
     """The ``walship`` command (console script and ``python -m walship``).
 
-    ``walship push`` and ``walship fetch`` run in the walship agent when one
-    answers (walship/agent.py), else here, starting one for the next time.
     ``walship push`` and ``walship fetch`` end with ``os._exit`` once their
     output is flushed: interpreter teardown (freeing every module, running
     finalizers) costs ~2 ms per WAL file and does nothing for them, since
@@ -287,24 +276,8 @@ def entry() -> None:
     """
     argv = sys.argv[1:]
     one_shot = _find_command(argv) in ONE_SHOT
-    if one_shot:
-        from . import agent
-
-        served = agent.run_via_agent(argv)
-        if served is not None:
-            os._exit(served)
-        if agent.lost:
-            log.warning(
-                "agent.worker-lost",
-                f"the walship agent's worker {agent.lost[0]} ended without an exit code; "
-                "running the command here",
-            )
-        for problem in agent.problems:
-            log.warning("agent.unresponsive", problem)
     code = main(argv)
     if one_shot:
-        if _agent_setting[0]:
-            agent.spawn()
         for stream in (sys.stdout, sys.stderr):
             try:
                 if stream is not None:  # None: the descriptor was closed when we started

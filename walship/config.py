@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 SYSTEM_CONFIG_PATH = "/etc/walship/walship.toml"
 ENV_PREFIX = "WALSHIP_"
 ENV_CONFIG = "WALSHIP_CONFIG"
-#: variables read before any configuration is (the config file's path, the agent's directory)
+#: variables that are not settings: the config file's path, and the directory of the
+#: walship agent (removed; still accepted so that an old environment is not an error)
 ENV_ONLY = (ENV_CONFIG, "WALSHIP_AGENT_DIR")
 
 
@@ -138,13 +139,41 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "agent",
         True,
-        "Run push and fetch in the walship agent: a background process (one per user and "
-        "environment) that has walship, cryptography and the storage SDK loaded and forks a "
-        "copy of itself per request, saving each request the start-up cost. Started by the "
-        "first push or fetch, gone after 30 s idle; a request runs itself whenever no agent "
-        "answers. Socket in $WALSHIP_AGENT_DIR/walship-agent-<uid> (default /tmp). "
-        "See docs/push-fetch.md.",
+        "Deprecated, ignored: the walship agent (a fork-server per user) was removed; "
+        "push look-ahead (archive_lookahead) replaces it. Still accepted so that existing "
+        "config files keep working.",
         type_=bool,
+    ),
+    # --- push look-ahead (docs/push-fetch.md) ---
+    Setting(
+        "archive_lookahead",
+        64,
+        "Files `walship push` archives ahead of PostgreSQL's archiver when it falls behind "
+        "(0: off): a background process pushes the oldest waiting .ready files of "
+        "pg_wal/archive_status with the normal push rules and records each one, so the "
+        "call for a file pushed ahead only checks its record. Never drops WAL: the backlog "
+        "is reported by `walship archive-status`.",
+        type_=int,
+        minimum=0,
+        maximum=4096,
+    ),
+    Setting(
+        "push_concurrency",
+        0,
+        "Files the background process pushes at once (0: one per core for a local "
+        "repository, four per core up to 16 for S3, GCS and Azure).",
+        type_=int,
+        minimum=0,
+        maximum=64,
+    ),
+    Setting(
+        "background_idle",
+        300.0,
+        "Seconds the walship background process stays without work before it exits "
+        "(choose it above archive_timeout so a steady trickle keeps one process).",
+        type_=float,
+        minimum=1.0,
+        maximum=86400.0,
     ),
     # --- fetch ---
     Setting(
@@ -344,6 +373,9 @@ class Config:
     encryption_keyring: str | None
     encryption_cipher: str
     agent: bool
+    archive_lookahead: int
+    push_concurrency: int
+    background_idle: float
     fetch_error_exit: str
     fetch_prefetch: int
     pgdata: str | None

@@ -1,4 +1,4 @@
-"""Safety rules for walship's background processes (the agent, the read-ahead helper).
+"""Safety rules for walship's background processes (look-ahead, the read-ahead helper).
 
 Two rules, one place:
 
@@ -12,8 +12,7 @@ Two rules, one place:
   redirect), then the caller's proof is checked (a lock still held by it, a
   connection it still holds open), then the pinned process is signalled.
 
-Only ``os`` and ``sys`` at module level: the client of the agent imports this
-before every request.
+Only ``os`` and ``sys`` at module level.
 """
 
 from __future__ import annotations

@@ -39,7 +39,16 @@ MAX_TEXT_FILE = 1 << 20
 
 
 class PushResult:
-    __slots__ = ("already", "key", "name", "raw_size", "seconds", "sha256", "stored_size")
+    __slots__ = (
+        "already",
+        "key",
+        "name",
+        "raw_size",
+        "seconds",
+        "sha256",
+        "stored_size",
+        "system_identifier",
+    )
 
     def __init__(self, name: str, key: str, raw_size: int, sha256: str) -> None:
         self.name = name
@@ -49,6 +58,7 @@ class PushResult:
         self.stored_size = 0
         self.already = False
         self.seconds = 0.0
+        self.system_identifier = "-"
 
 
 def _digest(path: str, cfg: Config) -> tuple[int, str, bytes, list[bytes] | None]:
@@ -100,6 +110,7 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
 
     key = layout.key_for(name)
     result = PushResult(name, key, size, sha256)
+    result.system_identifier = str(extra.get("system_identifier", "-"))
     header = objects.new_header(name, kind, size, sha256, cfg, **extra)
     for attempt in (1, 2):
         try:

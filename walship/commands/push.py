@@ -1,10 +1,20 @@
+"""``walship push SOURCE NAME``: archive one file (PostgreSQL's archive_command).
+
+When SOURCE is in ``pg_wal`` and ``archive_lookahead`` is on, a file the
+background process already pushed is acknowledged from its record (the fast
+path: no storage, compression or encryption module is imported), and a call
+that finds other files waiting makes sure the background process runs
+(walship/background.py, docs/push-fetch.md).
+"""
+
 from __future__ import annotations
 
 import os
+import time
 
-from ..archive import push
+from .. import log
+from ..archive import lookahead
 from ..config import Config
-from ..storage.registry import open_backend
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,15 +27,74 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    backend = open_backend(cfg.require("repo"), cfg)
-    try:
-        result = push.push(cfg, backend, args.source, args.name)
-    finally:
-        backend.close()
-    push.log_result(result)
+    cfg.require("repo")
+    path = os.path.abspath(args.source)
+    pg_wal = lookahead.pg_wal_of(path) if cfg.archive_lookahead > 0 else None
+    spool = lookahead.Spool(pg_wal, cfg) if pg_wal is not None else None
+    if spool is not None:
+        spool.relay_log()
+        started = time.monotonic()
+        record = spool.acknowledged(args.name, path) or spool.wait_for_background(args.name, path)
+        if record is not None:
+            log.info(
+                "push.done",
+                f"pushed {args.name} (ahead)",
+                sha256=record.sha256,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+            _after(spool, args)
+            return 0
+    _push(args, cfg, path, spool)
+    if spool is not None:
+        _after(spool, args)
     pgdata = cfg.pgdata or os.getcwd()
     if os.path.isdir(os.path.join(pgdata, "pg_wal", ".walship-prefetch")):
         from ..archive import prefetch  # a spool left by a finished recovery
 
         prefetch.remove_stale(pgdata)
     return 0
+
+
+def _push(args: argparse.Namespace, cfg: Config, path: str, spool: lookahead.Spool | None) -> None:
+    """The normal push (here, not at the top: the fast path needs none of it)."""
+    from ..archive import push
+    from ..storage.registry import open_backend
+
+    started_ns = time.time_ns()
+    try:
+        before = lookahead.stat_of(path) if spool is not None else None
+    except OSError:
+        before = None  # push reports it
+    backend = open_backend(cfg.require("repo"), cfg)
+    try:
+        result = push.push(cfg, backend, args.source, args.name)
+    finally:
+        backend.close()
+    push.log_result(result)
+    if spool is not None and before is not None:
+        # durable now: a record keeps the background process from pushing it again
+        try:
+            spool.record_if_unchanged(
+                args.name, path, before, started_ns, result.sha256, result.system_identifier
+            )
+        except OSError as exc:
+            log.debug("lookahead.record", f"no record for {args.name}: {exc}")
+
+
+def _after(spool: lookahead.Spool, args: argparse.Namespace) -> None:
+    """Report the backlog; start the background process when files are waiting."""
+    ready = spool.ready()
+    waiting = [n for n in ready if n != args.name]
+    if log.enabled("debug"):
+        backlog = lookahead.backlog(spool.status)
+        log.debug(
+            "push.backlog",
+            "archive backlog",
+            ready=backlog.ready,
+            oldest=backlog.oldest or "-",
+            oldest_age_s=round(backlog.oldest_age or 0.0, 1),
+        )
+    if waiting and not spool.background_running():
+        from .. import background
+
+        background.start(spool, args.config, args.repo, args.log_format)

@@ -65,7 +65,7 @@ def open_backend(url: str, config: Config) -> Backend:
 def warm(url: str) -> None:
     """Import the module of a built-in backend for ``url`` without opening anything.
 
-    Used by the walship agent (walship/agent.py) so that its requests find the
+    (Written for the walship agent, since removed) so that its requests find the
     SDK loaded. Import errors are left for the request to report.
     """
     target = BUILTIN.get(scheme_of(url))

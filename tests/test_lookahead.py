@@ -1,0 +1,291 @@
+"""Push look-ahead through real ``walship`` processes on a fake pg_wal.
+
+tests/test_e2e_lookahead.py drains a real PostgreSQL backlog (and kills
+walship processes during it); here the record rules are tested one by one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import make_segment, segment_name
+from lookahead_site import WALSHIP, Site, object_path
+
+from walship.archive import lookahead, objects
+from walship.config import Config
+from walship.storage.registry import open_backend
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.stop_background()
+
+
+def stored_sha256(repo: Path, name: str) -> str:
+    cfg = Config(repo=str(repo))
+    backend = open_backend(str(repo), cfg)
+    try:
+        with objects.open_object(cfg, backend, f"wal/{name[:16]}/{name}") as obj:
+            digest = hashlib.sha256()
+            for chunk in obj.raw:
+                digest.update(chunk)
+            return digest.hexdigest()
+    finally:
+        backend.close()
+
+
+def test_a_backlog_is_pushed_ahead_and_acknowledged_from_records(site: Site) -> None:
+    names = site.add(1, 12)
+    results = site.archive(1)  # the first call finds 11 waiting: starts the background
+    assert "(ahead)" not in results[0].stderr
+    site.wait_recorded(names[1:])
+    results = site.archive()
+    for name, result in zip(names[1:], results, strict=True):
+        assert f"pushed {name} (ahead)" in result.stderr, result.stderr
+    for segno, name in enumerate(names, start=1):
+        expected = hashlib.sha256(make_segment(segno)).hexdigest()
+        assert stored_sha256(site.repo, name) == expected
+    # nothing waits any more: the records are removed (bounded spool), the
+    # archive_status files are PostgreSQL's, untouched but for our renames above
+    deadline = time.monotonic() + 10
+    while site.records() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert site.records() == set()
+    assert sorted(p.name for p in site.status.iterdir()) == sorted(f"{n}.done" for n in names)
+
+
+def test_backlog_is_reported(site: Site) -> None:
+    site.add(1, 3)
+    os.utime(site.status / f"{segment_name(1)}.ready", (time.time() - 90, time.time() - 90))
+    cmd = [*WALSHIP, "archive-status", "--pgdata", str(site.pgdata)]
+    line = subprocess.run(cmd, env=site.env, capture_output=True, text=True, check=True).stdout
+    assert line.startswith(f"ready=3 oldest={segment_name(1)} oldest_age_s=9"), line
+    assert "pushed_ahead=0 background=stopped" in line
+    out = subprocess.run(
+        [*cmd, "--json"], env=site.env, capture_output=True, text=True, check=True
+    ).stdout
+    doc = json.loads(out)
+    assert doc["ready"] == 3 and doc["oldest"] == segment_name(1)
+    assert 89 <= doc["oldest_age_s"] < 200
+    bad = subprocess.run(
+        [*WALSHIP, "archive-status", "--pgdata", str(site.root)],
+        env=site.env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "not a PostgreSQL data directory" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    # each push logs the backlog at debug level
+    result = site.push(segment_name(1))
+    assert "archive backlog ready=3" in result.stderr, result.stderr
+
+
+def _pushed_ahead(site: Site, last: int = 3) -> list[str]:
+    names = site.add(1, last)
+    site.archive(1)
+    site.wait_recorded(names[1:])
+    return names
+
+
+def test_a_segment_replaced_after_it_was_pushed_ahead_is_not_acknowledged(site: Site) -> None:
+    names = _pushed_ahead(site)
+    # a new file under the same name, with the same bytes: a new inode
+    path = site.pg_wal / names[1]
+    tmp = site.pg_wal / "replacement"
+    tmp.write_bytes(path.read_bytes())
+    tmp.rename(path)
+    result = site.push(names[1])
+    assert result.returncode == 0, result.stderr
+    assert "(ahead)" not in result.stderr
+    assert "already archived with identical content" in result.stderr
+    # ... and with other bytes: refused as a normal push refuses it
+    other = make_segment(3, payload=b"other bytes")
+    tmp.write_bytes(other)
+    tmp.rename(site.pg_wal / names[2])
+    result = site.push(names[2])
+    assert result.returncode == 3, result.stderr
+    assert "already archived with different content" in result.stderr
+    assert "(ahead)" not in result.stderr
+
+
+def test_a_segment_changed_in_place_after_it_was_pushed_ahead_is_not_acknowledged(
+    site: Site,
+) -> None:
+    names = _pushed_ahead(site)
+    path = site.pg_wal / names[1]
+    time.sleep(0.05)  # at least one timestamp tick after the record was taken
+    with open(path, "r+b") as fh:  # same inode, same size, same mtime set back below
+        fh.seek(1 << 20)
+        fh.write(b"changed")
+    record = lookahead.Record.parse(next(site.spools()[0].glob(f"r/{names[1]}")).read_text())
+    assert record is not None
+    os.utime(path, ns=(record.stat[3], record.stat[3]))  # mtime restored: ctime is not
+    result = site.push(names[1])
+    assert "(ahead)" not in result.stderr
+    assert result.returncode == 3, result.stderr
+
+
+def test_a_damaged_or_forged_record_is_not_trusted(site: Site) -> None:
+    names = _pushed_ahead(site, last=5)
+    site.stop_background()
+    for name in names[2:]:  # only names[1] waits: no background process is started
+        (site.status / f"{name}.ready").rename(site.status / f"{name}.done")
+    spool = lookahead.Spool(str(site.pg_wal), Config(repo=str(site.repo)))
+    os.makedirs(spool.records)
+    record_path = Path(spool.record_path(names[1]))
+    stat = lookahead.stat_of(str(site.pg_wal / names[1]))
+    good = lookahead.Record(spool.tag, names[1], "0" * 64, "1", stat).line()
+    for text in (
+        good[:-1],  # truncated (no newline)
+        good.replace(spool.tag, "0" * 16),  # another repository's
+        good.replace(names[1], names[2]),  # another file's
+        good.replace(" ".join(map(str, stat)), " ".join(map(str, (*stat[:4], stat[4] - 1)))),
+        "garbage\n",
+        "",
+    ):
+        record_path.write_text(text)
+        result = site.push(names[1])
+        assert "(ahead)" not in result.stderr, text
+        assert result.returncode == 0
+    record_path.write_text(good)  # well-formed and matching: believed (see docs)
+    result = site.push(names[1])
+    assert "(ahead)" in result.stderr
+
+
+def test_another_repository_does_not_use_the_records(site: Site, tmp_path: Path) -> None:
+    names = _pushed_ahead(site)
+    other = tmp_path / "other-repo"
+    result = site.push(names[1], WALSHIP_REPO=str(other))
+    assert result.returncode == 0, result.stderr
+    assert "(ahead)" not in result.stderr
+    assert object_path(other, names[1]).exists()
+
+
+def test_a_refusal_while_pushing_ahead_is_reported_by_the_call_itself(
+    site: Site, tmp_path: Path
+) -> None:
+    """Segment 3 is in the repository with other content (a split brain)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = elsewhere / segment_name(3)
+    other.write_bytes(make_segment(3, payload=b"from another server"))
+    subprocess.run(
+        [*WALSHIP, "push", str(other), other.name], env=site.env, check=True, capture_output=True
+    )
+    names = site.add(1, 5)
+    site.archive(1)
+    site.wait_recorded([names[1], names[3], names[4]])
+    assert names[2] not in site.records()
+    ahead = site.push(names[1])  # copies the background's warning to the server log
+    assert ahead.returncode == 0
+    result = site.push(names[2])
+    assert result.returncode == 3, result.stderr
+    assert "already archived with different content" in result.stderr
+    seen = ahead.stderr + result.stderr + site.log()
+    assert f"not pushed ahead: {names[2]} is already archived" in seen
+
+
+def test_off_outside_pg_wal_and_when_disabled(site: Site, tmp_path: Path) -> None:
+    names = site.add(1, 4)
+    result = site.push(names[0], WALSHIP_ARCHIVE_LOOKAHEAD="0")
+    assert result.returncode == 0, result.stderr
+    assert not (site.pg_wal / ".walship").exists()
+    copy = tmp_path / names[1]
+    copy.write_bytes((site.pg_wal / names[1]).read_bytes())
+    result = subprocess.run(
+        [*WALSHIP, "push", str(copy), names[1]],
+        env=site.env,
+        cwd=site.pgdata,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (site.pg_wal / ".walship").exists()
+
+
+def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> None:
+    names = _pushed_ahead(site)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *WALSHIP, "push", f"pg_wal/{names[1]}", names[1]],
+        cwd=site.pgdata,
+        env=site.env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "(ahead)" in result.stderr, result.stderr
+    imported = {
+        line.split("|")[2].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "walship.archive.lookahead" in imported
+    forbidden = [
+        m
+        for m in imported
+        if m.split(".")[0] in ("zstandard", "boto3", "botocore", "cryptography", "google", "azure")
+        or m.startswith(("walship.storage", "walship.codec", "walship.archive.push"))
+        or m in ("hashlib", "_hashlib", "json", "typing", "tomllib", "threading")
+    ]
+    assert forbidden == []
+
+
+def test_the_background_process_imports_nothing_from_the_callers_directory(
+    site: Site,
+) -> None:
+    """Modules the background process imports lazily, planted in the data
+    directory (the archiver's working directory): none may run."""
+    marker = site.root / "planted-ran"
+    planted = (
+        "difflib",
+        "json",
+        "concurrent",
+        "hashlib",
+        "zstandard",
+        "threading",
+        "shutil",
+        "tomllib",
+        "queue",
+        "weakref",
+    )
+    for module in planted:
+        (site.pgdata / f"{module}.py").write_text(
+            f"open({str(marker)!r}, 'a').write({module!r} + '\\n')\n"
+        )
+    names = _pushed_ahead(site, last=4)
+    assert not marker.exists(), marker.read_text()
+    cmdlines = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+            except OSError:
+                pass
+    ours = [c for c in cmdlines if str(site.pg_wal).encode() in c and b"-c" in c]
+    assert ours and all(c[1] == b"-I" for c in ours), ours
+    site.archive()
+    assert not marker.exists()
+    assert names
+
+
+def test_the_background_process_exits_when_idle(tmp_path: Path) -> None:
+    site = Site(tmp_path, background_idle="1")
+    try:
+        site.add(1, 3)
+        site.archive()
+        deadline = time.monotonic() + 20
+        while site.background_running():
+            assert time.monotonic() < deadline, site.log()
+            time.sleep(0.1)
+        assert "idle for 1 s: exiting" in site.log()
+    finally:
+        site.stop_background()

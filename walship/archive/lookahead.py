@@ -1,0 +1,331 @@
+"""Push look-ahead: the spool of "already pushed" records and the backlog.
+
+PostgreSQL calls ``walship push %p %f`` once per WAL file, serially. While the
+archiver is behind, the walship background process (walship/background.py)
+pushes the files waiting in ``pg_wal/archive_status/*.ready`` ahead of those
+calls, several at once, and leaves a *record* for each one it stored; the
+call for that file then only checks the record and exits (the fast path:
+this module imports nothing but ``os`` and ``time``).
+
+Spool: ``<pg_wal>/.walship/<tag>/`` where ``tag`` digests the uid and the
+repository's identity (URL and the endpoint settings that decide which store
+it names). It holds:
+
+    lock            flock held by the background process serving this spool
+    log             that process's log lines (the next push or fetch copies
+                    them to its stderr, i.e. the server log)
+    r/<name>        one record per file pushed (one line, see :class:`Record`)
+    r/<name>.busy   the background process is pushing that file right now
+    r/.tmp-*        a record being written (temp + fsync + rename)
+
+A record is written only after the object is durable in the repository,
+and holds (dev, inode, size, mtime_ns, ctime_ns) of the file as stat'ed
+before the push read it and again after; both must be equal, and the
+file's ctime must be older than the read by more than the file system's
+timestamp granularity, else no record is written. The fast path acknowledges
+a file only if its stat now gives exactly the recorded values (see
+docs/push-fetch.md for why that cannot let unarchived bytes through).
+
+Records for files that are no longer ``.ready`` are removed; walship never
+renames or removes PostgreSQL's archive_status files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..config import Config
+
+SPOOL = ".walship"
+RECORDS = "r"
+LOCK = "lock"
+LOG = "log"
+BUSY = ".busy"
+TMP = ".tmp-"
+MAGIC = "walship-record/1"
+#: a file whose ctime is this close to the moment its read started is not recorded
+#: (a later change could carry the same timestamp); see :func:`settled`
+MARGIN_NS = 50_000_000
+#: ... on file systems with whole-second timestamps
+COARSE_MARGIN_NS = 3_000_000_000
+#: longest a push waits for the background process to finish the file it asked for
+WAIT_SECONDS = 60.0
+POLL_SECONDS = 0.003
+
+
+def pg_wal_of(path: str) -> str | None:
+    """The ``pg_wal`` directory holding ``path``, when PostgreSQL archives from it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(directory) != "pg_wal":
+        return None
+    if not os.path.isdir(os.path.join(directory, "archive_status")):
+        return None
+    return directory
+
+
+def identity_text(cfg: Config) -> str:
+    """What decides where objects go: the repository and the store it names."""
+    fields = [
+        MAGIC,
+        str(os.getuid()),
+        str(cfg.repo),
+        str(cfg.s3_endpoint_url),
+        str(cfg.gcs_endpoint_url),
+        str(cfg.azure_account_url),
+        str(cfg.azure_account_name),
+    ]
+    return "\n".join(fields)
+
+
+def tag_of(cfg: Config) -> str:
+    # _sha256, not hashlib: hashlib loads OpenSSL (~2 ms), on the fast path
+    import _sha256  # type: ignore[import-not-found]
+
+    text = identity_text(cfg).encode("utf-8", "surrogateescape")
+    return str(_sha256.sha256(text).hexdigest()[:16])
+
+
+def spool_dir(pg_wal: str, cfg: Config) -> str:
+    return os.path.join(pg_wal, SPOOL, tag_of(cfg))
+
+
+Stat = tuple[int, int, int, int, int]
+
+
+def stat_of(path: str) -> Stat:
+    """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): what a record compares."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def settled(st: Stat, read_started_ns: int) -> bool:
+    """Whether any change after ``read_started_ns`` must give the file another ctime.
+
+    The kernel stamps a change with a clock that ticks at most every few
+    milliseconds (whole seconds on some file systems): a file changed within
+    one tick of the read's start could be changed again with the same ctime.
+    """
+    ctime = st[4]
+    margin = COARSE_MARGIN_NS if ctime % 1_000_000_000 == 0 else MARGIN_NS
+    return ctime < read_started_ns - margin
+
+
+class Record:
+    """What was pushed: ``MAGIC tag name sha256 sysid dev ino size mtime_ns ctime_ns``."""
+
+    __slots__ = ("name", "sha256", "stat", "sysid", "tag")
+
+    def __init__(self, tag: str, name: str, sha256: str, sysid: str, stat: Stat) -> None:
+        self.tag = tag
+        self.name = name
+        self.sha256 = sha256
+        self.sysid = sysid
+        self.stat = stat
+
+    def line(self) -> str:
+        fields = [MAGIC, self.tag, self.name, self.sha256, self.sysid, *map(str, self.stat)]
+        return " ".join(fields) + "\n"
+
+    @classmethod
+    def parse(cls, text: str) -> Record | None:
+        fields = text.split()
+        if len(fields) != 10 or fields[0] != MAGIC or not text.endswith("\n"):
+            return None
+        try:
+            stat = tuple(int(f) for f in fields[5:])
+        except ValueError:
+            return None
+        return cls(fields[1], fields[2], fields[3], fields[4], stat)  # type: ignore[arg-type]
+
+
+class Spool:
+    def __init__(self, pg_wal: str, cfg: Config) -> None:
+        self.pg_wal = pg_wal
+        self.tag = tag_of(cfg)
+        self.path = os.path.join(pg_wal, SPOOL, self.tag)
+        self.records = os.path.join(self.path, RECORDS)
+        self.status = os.path.join(pg_wal, "archive_status")
+
+    # ---------------------------------------------------------- records
+
+    def record_path(self, name: str) -> str:
+        return os.path.join(self.records, name)
+
+    def read(self, name: str) -> Record | None:
+        try:
+            with open(self.record_path(name), encoding="ascii") as fh:
+                text = fh.read(512)
+        except (OSError, UnicodeDecodeError):
+            return None
+        record = Record.parse(text)
+        if record is None or record.tag != self.tag or record.name != name:
+            return None
+        return record
+
+    def acknowledged(self, name: str, path: str) -> Record | None:
+        """The record for ``name`` if the file at ``path`` is exactly what it recorded."""
+        record = self.read(name)
+        if record is None:
+            return None
+        try:
+            now = stat_of(path)
+        except OSError:
+            return None
+        return record if now == record.stat else None
+
+    def write(self, record: Record) -> None:
+        """Write a record atomically (temp, fsync, rename). Only after the object is durable."""
+        os.makedirs(self.records, mode=0o700, exist_ok=True)
+        final = self.record_path(record.name)
+        temp = os.path.join(self.records, f"{TMP}{os.getpid()}-{record.name}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, record.line().encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, final)
+
+    def remove(self, name: str) -> None:
+        try:
+            os.unlink(self.record_path(name))
+        except OSError:
+            pass
+
+    def record_if_unchanged(
+        self, name: str, path: str, before: Stat, started_ns: int, sha256: str, sysid: str
+    ) -> bool:
+        """After a durable push of ``path``: record it if the file did not change meanwhile."""
+        try:
+            after = stat_of(path)
+        except OSError:
+            return False
+        if after != before or not settled(before, started_ns):
+            return False
+        self.write(Record(self.tag, name, sha256, sysid, before))
+        return True
+
+    # ---------------------------------------------------------- in flight
+
+    def busy_path(self, name: str) -> str:
+        return self.record_path(name) + BUSY
+
+    def wait_for_background(self, name: str, path: str) -> Record | None:
+        """If the background process is pushing ``name``, wait for its record."""
+        busy = self.busy_path(name)
+        if not os.path.exists(busy) or not self.background_running():
+            return None
+        deadline = time.monotonic() + WAIT_SECONDS
+        check_lock = time.monotonic() + 0.1
+        while True:
+            record = self.acknowledged(name, path)
+            if record is not None:
+                return record
+            if not os.path.exists(busy):
+                return self.acknowledged(name, path)  # finished (or gave up) meanwhile
+            now = time.monotonic()
+            if now > deadline:
+                return None
+            if now > check_lock:
+                if not self.background_running():
+                    return None
+                check_lock = now + 0.1
+            time.sleep(POLL_SECONDS)
+
+    # ---------------------------------------------------------- background
+
+    def background_running(self) -> bool:
+        """Whether a process holds this spool's lock (never blocks)."""
+        import fcntl
+
+        try:
+            fd = os.open(os.path.join(self.path, LOCK), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def relay_log(self) -> None:
+        """Copy what the background process logged to this process's stderr."""
+        relay_log(os.path.join(self.path, LOG))
+
+    # ---------------------------------------------------------- backlog
+
+    def ready(self) -> list[str]:
+        """The files waiting to be archived, in the order PostgreSQL archives them."""
+        return ready_names(self.status)
+
+
+def relay_log(path: str) -> None:
+    import sys
+
+    taken = f"{path}.{os.getpid()}"
+    try:
+        os.rename(path, taken)
+    except OSError:
+        return  # nothing logged (the usual case)
+    try:
+        with open(taken, "rb") as fh:
+            text = fh.read(1 << 16).decode("utf-8", "replace")
+        if sys.stderr is not None:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+    except OSError:
+        pass
+    finally:
+        try:
+            os.unlink(taken)
+        except OSError:
+            pass
+
+
+def archive_order(name: str) -> tuple[int, str]:
+    """PostgreSQL's archiver takes timeline history files first, then the lowest name."""
+    return (0 if name.endswith(".history") else 1, name)
+
+
+def ready_names(status_dir: str) -> list[str]:
+    try:
+        entries = os.listdir(status_dir)
+    except OSError:
+        return []
+    names = [e[: -len(".ready")] for e in entries if e.endswith(".ready")]
+    names.sort(key=archive_order)
+    return names
+
+
+class Backlog:
+    """How far archiving is behind: ``.ready`` files and the oldest one's age."""
+
+    __slots__ = ("oldest", "oldest_age", "ready")
+
+    def __init__(self, ready: int, oldest: str | None, oldest_age: float | None) -> None:
+        self.ready = ready
+        self.oldest = oldest
+        self.oldest_age = oldest_age
+
+
+def backlog(status_dir: str) -> Backlog:
+    names = ready_names(status_dir)
+    if not names:
+        return Backlog(0, None, None)
+    oldest_age = None
+    oldest = None
+    now = time.time()
+    for name in names:
+        try:
+            mtime = os.stat(os.path.join(status_dir, name + ".ready")).st_mtime
+        except OSError:
+            continue
+        age = max(0.0, now - mtime)
+        if oldest_age is None or age > oldest_age:
+            oldest_age, oldest = age, name
+    return Backlog(len(names), oldest, oldest_age)

@@ -1,0 +1,382 @@
+"""The walship background process: push look-ahead (and fetch read-ahead).
+
+One kind of background process, started on demand by ``walship push`` when
+files are waiting behind the one PostgreSQL asked for, one per spool
+(``<pg_wal>/.walship/<tag>/``, see walship/archive/lookahead.py): the
+singleton is an ``flock`` on the spool's ``lock`` file, taken by the starter
+and inherited by the process (no pid file; nothing ever signals it).
+
+It pushes the ``.ready`` files of ``pg_wal/archive_status`` in PostgreSQL's
+order, up to ``archive_lookahead`` files ahead of the archiver and
+``push_concurrency`` at once, each with the normal push
+(walship/archive/push.py: the same checks, conditional create, identical
+content is success, different content is refused), and writes a record for
+each stored one. A file it cannot push is logged and left to the call for
+it, which then does the push itself under the normal rules (and fails in
+the server log with the usual line and exit code).
+
+It exits after ``background_idle`` seconds without work, when its
+configuration or walship's code changes, or when its spool (or pg_wal) is
+removed. It is started as ``python -I -c ...`` with walship's own directory
+first on ``sys.path`` and changes to ``/`` before importing anything else, so
+nothing in the caller's working directory or environment is importable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .archive.lookahead import LOCK, LOG, TMP, Spool, settled, stat_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .config import Config
+    from .storage.base import Backend
+
+#: seconds between scans of archive_status while pushes are in flight
+POLL_SECONDS = 0.02
+#: ... while nothing is
+IDLE_POLL_SECONDS = 0.1
+#: a file that could not be pushed ahead is retried after this long
+RETRY_SECONDS = 30.0
+#: the background process's log file is rotated beyond this size
+LOG_LIMIT = 1 << 20
+
+
+# ------------------------------------------------------------------ starting
+
+
+def start(spool: Spool, config_path: str | None, repo: str | None, log_format: str | None) -> bool:
+    """Start the background process for ``spool`` unless one runs. Never blocks."""
+    import fcntl
+
+    from . import log
+
+    try:
+        os.makedirs(spool.path, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(spool.path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.warning("lookahead.error", f"cannot use the spool {spool.path}: {exc.strerror}")
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # one runs (or is starting)
+        if config_path is None:
+            config_path = os.environ.get("WALSHIP_CONFIG") or None
+        if config_path is not None:
+            config_path = os.path.abspath(config_path)
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (
+            f"import sys; sys.path.insert(0, {package_parent!r}); "
+            "from walship.background import main; main()"
+        )
+        argv = [
+            sys.executable,
+            "-I",
+            "-c",
+            code,
+            str(fd),
+            spool.pg_wal,
+            os.getcwd(),
+            config_path or "",
+            repo or "",
+            log_format or "",
+        ]
+        os.set_inheritable(fd, True)
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.posix_spawn(
+                sys.executable,
+                argv,
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, null, n) for n in (0, 1, 2)],
+                setsid=True,
+                setsigmask=(),
+            )
+        finally:
+            os.close(null)
+        log.debug("lookahead.start", "started the walship background process", spool=spool.path)
+        return True
+    except OSError as exc:
+        log.warning("lookahead.error", f"cannot start the walship background process: {exc}")
+        return False
+    finally:
+        os.close(fd)  # the process keeps the lock: same open file description
+
+
+# ------------------------------------------------------------------ the process
+
+
+class _FileLog:
+    """Log lines appended to the spool's log (opened per line: callers take it away)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, text: str) -> int:
+        try:
+            if os.stat(self.path).st_size > LOG_LIMIT:
+                os.replace(self.path, self.path + ".old")
+        except OSError:
+            pass
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            return os.write(fd, text.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+
+    def flush(self) -> None:
+        pass
+
+
+def _code_stamp() -> tuple[int, int]:
+    st = os.stat(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py"))
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def main() -> None:
+    """Entry point of ``python -I -c ... main()`` (see :func:`start`); never returns."""
+    code = 0
+    try:
+        os.chdir("/")
+        from .proc import safe_sys_path
+
+        safe_sys_path()  # nothing relative (so nothing of the caller's directory)
+        os.umask(0o077)
+        lock_fd, pg_wal, pgdata, config_path, repo, log_format = sys.argv[1:7]
+        _serve(int(lock_fd), pg_wal, pgdata, config_path or None, repo or None, log_format or None)
+    except BaseException:
+        code = 1
+    os._exit(code)
+
+
+def _serve(
+    lock_fd: int,
+    pg_wal: str,
+    pgdata: str,
+    config_path: str | None,
+    repo: str | None,
+    log_format: str | None,
+) -> None:
+    import fcntl
+
+    from . import config, log
+
+    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already (inherited): never waits
+    overrides: dict[str, object] = {"repo": repo, "log_format": log_format}
+    cfg = config.load(config_path=config_path, overrides=overrides)
+    if cfg.pgdata is None:
+        cfg.pgdata = pgdata
+    spool = Spool(pg_wal, cfg)
+    log.configure(level=cfg.log_level, fmt=cfg.log_format)
+    log.set_stream(_FileLog(os.path.join(spool.path, LOG)))
+    try:
+        lookahead = _Lookahead(cfg, spool, lambda: _reload(config_path, overrides, pgdata))
+        lookahead.run()
+    except Exception as exc:
+        log.warning("lookahead.error", f"the walship background process failed: {exc}")
+        raise
+
+
+def _reload(config_path: str | None, overrides: dict[str, object], pgdata: str) -> Config | None:
+    from . import config
+    from .errors import WalshipError
+
+    try:
+        cfg = config.load(config_path=config_path, overrides=overrides)
+    except WalshipError:
+        return None
+    if cfg.pgdata is None:
+        cfg.pgdata = pgdata
+    return cfg
+
+
+def concurrency(cfg: Config) -> int:
+    """Pushes at once: ``push_concurrency``, or by default one per core for a local
+    repository (compression is the work) and four per core, at most 16, for a
+    remote store (mostly network waits)."""
+    if cfg.push_concurrency > 0:
+        return int(cfg.push_concurrency)
+    cores = os.cpu_count() or 1
+    url = str(cfg.repo)
+    if "://" not in url or url.startswith(("file:", "mem:")):
+        return cores
+    return min(16, 4 * cores)
+
+
+class _Lookahead:
+    def __init__(self, cfg: Config, spool: Spool, reload: object) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.reload = reload
+        self.workers = concurrency(cfg)
+        self.inflight: dict[str, Future[None]] = {}
+        self.retry_at: dict[str, float] = {}
+        self.recorded: set[str] = set()
+        self.backend: Backend | None = None
+
+    def run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from . import log
+        from .codec import compress
+
+        if self.cfg.compression != "none":
+            compress._zstd()  # loaded once here, not raced for by the threads
+        self._clean_start()
+        stamp = _code_stamp()
+        idle = float(self.cfg.background_idle)
+        last_work = time.monotonic()
+        next_check = 0.0
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push")
+        log.debug("lookahead.ready", "background process ready", workers=self.workers)
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_check:
+                    reason = self._why_exit(stamp)
+                    if reason is not None:
+                        log.debug("lookahead.exit", f"background process exiting: {reason}")
+                        return
+                    next_check = now + 1.0
+                busy = self._pass(pool)
+                if busy:
+                    last_work = now
+                elif now - last_work > idle:
+                    log.debug("lookahead.exit", f"idle for {idle:.0f} s: exiting")
+                    return
+                time.sleep(POLL_SECONDS if self.inflight else IDLE_POLL_SECONDS)
+        finally:
+            pool.shutdown(wait=True)
+            if self.backend is not None:
+                self.backend.close()
+
+    def _why_exit(self, stamp: tuple[int, int]) -> str | None:
+        if not os.path.exists(os.path.join(self.spool.path, LOCK)):
+            return "its spool was removed"
+        try:
+            if _code_stamp() != stamp:
+                return "walship was upgraded"
+        except OSError:
+            return "walship was removed"
+        fresh = self.reload()  # type: ignore[operator]
+        if fresh is None or vars(fresh) != vars(self.cfg):
+            return "the configuration changed"
+        return None
+
+    def _clean_start(self) -> None:
+        """Remove what a killed predecessor left: temp records and busy markers."""
+        try:
+            entries = os.listdir(self.spool.records)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.startswith(TMP) or entry.endswith(".busy"):
+                try:
+                    os.unlink(os.path.join(self.spool.records, entry))
+                except OSError:
+                    pass
+
+    def _pass(self, pool: object) -> bool:
+        """One scan of archive_status; True while there is work."""
+        for name, future in list(self.inflight.items()):
+            if future.done():
+                del self.inflight[name]
+        ready = self.spool.ready()
+        self._clean(set(ready))
+        window = ready[: self.cfg.archive_lookahead]
+        now = time.monotonic()
+        waiting = False
+        for name in window:
+            if len(self.inflight) >= self.workers:
+                waiting = True
+                break
+            if name in self.inflight or name in self.recorded:
+                continue
+            if self.retry_at.get(name, 0.0) > now:
+                continue
+            if self.spool.acknowledged(name, os.path.join(self.spool.pg_wal, name)):
+                self.recorded.add(name)  # pushed by the call itself, or earlier
+                continue
+            self._mark_busy(name)
+            self.inflight[name] = pool.submit(self._push_one, name)  # type: ignore[attr-defined]
+        return waiting or bool(self.inflight) or any(n not in self.recorded for n in window)
+
+    def _clean(self, ready: set[str]) -> None:
+        """Records of files no longer waiting are of no use: remove them (bounded spool)."""
+        self.recorded &= ready
+        for name in list(self.retry_at):
+            if name not in ready:
+                del self.retry_at[name]
+        try:
+            entries = os.listdir(self.spool.records)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.startswith(TMP) or entry.endswith(".busy") or entry in ready:
+                continue
+            self.spool.remove(entry)
+
+    def _mark_busy(self, name: str) -> None:
+        os.makedirs(self.spool.records, mode=0o700, exist_ok=True)
+        with open(self.spool.busy_path(name), "wb"):
+            pass
+
+    def _open_backend(self) -> Backend:
+        if self.backend is None:
+            from .storage.registry import open_backend
+
+            self.backend = open_backend(self.cfg.require("repo"), self.cfg)
+        return self.backend
+
+    def _push_one(self, name: str) -> None:
+        from . import log
+        from .archive import push
+        from .errors import ConflictError, WalshipError
+
+        path = os.path.join(self.spool.pg_wal, name)
+        try:
+            started = time.time_ns()
+            try:
+                before = stat_of(path)
+            except FileNotFoundError:
+                return  # archived and recycled meanwhile
+            if not settled(before, started):
+                self.retry_at[name] = time.monotonic() + 0.1  # changed a moment ago
+                return
+            result = push.push(self.cfg, self._open_backend(), path, name)
+            if self.spool.record_if_unchanged(
+                name, path, before, started, result.sha256, result.system_identifier
+            ):
+                self.recorded.add(name)
+            else:
+                log.debug("lookahead.changed", f"{name} changed while pushed ahead: not recorded")
+                self.retry_at[name] = time.monotonic() + RETRY_SECONDS
+            log.debug(
+                "push.ahead",
+                f"pushed {name} ahead" + (" (already archived)" if result.already else ""),
+                stored_size=result.stored_size,
+                ms=round(result.seconds * 1000, 1),
+            )
+        except ConflictError as exc:
+            self.retry_at[name] = time.monotonic() + 10 * RETRY_SECONDS
+            log.warning("lookahead.refused", f"not pushed ahead: {exc.one_line()}")
+        except WalshipError as exc:
+            self.retry_at[name] = time.monotonic() + RETRY_SECONDS
+            log.warning("lookahead.error", f"pushing {name} ahead failed: {exc.one_line()}")
+        except Exception as exc:
+            self.retry_at[name] = time.monotonic() + RETRY_SECONDS
+            log.warning(
+                "lookahead.error", f"pushing {name} ahead failed: {type(exc).__name__}: {exc}"
+            )
+        finally:
+            try:
+                os.unlink(self.spool.busy_path(name))
+            except OSError:
+                pass
