@@ -14,7 +14,7 @@ The archive: timeline 1 with segments 1..6000, timeline 2 forking from it in
 segment 5001 with segments 5001..9000 (10,000 segments), a .backup file every
 1,000 segments, 20 commits and a restore point per segment in the index. The
 segment objects are real envelopes around a few bytes (the planner never reads
-segment bodies); the index entries are written with walship.walindex's own
+segment bodies); the index entries are written with walship.index's own
 functions and packed by ``update_index``.
 
 Run it::
@@ -40,15 +40,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from walship import walindex, walreader  # noqa: E402
-from walship.archive import layout, objects  # noqa: E402
+from walship import repository  # noqa: E402
+from walship.codec import objects  # noqa: E402
 from walship.config import Config  # noqa: E402
+from walship.index import build as index_build  # noqa: E402
+from walship.pg import format_lsn, records, segment_file_name  # noqa: E402
+from walship.pg.types import COMMIT, RESTORE_POINT, SegmentSummary, WalEvent  # noqa: E402
 from walship.restore import planner, verify  # noqa: E402
 from walship.restore.inventory import load_inventory  # noqa: E402
 from walship.storage.base import Backend, ObjectInfo, ObjectStream  # noqa: E402
 from walship.storage.registry import open_backend  # noqa: E402
-from walship.wal import format_lsn, segment_file_name  # noqa: E402
-from walship.waltypes import COMMIT, RESTORE_POINT, SegmentSummary, WalEvent  # noqa: E402
 
 S = 16 << 20
 T0 = 1_795_000_000_000_000
@@ -129,20 +130,20 @@ def scan_for(tli: int, segno: int) -> Any:
     )
     name = segment_file_name(tli, segno, S)
     summary = SegmentSummary(
-        name, tli, segno, S, base, base + S, tuple(events), **walreader.xact_stats(events)
+        name, tli, segno, S, base, base + S, tuple(events), **records.xact_stats(events)
     )
-    return walreader.SegmentScan(
+    return records.SegmentScan(
         summary, None, None, None, base + 0x28, base - 0x40, base + 0x100000, len(events), 42, 15
     )
 
 
 def put_raw(cfg: Config, backend: Backend, name: str, kind: str, data: bytes) -> None:
     header = objects.new_header(name, kind, len(data), hashlib.sha256(data).hexdigest(), cfg)
-    objects.put_object(cfg, backend, layout.key_for(name), header, [data])
+    objects.put_object(cfg, backend, repository.key_for(name), header, [data])
 
 
 def build(cfg: Config, backend: Backend, n: int) -> None:
-    backend.put(layout.IDENTITY_KEY, [layout.Identity(42, S, 15).to_json()])
+    backend.put(repository.IDENTITY_KEY, [repository.Identity(42, S, 15).to_json()])
     segs = layout_of(n)
     fork = next(s for t, s in segs if t == 2)
     put_raw(
@@ -157,7 +158,7 @@ def build(cfg: Config, backend: Backend, n: int) -> None:
         tli, segno = item
         name = segment_file_name(tli, segno, S)
         put_raw(cfg, backend, name, "segment", f"fake {name}".encode())
-        walindex.write_scan(cfg, backend, scan_for(tli, segno))
+        index_build.write_scan(cfg, backend, scan_for(tli, segno))
         if segno % 1000 == 10 and (tli == 1) == (segno < fork):
             start = segno * S + 0x28
             label = (
@@ -172,7 +173,7 @@ def build(cfg: Config, backend: Backend, n: int) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(one, segs))
-    walindex.update_index(cfg, backend)
+    index_build.update_index(cfg, backend)
 
 
 def measure(cfg: Config, counting: Counting, n: int) -> list[tuple[str, float, dict[str, int]]]:

@@ -20,8 +20,11 @@ import sys
 import tempfile
 import time
 
-from walship import walindex, walreader
 from walship.config import Config
+from walship.index import build as index_build
+from walship.index import entries
+from walship.index import load as index_load
+from walship.pg import crc, records
 from walship.storage.registry import open_backend
 
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")
@@ -32,13 +35,13 @@ def _segments(directory: str) -> list[str]:
 
 
 def scan(directory: str) -> None:
-    print(f"reader: CRC-32C implementation {walreader.CRC_IMPLEMENTATION}")
+    print(f"reader: CRC-32C implementation {crc.CRC_IMPLEMENTATION}")
     for path in _segments(directory):
         with open(path, "rb") as fh:
             data = fh.read()
         for mode in ("events", "all"):
             c0, w0 = time.process_time(), time.perf_counter()
-            s = walreader.scan_segment(data, os.path.basename(path), crc=mode)
+            s = records.scan_segment(data, os.path.basename(path), crc=mode)
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
             wal_mb = (s.summary.end_lsn - s.summary.start_lsn) / 1e6
             print(
@@ -91,37 +94,37 @@ def load(n: int) -> None:
         if i % 1000 == 0:
             w.add(wb.checkpoint(w.pos, 1, 1, 1_795_000_000))
     name, data = w.segments()[0]
-    base = walreader.scan_segment(data, name)
-    entry, xact = walindex.entry_from_scan(base)
+    base = records.scan_segment(data, name)
+    entry, xact = entries.entry_from_scan(base)
     repo = tempfile.mkdtemp(prefix="walship-bench-")
     try:
         cfg = Config(repo=repo)
         backend = open_backend(repo, cfg)
-        state = walindex._State()
+        state = index_load.State()
         t0 = time.perf_counter()
         for segno in range(1, n + 1):
             nm = f"00000001{segno // 4096:08X}{segno % 4096:08X}"
             s = entry.summary._replace(name=nm, segno=segno)  # LSNs kept: timing only
-            e = walindex.Entry(s, None, None, True, entry.sysid)
+            e = entries.Entry(s, None, None, True, entry.sysid)
             state.entries[nm] = e
             full = base.summary._replace(name=nm, segno=segno)
             scan = base._replace(summary=full, spill=None, cont=None)
-            walindex.write_scan(cfg, backend, scan)
+            index_build.write_scan(cfg, backend, scan)
         print(
             f"wrote {n} loose entries ({len(xact)} commits each) in {time.perf_counter() - t0:.1f}s"
         )
         t0 = time.perf_counter()
-        loose = walindex.load_summaries(cfg, backend)
+        loose = index_load.load_summaries(cfg, backend)
         print(
             f"load_summaries, {len(loose)} loose objects, no packs: {time.perf_counter() - t0:.2f}s"
         )
-        report = walindex.IndexReport()
-        state = walindex._load_state(cfg, backend, None, read_loose=True)
-        walindex._write_packs(cfg, backend, state, report)
+        report = index_build.IndexReport()
+        state = index_load.load_state(cfg, backend, None, read_loose=True)
+        index_build._write_packs(cfg, backend, state, report)
         print(f"packs written: {report.packs_written}")
         for _ in range(3):
             c0, t0 = time.process_time(), time.perf_counter()
-            out = walindex.load_summaries(cfg, backend)
+            out = index_load.load_summaries(cfg, backend)
             print(
                 f"load_summaries with packs: {len(out)} summaries in "
                 f"{time.perf_counter() - t0:.2f}s wall, {time.process_time() - c0:.2f}s cpu"
@@ -130,11 +133,11 @@ def load(n: int) -> None:
         import pstats
 
         cProfile.runctx(
-            "walindex.load_summaries(cfg, backend)", globals(), locals(), "/tmp/wi.prof"
+            "index_load.load_summaries(cfg, backend)", globals(), locals(), "/tmp/wi.prof"
         )
         pstats.Stats("/tmp/wi.prof").sort_stats("tottime").print_stats(8)
         t0 = time.perf_counter()
-        events = walindex.load_events(cfg, backend, out[n // 2])
+        events = index_load.load_events(cfg, backend, out[n // 2])
         print(
             f"load_events of one segment: {len(events)} events in "
             f"{(time.perf_counter() - t0) * 1000:.0f}ms"

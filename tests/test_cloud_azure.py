@@ -13,7 +13,7 @@ from servers.faultproxy import FaultProxy
 from servers.launch import AZURITE_ACCOUNT, Running
 from servers.plugin import azure_env, create_azure_container, unique
 
-from walship.archive import layout
+from walship import repository
 from walship.errors import (
     AlreadyExists,
     ContainerNotFound,
@@ -186,7 +186,7 @@ def test_push_under_a_lease_is_not_a_conflict(
     for n in (first, name):
         (tmp_path / n).write_bytes(make_segment(int(n[-1])))
     assert run_walship(env, "push", str(tmp_path / first), first).returncode == 0
-    lease = _leased_uncommitted(env, layout.key_for(name))
+    lease = _leased_uncommitted(env, repository.key_for(name))
     try:
         proc = run_walship(env, "push", str(tmp_path / name), name)
     finally:

@@ -21,8 +21,9 @@ from helpers import make_segment, segment_name
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walship.archive import fetch, layout, objects, push
-from walship.codec import crypto, envelope
+from walship import repository
+from walship.archive import fetch, push
+from walship.codec import crypto, envelope, objects
 from walship.config import Config, load
 from walship.errors import (
     ConfigError,
@@ -239,7 +240,7 @@ def test_push_fetch_segment_round_trip(any_cfg: Config, mem: Any, tmp_path: Any)
     name = segment_name(3)
     result = push.push(any_cfg, mem, src, name)
     assert not result.already
-    stored = memory._STORES["crypto"][layout.key_for(name)][0]
+    stored = memory._STORES["crypto"][repository.key_for(name)][0]
     _, header, body = split_object(stored)
     assert header["encryption"]["mode"] == any_cfg.encryption
     assert seg[100:4096] not in body
@@ -658,7 +659,7 @@ def test_rotation_old_objects_stay_readable(tmp_path: Any, mem: Any) -> None:
     push.push(before, mem, f"{tmp_path}/s1", segment_name(1))
     push.push(after, mem, f"{tmp_path}/s2", segment_name(2))
     ids = {
-        n: split_object(memory._STORES["crypto"][layout.key_for(segment_name(n))][0])[1][
+        n: split_object(memory._STORES["crypto"][repository.key_for(segment_name(n))][0])[1][
             "encryption"
         ]["key_id"]
         for n in (1, 2)
@@ -712,7 +713,8 @@ def test_mixed_plain_and_encrypted_repository(tmp_path: Any, mem: Any) -> None:
     push.push(turned_off, mem, f"{tmp_path}/s3", segment_name(3))
     stored = memory._STORES["crypto"]
     enc = {
-        n: split_object(stored[layout.key_for(segment_name(n))][0])[1]["encryption"] for n in segs
+        n: split_object(stored[repository.key_for(segment_name(n))][0])[1]["encryption"]
+        for n in segs
     }
     assert enc[1] is None and enc[2] is not None and enc[3] is None
     for cfg in (encrypted, turned_off):

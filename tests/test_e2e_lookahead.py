@@ -27,7 +27,8 @@ from pgharness import (
 )
 
 from walship import config as walship_config_module
-from walship.archive import lookahead, objects
+from walship.archive import lookahead
+from walship.codec import objects
 from walship.storage.registry import open_backend
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]

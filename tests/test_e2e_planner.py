@@ -16,7 +16,7 @@ repository: plan and verify must name exactly it, earlier targets stay
 reachable.
 
 Segment summaries come from the segment index (``walship index``) when that
-command exists, else from walship.walreader run over the archived segments.
+command exists, else from walship.pg.records run over the archived segments.
 """
 
 from __future__ import annotations
@@ -41,13 +41,12 @@ from pgharness import (
 )
 from pgharness import run as pgrun
 
-from walship import cli
-from walship.archive import layout
+from walship import cli, repository
 from walship.config import Config
+from walship.pg import parse_lsn, parse_segment_name
 from walship.restore import planner, report
 from walship.restore.inventory import load_inventory, read_object
 from walship.storage.local import LocalBackend
-from walship.wal import parse_lsn, parse_segment_name
 
 pytestmark = pytest.mark.pg
 
@@ -97,7 +96,7 @@ class World:
             proc = self.walship("index")
             assert proc.returncode == 0, proc.stderr
             return
-        from walship import walreader
+        from walship.pg import records
 
         backend = LocalBackend(self.repo)
         inv, lst = load_inventory(self.cfg, backend, summaries=False)
@@ -115,8 +114,8 @@ class World:
                 else:
                     runs.append([name])
             for run in runs:
-                files = ((n, read_object(self.cfg, backend, layout.key_for(n))) for n in run)
-                for scan in walreader.read_segments(files):
+                files = ((n, read_object(self.cfg, backend, repository.key_for(n))) for n in run)
+                for scan in records.read_segments(files):
                     s = scan.summary
                     summaries[(s.tli, s.segno)] = s
         self.summaries = summaries
@@ -356,7 +355,7 @@ def _scenario(world: World, primary: Cluster) -> None:
     # --- remove one segment: the one holding xid 8's commit (timeline 2, off TL3) ----
     gone = p_seg = world.plan("--xid", str(xid8), "--timeline", "2")["segments"][-1]["last"]
     assert p_seg.startswith("00000002")
-    LocalBackend(world.repo).delete([layout.key_for(gone)])
+    LocalBackend(world.repo).delete([repository.key_for(gone)])
     p = world.plan("--xid", str(xid8), "--timeline", "2")
     assert (p["verdict"], p["missing_segment"], p["exit_code"]) == ("gap", gone, 11)
     assert world.plan("--name", "rp_c", "--timeline", "2")["verdict"] == "reachable"
@@ -573,7 +572,7 @@ def _backup_choice(world: World, primary: Cluster) -> None:
         c.stop("immediate")
 
     # --- one segment between b1 and b2 removed -----------------------------------------
-    LocalBackend(world.repo).delete([layout.key_for(gone)])
+    LocalBackend(world.repo).delete([repository.key_for(gone)])
     gap_expect = {
         # only b1 could serve these, and its WAL now has the gap
         "time b1..b2": "gap",

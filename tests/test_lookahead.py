@@ -19,7 +19,8 @@ import pytest
 from helpers import make_segment, segment_name
 from lookahead_site import WALSHIP, Site, object_path
 
-from walship.archive import lookahead, objects
+from walship.archive import lookahead
+from walship.codec import objects
 from walship.config import Config
 from walship.storage.registry import open_backend
 

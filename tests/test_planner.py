@@ -7,16 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from walship import cli
-from walship.archive import layout, objects
+from walship import cli, repository
+from walship.codec import objects
 from walship.config import Config
+from walship.pg import parse_lsn, segment_file_name
+from walship.pg.history import HistoryEntry, parse_pg_time
+from walship.pg.types import COMMIT, RESTORE_POINT, SegmentSummary, WalEvent
 from walship.restore import planner, verify
-from walship.restore.backups import Backup, PgBackupFileSource, parse_pg_time
+from walship.restore.backups import Backup, PgBackupFileSource
 from walship.restore.inventory import load_inventory
 from walship.restore.planner import Inventory, Target
 from walship.storage.memory import MemoryBackend
-from walship.wal import HistoryEntry, parse_lsn, segment_file_name
-from walship.waltypes import COMMIT, RESTORE_POINT, SegmentSummary, WalEvent
 
 S = 16 << 20
 T0 = 1_795_000_000_000_000  # µs since the epoch
@@ -425,7 +426,7 @@ def _put(cfg: Config, backend: MemoryBackend, name: str, data: bytes, kind: str)
     import hashlib
 
     header = objects.new_header(name, kind, len(data), hashlib.sha256(data).hexdigest(), cfg)
-    objects.put_object(cfg, backend, layout.key_for(name), header, [data])
+    objects.put_object(cfg, backend, repository.key_for(name), header, [data])
 
 
 @pytest.fixture
@@ -435,7 +436,7 @@ def repo() -> Iterator[tuple[str, Config, MemoryBackend]]:
     url = f"mem://plan-{uuid.uuid4().hex}"
     cfg = Config(repo=url)
     backend = MemoryBackend(url[len("mem://") :])
-    backend.put(layout.IDENTITY_KEY, [layout.Identity(42, S, 15).to_json()])
+    backend.put(repository.IDENTITY_KEY, [repository.Identity(42, S, 15).to_json()])
     for tli, segs in {1: range(1, 8), 2: range(4, 7)}.items():
         for s in segs:
             _put(cfg, backend, segment_file_name(tli, s, S), b"fake segment", "segment")
@@ -506,7 +507,7 @@ def test_cli_plan_restore(
 def test_cli_plan_needs_index_for_time(
     repo: tuple[str, Config, MemoryBackend], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # no segment index in this repository (or no walindex module at all)
+    # no segment index in this repository
     code, out, _ = run_cli(
         capsys, "--repo", repo[0], "plan-restore", "--time", "2026-11-23 22:30:00+00"
     )
@@ -552,14 +553,14 @@ def test_cli_wal_show_and_verify(
     code, out, _ = run_cli(capsys, "--repo", url, "verify", "--deep")
     assert code == 0, out
     assert "OK" in out
-    backend.delete([layout.key_for("000000010000000000000003")])
+    backend.delete([repository.key_for("000000010000000000000003")])
     code, out, _err = run_cli(capsys, "--repo", url, "verify", "--json")
     doc = json.loads(out)
     assert code == 20 and not doc["ok"]
     gaps = [p for p in doc["problems"] if p["kind"] == "gap"]
     assert gaps[0]["objects"] == ["000000010000000000000003"]
     # corrupt one object: only --deep notices
-    key = layout.key_for("000000010000000000000004")
+    key = repository.key_for("000000010000000000000004")
     data = b"".join(backend.open(key))
     backend.put(key, [data[:-3] + b"xyz"], mode="overwrite")
     code, out, _ = run_cli(capsys, "--repo", url, "verify", "--deep", "--json")
@@ -572,7 +573,7 @@ def test_cli_wal_show_and_verify(
 
 def sparse(inv: Inventory) -> Inventory:
     """The same inventory with index-style summaries: commits only counted, loaded on demand."""
-    from walship.walreader import xact_stats
+    from walship.pg.records import xact_stats
 
     assert inv.summaries is not None
     full = dict(inv.summaries)

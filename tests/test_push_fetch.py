@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import SEG, SYSID, make_segment, segment_name
 
-from walship.archive import fetch, layout, push
+from walship import repository
+from walship.archive import fetch, push
 from walship.codec import envelope
 from walship.config import Config
 from walship.errors import (
@@ -64,10 +65,10 @@ def test_push_then_fetch_exact_bytes(backend: Backend, cfg: Config, tmp_path: Pa
     result = push.push(cfg, backend, put_file(tmp_path, name, data), name)
     assert not result.already
     assert result.stored_size < len(data)
-    info = backend.head(layout.key_for(name))
+    info = backend.head(repository.key_for(name))
     assert info is not None
     assert info.metadata[envelope.META_SHA256] == result.sha256
-    identity = layout.read_identity(backend)
+    identity = repository.read_identity(backend)
     assert identity is not None and identity.system_identifier == SYSID
     dest = tmp_path / "out"
     fetch.fetch(cfg, backend, name, str(dest))
@@ -104,7 +105,7 @@ def test_duplicate_and_conflict_rules(
     backend: Backend, cfg: Config, tmp_path: Path, name: str, first: bytes, second: bytes
 ) -> None:
     push.push(cfg, backend, put_file(tmp_path, name, first), name)
-    key = layout.key_for(name)
+    key = repository.key_for(name)
     stored = read_all(backend.open(key))
     again = push.push(cfg, backend, put_file(tmp_path, name, first), name)
     assert again.already
@@ -162,7 +163,7 @@ def test_exists_without_an_object_is_not_a_conflict(
 ) -> None:
     """push reports a conflict only after reading a stored digest that differs."""
     name = segment_name(3)
-    backend = PhantomExists(phantom_name, layout.key_for(name), times=5)
+    backend = PhantomExists(phantom_name, repository.key_for(name), times=5)
     with pytest.raises(StorageError) as info:
         push.push(cfg, backend, put_file(tmp_path, name, make_segment(3)), name)
     assert not isinstance(info.value, ConflictError)
@@ -171,7 +172,7 @@ def test_exists_without_an_object_is_not_a_conflict(
     assert "None" not in line and "different content" not in line
     assert "not a conflict" in line and name in line
     assert backend.puts == 2  # tried the create once more, then gave up
-    assert backend.head(layout.key_for(name)) is None
+    assert backend.head(repository.key_for(name)) is None
 
 
 def test_exists_then_gone_is_created_on_the_second_try(
@@ -179,7 +180,7 @@ def test_exists_then_gone_is_created_on_the_second_try(
 ) -> None:
     name = segment_name(3)
     data = make_segment(3)
-    backend = PhantomExists(phantom_name, layout.key_for(name), times=1)
+    backend = PhantomExists(phantom_name, repository.key_for(name), times=1)
     result = push.push(cfg, backend, put_file(tmp_path, name, data), name)
     assert not result.already and backend.puts == 2
     out = tmp_path / "out"
@@ -191,10 +192,10 @@ def test_identity_exists_without_an_object_is_a_clear_error(
     phantom_name: str, cfg: Config, tmp_path: Path
 ) -> None:
     name = segment_name(3)
-    backend = PhantomExists(phantom_name, layout.IDENTITY_KEY, times=5)
+    backend = PhantomExists(phantom_name, repository.IDENTITY_KEY, times=5)
     with pytest.raises(StorageError) as info:
         push.push(cfg, backend, put_file(tmp_path, name, make_segment(3)), name)
-    assert layout.IDENTITY_KEY in info.value.one_line()
+    assert repository.IDENTITY_KEY in info.value.one_line()
 
 
 def test_concurrent_pushes_exactly_one_wins(backend: Backend, cfg: Config, tmp_path: Path) -> None:
@@ -294,7 +295,7 @@ def test_fetch_corrupt_object_fails_and_leaves_nothing(
 ) -> None:
     name = segment_name(3)
     push.push(cfg, backend, put_file(tmp_path, name, make_segment(3)), name)
-    _corrupt(backend, layout.key_for(name), mutate)
+    _corrupt(backend, repository.key_for(name), mutate)
     dest = tmp_path / "out" / "RECOVERYXLOG"
     dest.parent.mkdir()
     with pytest.raises(IntegrityError):
@@ -306,8 +307,8 @@ def test_fetch_refuses_object_stored_under_another_name(
     backend: Backend, cfg: Config, tmp_path: Path
 ) -> None:
     push.push(cfg, backend, put_file(tmp_path, segment_name(3), make_segment(3)), segment_name(3))
-    data = read_all(backend.open(layout.key_for(segment_name(3))))
-    backend.put(layout.key_for(segment_name(9)), [data])
+    data = read_all(backend.open(repository.key_for(segment_name(3))))
+    backend.put(repository.key_for(segment_name(9)), [data])
     with pytest.raises(IntegrityError, match="not '000000010000000000000009'"):
         fetch.fetch(cfg, backend, segment_name(9), str(tmp_path / "out"))
 
@@ -330,8 +331,8 @@ def test_compression_none_and_mixed_repository(backend: Backend, tmp_path: Path)
     zstd = Config(repo="mem://unused", compression_level=3)
     push.push(plain, backend, put_file(tmp_path, segment_name(3), make_segment(3)), segment_name(3))
     push.push(zstd, backend, put_file(tmp_path, segment_name(4), make_segment(4)), segment_name(4))
-    info3 = backend.head(layout.key_for(segment_name(3)))
-    info4 = backend.head(layout.key_for(segment_name(4)))
+    info3 = backend.head(repository.key_for(segment_name(3)))
+    info4 = backend.head(repository.key_for(segment_name(4)))
     assert info3 is not None and info4 is not None
     assert info3.size > SEG > info4.size
     for segno in (3, 4):

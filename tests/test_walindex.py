@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import walbuilder as wb
 
-from walship import walindex, walreader
 from walship.archive import push
 from walship.cli import main
 from walship.config import Config
 from walship.errors import IntegrityError
+from walship.index import build, load
+from walship.pg import records
+from walship.pg.types import COMMIT, RESTORE_POINT, XACT_END_KINDS, SegmentSummary
 from walship.storage.registry import open_backend
-from walship.waltypes import COMMIT, RESTORE_POINT, XACT_END_KINDS, SegmentSummary
 
 T0 = 1_795_000_000_000_000
 MiB = 1 << 20
@@ -47,13 +48,13 @@ def _push_all(cfg: Config, files: list[tuple[str, bytes]], tmp: Path) -> None:
 
 
 def _full(files: list[tuple[str, bytes]]) -> list[SegmentSummary]:
-    return [s.summary for s in walreader.read_segments(files, crc="all")]
+    return [s.summary for s in records.read_segments(files, crc="all")]
 
 
 def _check_against_reader(cfg: Config, files: list[tuple[str, bytes]]) -> list[SegmentSummary]:
     backend = open_backend(str(cfg.repo), cfg)
     expected = _full(files)
-    got = walindex.load_summaries(cfg, backend)
+    got = load.load_summaries(cfg, backend)
     assert [s.name for s in got] == [s.name for s in expected]
     for g, e in zip(got, expected, strict=True):
         assert g.sparse and not any(
@@ -79,7 +80,7 @@ def _check_against_reader(cfg: Config, files: list[tuple[str, bytes]]) -> list[S
             if field == "pending" and g.name == expected[-1].name:
                 continue
             assert getattr(g, field) == getattr(e, field), (g.name, field)
-        assert walindex.load_events(cfg, backend, g) == e.events
+        assert load.load_events(cfg, backend, g) == e.events
     return got
 
 
@@ -105,14 +106,14 @@ def test_backfill_then_packs_then_nothing_to_do(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path / "repo")
     _push_all(cfg, files, tmp_path)
     backend = open_backend(str(cfg.repo), cfg)
-    assert walindex.load_summaries(cfg, backend) == []
-    report = walindex.update_index(cfg, backend)
+    assert load.load_summaries(cfg, backend) == []
+    report = build.update_index(cfg, backend)
     assert report.scanned == len(files) and report.packs_written == 1 and not report.failed
     assert report.pending == [files[-1][0]] or report.pending == []
     _check_against_reader(cfg, files)
-    again = walindex.update_index(cfg, backend)
+    again = build.update_index(cfg, backend)
     assert (again.scanned, again.packs_written, again.packs_deleted) == (0, 0, 0)
-    rebuilt = walindex.update_index(cfg, backend, rebuild=True)
+    rebuilt = build.update_index(cfg, backend, rebuild=True)
     assert rebuilt.scanned == len(files) and rebuilt.packs_written == 1
     assert len(os.listdir(tmp_path / "repo" / "index" / "packs" / "00000001")) == 1
     _check_against_reader(cfg, files)
@@ -134,12 +135,12 @@ def test_spanning_commit_is_pending_until_the_next_segment_arrives(tmp_path: Pat
     cfg = _cfg(tmp_path / "repo", index_on_push=True)
     _push_all(cfg, files[: cut + 1], tmp_path)
     backend = open_backend(str(cfg.repo), cfg)
-    before = walindex.load_summaries(cfg, backend)
+    before = load.load_summaries(cfg, backend)
     assert before[-1].pending and before[-1].xact_count == full[cut].xact_count - 1
     _push_all(cfg, files[cut + 1 : cut + 2], tmp_path)
-    after = walindex.load_summaries(cfg, backend)
+    after = load.load_summaries(cfg, backend)
     assert not after[cut].pending and after[cut].xact_count == full[cut].xact_count
-    assert walindex.load_events(cfg, backend, after[cut]) == full[cut].events
+    assert load.load_events(cfg, backend, after[cut]) == full[cut].events
 
 
 def test_large_spanning_commit_is_resolved_by_walship_index(tmp_path: Path) -> None:
@@ -156,9 +157,9 @@ def test_large_spanning_commit_is_resolved_by_walship_index(tmp_path: Path) -> N
     cfg = _cfg(tmp_path / "repo", index_on_push=True)
     _push_all(cfg, files, tmp_path)
     backend = open_backend(str(cfg.repo), cfg)
-    summaries = walindex.load_summaries(cfg, backend)
+    summaries = load.load_summaries(cfg, backend)
     assert summaries[0].pending  # continuation too large to keep at push time
-    report = walindex.update_index(cfg, backend)
+    report = build.update_index(cfg, backend)
     assert report.scanned == 0 and files[0][0] not in report.pending
     _check_against_reader(cfg, files)
 
@@ -186,7 +187,7 @@ def test_corrupt_index_object_is_a_clean_error(tmp_path: Path) -> None:
     obj.write_bytes(bytes(data))
     backend = open_backend(str(cfg.repo), cfg)
     with pytest.raises(IntegrityError):
-        walindex.load_summaries(cfg, backend)
+        load.load_summaries(cfg, backend)
 
 
 def test_index_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,6 +208,6 @@ def test_index_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     _push_all(_cfg(repo), [(name, seg[:8192] + b"\xff" * (len(seg) - 8192))], bad)
     assert main(["--repo", str(repo), "index"]) == 0  # garbage after page 0 = end of WAL
     backend = open_backend(str(repo), _cfg(repo))
-    last = walindex.load_summaries(_cfg(repo), backend)[-1]
+    last = load.load_summaries(_cfg(repo), backend)[-1]
     assert last.name == name and last.end_reason is not None
-    assert [e.kind for e in walindex.load_events(_cfg(repo), backend, last)] == [COMMIT]
+    assert [e.kind for e in load.load_events(_cfg(repo), backend, last)] == [COMMIT]

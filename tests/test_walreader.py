@@ -1,4 +1,4 @@
-"""Unit tests of walship.walreader on CRC vectors and synthetic WAL (tests/walbuilder.py)."""
+"""Unit tests of walship.pg.records on CRC vectors and synthetic WAL (tests/walbuilder.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import sys
 import pytest
 import walbuilder as wb
 
-from walship import walreader as wr
 from walship.errors import InvalidWalError
-from walship.waltypes import (
+from walship.pg import crc
+from walship.pg import records as wr
+from walship.pg.types import (
     ABORT,
     ABORT_PREPARED,
     CHECKPOINT_ONLINE,
@@ -31,7 +32,7 @@ MiB = 1 << 20
 # --- CRC-32C -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", [wr.crc32c_py, wr.crc32c])
+@pytest.mark.parametrize("impl", [crc.crc32c_py, crc.crc32c])
 def test_crc32c_known_answers(impl: object) -> None:
     f = impl  # type: ignore[assignment]
     assert f(b"", 0) == 0  # type: ignore[operator]
@@ -44,12 +45,12 @@ def test_crc32c_known_answers(impl: object) -> None:
 
 def test_crc32c_incremental_and_implementations_agree() -> None:
     data = os.urandom(10_007)
-    whole = wr.crc32c_py(data)
-    assert wr.crc32c_py(data[5000:], wr.crc32c_py(data[:5000])) == whole
+    whole = crc.crc32c_py(data)
+    assert crc.crc32c_py(data[5000:], crc.crc32c_py(data[:5000])) == whole
     for cut in (0, 1, 7, 8, 9, 4095):
-        assert wr.crc32c_py(data[cut:], wr.crc32c_py(data[:cut])) == whole
-    assert wr.crc32c(data, 0) == whole
-    assert wr.crc32c_py(memoryview(data)[3:99]) == wr.crc32c_py(data[3:99])
+        assert crc.crc32c_py(data[cut:], crc.crc32c_py(data[:cut])) == whole
+    assert crc.crc32c(data, 0) == whole
+    assert crc.crc32c_py(memoryview(data)[3:99]) == crc.crc32c_py(data[3:99])
 
 
 # --- decoding single segments ----------------------------------------------------------
@@ -339,7 +340,7 @@ def test_wrong_name_is_refused() -> None:
 
 def test_walreader_is_not_imported_by_push() -> None:
     code = (
-        "import walship.cli, walship.archive.push, sys; print('walship.walreader' in sys.modules)"
+        "import walship.cli, walship.archive.push, sys; print('walship.pg.records' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""walship.walreader and walship.walindex against pg_waldump, on WAL of real PostgreSQL.
+"""walship.pg.records and walship.index against pg_waldump, on WAL of real PostgreSQL.
 
 Per major version (15, 16, 18): a primary archives through ``cp`` (for
 pg_waldump) and ``walship push`` with ``index_on_push`` (for the index), runs
@@ -22,10 +22,10 @@ import pytest
 import waloracle as wo
 from pgharness import Cluster, Workdir, restore_cluster, run, walship_config
 
-from walship import walindex, walreader
 from walship.config import Config
-from walship.storage.registry import open_backend
-from walship.waltypes import (
+from walship.index import load
+from walship.pg import records
+from walship.pg.types import (
     BACKUP_END,
     CHECKPOINT_ONLINE,
     CHECKPOINT_SHUTDOWN,
@@ -33,6 +33,7 @@ from walship.waltypes import (
     RESTORE_POINT,
     SWITCH,
 )
+from walship.storage.registry import open_backend
 
 pytestmark = pytest.mark.pg
 
@@ -76,7 +77,7 @@ def _segments(arch: str, tli: int) -> list[str]:
 
 def _compare_timeline(
     c: Cluster, arch: str, tli: int, kinds_seen: set[str]
-) -> list[walreader.SegmentScan]:
+) -> list[records.SegmentScan]:
     names = _segments(arch, tli)
     assert names, f"no segments of timeline {tli}"
     recs = wo.waldump(c.bindir, arch, names[0], names[-1])
@@ -84,7 +85,7 @@ def _compare_timeline(
     for n in names:
         with open(os.path.join(arch, n), "rb") as fh:
             files.append((n, fh.read()))
-    scans = list(walreader.read_segments(files, crc="all"))
+    scans = list(records.read_segments(files, crc="all"))
     events = [e for s in scans for e in s.summary.events]
     # same record count (every record CRC-checked), same end of WAL
     n_records = sum(s.records for s in scans) + sum(1 for s in scans[:-1] if s.spill is not None)
@@ -131,9 +132,9 @@ def _compare_timeline(
     return scans
 
 
-def _compare_index(cfg: Config, scans: list[walreader.SegmentScan], tli: int) -> None:
+def _compare_index(cfg: Config, scans: list[records.SegmentScan], tli: int) -> None:
     backend = open_backend(str(cfg.repo), cfg)
-    indexed = {s.name: s for s in walindex.load_summaries(cfg, backend, tli=tli)}
+    indexed = {s.name: s for s in load.load_summaries(cfg, backend, tli=tli)}
     for scan in scans[:-1]:
         s = indexed[scan.summary.name]
         full = scan.summary
@@ -150,7 +151,7 @@ def _compare_index(cfg: Config, scans: list[walreader.SegmentScan], tli: int) ->
             full.xact_time_min,
             full.xact_time_max,
         )
-        assert walindex.load_events(cfg, backend, s) == full.events
+        assert load.load_events(cfg, backend, s) == full.events
 
 
 @pytest.mark.parametrize("major", VERSIONS)

@@ -1,6 +1,6 @@
 """Build synthetic WAL segments byte by byte, the way PostgreSQL lays them out.
 
-Used by the unit tests of walship.walreader / walindex: records get real
+Used by the unit tests of walship.pg.records / walship.index: records get real
 headers, xl_prev links and CRC-32C, are MAXALIGNed, and continue across page
 and segment boundaries with XLP_FIRST_IS_CONTRECORD / xlp_rem_len.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from walship.walreader import crc32c_py
+from walship.pg.crc import crc32c_py
 
 BLCKSZ = 8192
 PG_EPOCH_US = 946_684_800 * 1_000_000

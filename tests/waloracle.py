@@ -1,4 +1,4 @@
-"""pg_waldump as the oracle for walship.walreader: run it and parse its output.
+"""pg_waldump as the oracle for walship.pg.records: run it and parse its output.
 
 pg_waldump prints one line per record::
 
@@ -76,7 +76,7 @@ def waldump(bindir: str, directory: str, first: str, last: str | None = None) ->
 
 
 def expected_event(rec: Rec) -> tuple[object, ...] | None:
-    """The (kind, lsn, xid, time, name) walreader must report for this record, if any."""
+    """The (kind, lsn, xid, time, name) the reader must report for this record, if any."""
     desc = rec.desc
     if rec.rmgr == "Transaction":
         m = TS.search(desc)

@@ -15,10 +15,11 @@ import os
 import struct
 import time
 
+from .. import repository
+from ..codec import objects
 from ..codec.envelope import Background
 from ..errors import ContainerNotFound, ForeignClusterError, IntegrityError, NotFound, WalshipError
-from ..wal import FileKind, classify, parse_long_header
-from . import layout, objects
+from ..pg import FileKind, classify, parse_long_header
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class FetchResult:
 def fetch(cfg: Config, backend: Backend, name: str, dest: str) -> FetchResult:
     started = time.monotonic()
     kind = classify(name)
-    key = layout.key_for(name)
+    key = repository.key_for(name)
     dest = os.path.abspath(dest)
     directory = os.path.dirname(dest)
     if not os.path.isdir(directory):
@@ -98,10 +99,10 @@ def fetch(cfg: Config, backend: Backend, name: str, dest: str) -> FetchResult:
         obj = objects.open_object(cfg, backend, key)
     except NotFound:
         # "absent" (exit 1) ends recovery: say it only when the repository is really there
-        layout.require_identity(backend)
+        repository.require_identity(backend)
         raise
     except ContainerNotFound as exc:
-        raise layout.repository_missing(backend, exc) from None
+        raise repository.repository_missing(backend, exc) from None
     tmp = f"{dest}.walship-tmp-{os.getpid()}"
     size = 0
     try:
@@ -167,10 +168,10 @@ def _check_segment(
                 hint="restore_command points at another cluster's repository",
             )
         return
-    repo = layout.read_identity(backend)
+    repo = repository.read_identity(backend)
     if repo is not None:
-        layout.check_identity(
+        repository.check_identity(
             backend,
             repo,
-            layout.Identity(page.system_identifier, page.seg_size, page.pg_version),
+            repository.Identity(page.system_identifier, page.seg_size, page.pg_version),
         )

@@ -36,8 +36,7 @@ import time
 
 from .. import log
 from ..errors import WalshipError
-from ..proc import safe_sys_path, signal_proven
-from ..wal import (
+from ..pg import (
     FileKind,
     check_segment_header,
     classify,
@@ -45,6 +44,7 @@ from ..wal import (
     parse_segment_name,
     segment_file_name,
 )
+from ..proc import safe_sys_path, signal_proven
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

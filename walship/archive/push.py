@@ -18,17 +18,10 @@ from __future__ import annotations
 import os
 import time
 
-from .. import log
-from ..codec import envelope
+from .. import log, repository
+from ..codec import envelope, objects
 from ..errors import AlreadyExists, ConflictError, InvalidWalError, StorageError, WalshipError
-from ..wal import (
-    FileKind,
-    check_segment_header,
-    check_text_file,
-    classify,
-    parse_long_header,
-)
-from . import layout, objects
+from ..pg import FileKind, check_segment_header, classify, parse_long_header
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,18 +90,20 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
                 f"{page.seg_size} bytes",
                 hint="the file is truncated or not a complete WAL segment",
             )
-        layout.ensure_identity(
-            backend, layout.Identity(page.system_identifier, page.seg_size, page.pg_version)
+        repository.ensure_identity(
+            backend, repository.Identity(page.system_identifier, page.seg_size, page.pg_version)
         )
         extra["system_identifier"] = str(page.system_identifier)
         extra["pg_version"] = page.pg_version
     else:
         if size > MAX_TEXT_FILE:
             raise InvalidWalError(f"{name}: {size} bytes is too large for a {kind} file")
+        from ..pg.history import check_text_file  # here: segments, nearly every push, skip it
+
         with open(path, "rb") as fh:
             check_text_file(name, kind, fh.read())
 
-    key = layout.key_for(name)
+    key = repository.key_for(name)
     result = PushResult(name, key, size, sha256)
     result.system_identifier = str(extra.get("system_identifier", "-"))
     header = objects.new_header(name, kind, size, sha256, cfg, **extra)
@@ -149,7 +144,7 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
             "PostgreSQL retries archive_command",
         )
     if cfg.index_on_push and kind in (FileKind.SEGMENT, FileKind.PARTIAL) and not result.already:
-        from ..walindex import index_pushed_file  # only when enabled: keeps push imports light
+        from ..index.build import index_pushed_file  # only when enabled: keeps push light
 
         index_pushed_file(cfg, backend, path, name, sha256)
     result.seconds = time.monotonic() - started

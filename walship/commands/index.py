@@ -29,11 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from .. import log, walindex
+    from .. import log
+    from ..index.build import update_index
 
     backend = open_backend(cfg.require("repo"), cfg)
     try:
-        report = walindex.update_index(cfg, backend, tli=args.tli, rebuild=args.rebuild)
+        report = update_index(cfg, backend, tli=args.tli, rebuild=args.rebuild)
     finally:
         backend.close()
     doc = {

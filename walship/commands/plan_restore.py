@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 from .. import log
 from ..config import Config
 from ..errors import RepositoryNotFound, UsageError, WalshipError
+from ..pg import parse_lsn
 from ..restore import planner, report
 from ..restore.inventory import load_inventory
 from ..storage.registry import open_backend
-from ..wal import parse_lsn
 
 if TYPE_CHECKING:
     import argparse
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if needs_index and not args.no_index:
             # index what is missing (as `walship index` would), then plan again: also when
             # the choice of backup had to rely on a START TIME for lack of an index
-            from ..walindex import update_index
+            from ..index.build import update_index
 
             log.info("plan.index", "indexing archived segments for planning (walship index)")
             try:

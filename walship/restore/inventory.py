@@ -3,22 +3,24 @@
 Requests: ``repository.json`` (1 GET), one paginated listing of ``wal/``
 (every segment, .partial, .backup and .history key), one GET per ``.history``
 and per ``.backup`` object (small; read concurrently), plus whatever the
-segment index (:func:`walship.walindex.load_summaries`) reads, when that
-module is installed. No request per segment.
+segment index (:func:`walship.index.load.load_summaries`) reads. No request
+per segment.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import log
-from ..archive import layout, objects
+from .. import repository
+from ..codec import objects
 from ..errors import ContainerNotFound, NotFound, WalshipError
-from ..wal import FileKind, classify, parse_history, parse_segment_name
-from ..waltypes import SegmentSummary, WalEvent
+from ..index import load as segment_index
+from ..pg import FileKind, classify, parse_segment_name, segment_file_name
+from ..pg.history import parse_history
+from ..pg.records import read_segments, scan_segment
+from ..pg.types import SegmentSummary, WalEvent
 from .backups import SOURCES, Backup, BackupSource, dedupe
 from .planner import Inventory
 
@@ -44,9 +46,9 @@ class Listing:
 
 def list_wal(backend: Backend) -> Listing:
     out = Listing()
-    for info in backend.list(layout.WAL_PREFIX):
+    for info in backend.list(repository.WAL_PREFIX):
         out.infos.append(info)
-        name = layout.name_of(info.key)
+        name = repository.name_of(info.key)
         if name is None:
             out.other.append(info.key)
             continue
@@ -90,17 +92,10 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def load_summaries(cfg: Config, backend: Backend) -> dict[tuple[int, int], SegmentSummary] | None:
-    """Segment summaries from the segment index, or None when walship has no index."""
+def load_summaries(cfg: Config, backend: Backend) -> dict[tuple[int, int], SegmentSummary]:
+    """Segment summaries from the segment index, by (timeline, segment number)."""
     try:
-        module: Any = importlib.import_module("walship.walindex")
-    except ImportError:
-        return None
-    loader = getattr(module, "load_summaries", None)
-    if loader is None:
-        return None
-    try:
-        summaries: Iterable[SegmentSummary] = loader(cfg, backend)
+        summaries = segment_index.load_summaries(cfg, backend)
     except NotFound:
         return {}
     return {(s.tli, s.segno): s for s in summaries}
@@ -121,17 +116,17 @@ def load_inventory(
     an absent repository is never reported as an empty one.
     """
     try:
-        identity = layout.read_identity(backend)
+        identity = repository.read_identity(backend)
     except ContainerNotFound as exc:
-        raise layout.repository_missing(backend, exc) from None
+        raise repository.repository_missing(backend, exc) from None
     lst = listing if listing is not None else list_wal(backend)
     if identity is None:
         if lst.segments or lst.partials:
             raise WalshipError(
-                f"{backend.url}/{layout.IDENTITY_KEY} is missing but the repository holds WAL",
+                f"{backend.url}/{repository.IDENTITY_KEY} is missing but the repository holds WAL",
                 hint="restore repository.json (it records the WAL segment size)",
             )
-        raise layout.repository_missing(backend)
+        raise repository.repository_missing(backend)
     seg_size = identity.wal_segment_size
     sysid = identity.system_identifier
 
@@ -164,7 +159,7 @@ def load_inventory(
     backups: list[Backup] = []
     backup_errors: dict[str, str] = {}
     for source in sources:
-        if source.prefix == layout.WAL_PREFIX:
+        if source.prefix == repository.WAL_PREFIX:
             keys = [i.key for i in lst.infos if source.wants(i.key)]
         else:
             keys = [i.key for i in backend.list(source.prefix) if source.wants(i.key)]
@@ -179,8 +174,6 @@ def load_inventory(
                 backups.append(parsed)
 
     summary_map = load_summaries(cfg, backend) if summaries else None
-    if summary_map is None and summaries:
-        log.debug("plan.no-index", "no segment index available (walship.walindex)")
     names = {name for name, _ in lst.segments}
     inv = Inventory(
         seg_size=seg_size,
@@ -203,17 +196,9 @@ def full_events(
 ) -> tuple[WalEvent, ...]:
     """Every event of one segment: from the index (one GET), else by re-reading the segment."""
     try:
-        module: Any = importlib.import_module("walship.walindex")
-        loader = getattr(module, "load_events", None)
-    except ImportError:
-        loader = None
-    if loader is not None:
-        try:
-            events: tuple[WalEvent, ...] = tuple(loader(cfg, backend, summary))
-            return events
-        except NotFound:
-            pass
-    return segment_events(cfg, backend, summary, names)
+        return segment_index.load_events(cfg, backend, summary)
+    except NotFound:
+        return segment_events(cfg, backend, summary, names)
 
 
 def segment_events(
@@ -221,26 +206,22 @@ def segment_events(
 ) -> tuple[WalEvent, ...]:
     """Every event of one segment, for a sparse index summary (commits only counted).
 
-    Re-reads the segment with walship.walreader; when a record runs on into
-    the next segment, that one is read too so the record is complete.
+    Re-reads the segment with :mod:`walship.pg.records`; when a record runs
+    on into the next segment, that one is read too so the record is complete.
     """
-    reader: Any = importlib.import_module("walship.walreader")
-    files = [(summary.name, read_object(cfg, backend, layout.key_for(summary.name)))]
-    scan = reader.scan_segment(files[0][1], summary.name)
+    files = [(summary.name, read_object(cfg, backend, repository.key_for(summary.name)))]
+    scan = scan_segment(files[0][1], summary.name)
     if scan.spill is not None:
         tail = _next_segment(summary)
         nxt = [n for n in sorted(names, reverse=True) if n[8:] == tail]
         nxt.sort(key=lambda n: int(n[:8], 16) != summary.tli)  # same timeline first
         if nxt:
-            files.append((nxt[0], read_object(cfg, backend, layout.key_for(nxt[0]))))
-            scan = next(iter(reader.read_segments(files)))
-    events: tuple[WalEvent, ...] = scan.summary.events
-    return events
+            files.append((nxt[0], read_object(cfg, backend, repository.key_for(nxt[0]))))
+            scan = next(iter(read_segments(files)))
+    return scan.summary.events
 
 
 def _next_segment(summary: SegmentSummary) -> str:
-    from ..wal import segment_file_name
-
     return segment_file_name(summary.tli, summary.segno + 1, summary.seg_size)[8:]
 
 

@@ -52,8 +52,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from ..wal import HistoryEntry, format_lsn, segment_file_name, segno_of_end_lsn, segno_of_lsn
-from ..waltypes import RESTORE_POINT, XACT_END_KINDS, SegmentSummary, WalEvent
+from ..pg import format_lsn, segment_file_name, segno_of_end_lsn, segno_of_lsn
+from ..pg.history import HistoryEntry
+from ..pg.types import RESTORE_POINT, XACT_END_KINDS, SegmentSummary, WalEvent
 from .backups import Backup
 
 INF_LSN = 0xFFFF_FFFF_FFFF_FFFF

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..wal import format_lsn
-from ..waltypes import WalEvent
+from ..pg import format_lsn
+from ..pg.types import WalEvent
 from .backups import Backup
 from .planner import INF_LSN, Inventory, Plan, TimelineInfo, describe_event, format_time
 from .verify import ERROR, Problem

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..wal import format_lsn, segno_of_end_lsn, segno_of_lsn
+from ..pg import format_lsn, segno_of_end_lsn, segno_of_lsn
 from .planner import Inventory, Path, PathScan, last_segment_on_path, timeline_path
 
 ERROR = "error"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from .. import __version__, minijson
-from ..errors import (
+from . import __version__, minijson
+from .errors import (
     AlreadyExists,
     ContainerNotFound,
     ForeignClusterError,
@@ -22,12 +22,12 @@ from ..errors import (
     RepositoryNotFound,
     StorageError,
 )
-from ..storage.base import CREATE, read_all
-from ..wal import FileKind, classify
+from .pg import FileKind, classify
+from .storage.base import CREATE, read_all
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..storage.base import Backend
+    from .storage.base import Backend
 
 IDENTITY_KEY = "repository.json"
 WAL_PREFIX = "wal/"

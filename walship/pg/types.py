@@ -55,14 +55,14 @@ class SegmentSummary(NamedTuple):
     switch: bool = False  # an XLOG_SWITCH ends the WAL in this segment
     pending: bool = False  # a record of interest crosses into the next segment, unresolved
     sha256: str | None = None  # raw digest of the segment this summary was computed from
-    # --- added by the WAL reader (walship.walreader); all optional ---
+    # --- added by the WAL reader (walship.pg.records); all optional ---
     pg_version: int | None = None  # PostgreSQL major version (from the page magic)
     first_lsn: int | None = None  # start of the first record starting in this segment
     first_prev: int | None = None  # its xl_prev: equals the previous segment's last_lsn
     last_lsn: int | None = None  # start of the last record starting in this segment
     end_reason: str | None = None  # why valid WAL ended before end_lsn reached the segment end
     #: True when ``events`` leaves out the XACT_END_KINDS records (index summaries):
-    #: they are counted in the xact_* fields; walship.walindex.load_events gives them all
+    #: they are counted in the xact_* fields; walship.index.load.load_events gives them all
     sparse: bool = False
     xact_count: int = 0  # XACT_END_KINDS records starting in this segment
     xact_time_min: int | None = None  # smallest / largest xact time among them

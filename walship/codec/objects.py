@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from .. import __version__
-from ..codec import envelope
 from ..errors import NotFound
+from . import envelope
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,14 +24,14 @@ if TYPE_CHECKING:
 def make_encryptor(cfg: Config) -> envelope.Encryptor | None:
     if getattr(cfg, "encryption", "none") in (None, "none"):
         return None
-    from ..codec import crypto
+    from . import crypto
 
     return crypto.make_encryptor(cfg)
 
 
 def decryptor_factory(cfg: Config) -> envelope.DecryptorFactory:
     def factory(enc: dict[str, Any], where: str) -> envelope.Decryptor:
-        from ..codec import crypto
+        from . import crypto
 
         return crypto.make_decryptor(cfg, enc, where)
 

@@ -1,7 +1,17 @@
-"""WAL file names, LSN and timeline arithmetic, page headers and history files.
+"""PostgreSQL knowledge, no I/O: file names, LSN math, the long page header.
 
-Pure functions only: no I/O. See docs/ and the PostgreSQL WAL reference for
-the rules these implement.
+This module is what every ``walship push`` and ``walship fetch`` checks a
+file with, so it is the package itself (one module to import on the hot
+path). The rest of the package is imported only where it is used:
+
+* :mod:`walship.pg.history` -- timeline history and ``.backup`` files
+* :mod:`walship.pg.types` -- WalEvent, SegmentSummary: values shared by the
+  record reader, the segment index and the restore planner
+* :mod:`walship.pg.crc` -- CRC-32C as PostgreSQL computes it
+* :mod:`walship.pg.records` -- the WAL page and record reader
+
+Nothing in this package imports from walship but :mod:`walship.errors`. See
+docs/ and the PostgreSQL WAL reference for the rules these implement.
 """
 
 from __future__ import annotations
@@ -9,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections import namedtuple
 
-from .errors import InvalidWalError
+from ..errors import InvalidWalError
 
 # The named tuples below are declared as typing.NamedTuple for type checkers
 # and built with collections.namedtuple at run time: importing ``typing`` costs
@@ -31,18 +41,12 @@ if TYPE_CHECKING:
         seg_size: int
         xlog_blcksz: int
 
-    class _HistoryEntry(NamedTuple):
-        parent_tli: int
-        switchpoint: int
-        reason: str
-
 else:
     _SegmentName = namedtuple("SegmentName", ("tli", "segno"))
     _LongPageHeader = namedtuple(
         "LongPageHeader",
         ("magic", "info", "tli", "pageaddr", "system_identifier", "seg_size", "xlog_blcksz"),
     )
-    _HistoryEntry = namedtuple("HistoryEntry", ("parent_tli", "switchpoint", "reason"))
 
 XLOG_BLCKSZ = 8192
 SIZE_OF_LONG_PHD = 40
@@ -224,64 +228,3 @@ def check_segment_header(name: str, header: LongPageHeader) -> None:
             "which does not match the file name",
             hint="the file was renamed or copied under the wrong name",
         )
-
-
-# --- timeline history files -------------------------------------------------
-
-
-class HistoryEntry(_HistoryEntry):
-    """``parent_tli`` was valid up to (excluding) ``switchpoint``."""
-
-    __slots__ = ()
-
-
-def parse_history(text: str, tli: int) -> list[HistoryEntry]:
-    """Parse ``TTTTTTTT.history`` contents the way PostgreSQL does."""
-    import re  # here, not at the top: ``re`` costs push and fetch ~3 ms to import
-
-    entries: list[HistoryEntry] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.lstrip()
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"(\d+)\s+([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*(.*)", line)
-        if not m:
-            raise InvalidWalError(
-                f"timeline {tli} history line {lineno}: expected 'parentTLI<TAB>X/X<TAB>reason'"
-            )
-        parent = int(m.group(1))
-        if entries and parent <= entries[-1].parent_tli:
-            raise InvalidWalError(
-                f"timeline {tli} history line {lineno}: timeline ids must increase"
-            )
-        if parent >= tli:
-            raise InvalidWalError(
-                f"timeline {tli} history line {lineno}: parent {parent} is not below {tli}"
-            )
-        lsn = (int(m.group(2), 16) << 32) | int(m.group(3), 16)
-        entries.append(HistoryEntry(parent, lsn, m.group(4).strip()))
-    return entries
-
-
-def parse_backup_history(text: str) -> dict[str, str]:
-    """Parse a ``.backup`` history file (``KEY: value`` lines)."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    if "START WAL LOCATION" not in fields:
-        raise InvalidWalError("not a backup history file: no 'START WAL LOCATION' line")
-    return fields
-
-
-def check_text_file(name: str, kind: str, data: bytes) -> None:
-    """Validate a .history or .backup file's contents before archiving."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidWalError(f"{name}: not a text file") from None
-    if kind == FileKind.HISTORY:
-        parse_history(text, int(name[:8], 16))
-    elif kind == FileKind.BACKUP:
-        parse_backup_history(text)
