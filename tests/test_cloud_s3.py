@@ -222,7 +222,7 @@ def test_delete_is_batched(faulty: tuple[dict[str, str], FaultProxy], monkeypatc
     backend = backend_for(env)
     for i in range(5):
         backend.put(f"d/{i}", [b"x"])
-    monkeypatch.setattr(s3mod, "DELETE_BATCH", 2)
+    monkeypatch.setattr(backend, "DELETE_BATCH", 2)
     proxy.clear()
     backend.delete([f"d/{i}" for i in range(5)] + ["d/absent"])
     assert proxy.count("POST") == 3
