@@ -82,8 +82,8 @@ def test_multipart_roundtrip_and_conditional_complete(
 def test_part_sizes_cover_5_tib() -> None:
     from walship.storage.parts import capacity
 
-    assert capacity(8 * MIB, 10_000, s3mod.MAX_PART) >= 5 << 40
-    assert capacity(16 * MIB, 10_000, s3mod.MAX_PART) >= 5 << 40
+    assert capacity(8 * MIB, 10_000, s3mod.S3Backend.MAX_PART) >= 5 << 40
+    assert capacity(16 * MIB, 10_000, s3mod.S3Backend.MAX_PART) >= 5 << 40
 
 
 def test_missing_bucket_is_container_not_found(moto_s3: Running) -> None:

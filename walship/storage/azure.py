@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from ..config import Config
 
 GET_CHUNK = 4 << 20
-MAX_BLOCKS = 50_000
-MAX_BLOCK = 4000 << 20
-DELETE_BATCH = 256
 
 #: (HTTP status, Azure error code) -> outcome; see walship/storage/errormap.py
 #: and docs/storage.md. Codes are from Azure's "Blob service error codes" and
@@ -57,46 +54,51 @@ DELETE_BATCH = 256
 #: 412 ConditionNotMet (If-None-Match: * on Put Block List). Every other 409
 #: and 412 (leases, a container being deleted, immutability, pending copy)
 #: says nothing about the key being taken.
-_ERRORS: em.Table = {
-    (409, "BlobAlreadyExists"): em.EXISTS,
-    (412, "ConditionNotMet"): em.EXISTS,
-    (404, "BlobNotFound"): em.NOT_FOUND,
-    (404, "ContainerNotFound"): em.NO_CONTAINER,
-    (404, em.ANY_CODE): em.NOT_FOUND,
+_ERRORS = em.table(
+    em.codes(em.EXISTS, "BlobAlreadyExists", status=409),
+    em.codes(em.EXISTS, "ConditionNotMet", status=412),
+    em.codes(em.NOT_FOUND, "BlobNotFound", em.ANY_CODE, status=404),
+    em.codes(em.NO_CONTAINER, "ContainerNotFound", status=404),
     # 409s that clear by themselves within seconds
-    (409, "AccountBeingCreated"): em.TRANSIENT,
-    (409, "PendingCopyOperation"): em.TRANSIENT,
-    (409, "SnapshotOperationRateExceeded"): em.TRANSIENT,
+    em.codes(
+        em.TRANSIENT,
+        "AccountBeingCreated",
+        "PendingCopyOperation",
+        "SnapshotOperationRateExceeded",
+        status=409,
+    ),
     # 409s that do not: ContainerBeingDeleted lasts until the container is
-    # gone (garbage collection takes at least 30 s), then it is ContainerNotFound
-    (409, "ContainerBeingDeleted"): em.ERROR,
-    (409, "ContainerDisabled"): em.ERROR,
-    (409, "LeaseAlreadyPresent"): em.ERROR,
-    (409, "BlobImmutableDueToPolicy"): em.ERROR,
-    (409, "BlobImmutableDueToLegalHold"): em.ERROR,
-    (409, em.ANY_CODE): em.ERROR,
-    # 412s other than ConditionNotMet are about leases (a lease is held on the
-    # blob and walship sends no lease id)
-    (412, em.ANY_CODE): em.ERROR,
-    (408, em.ANY_CODE): em.TRANSIENT,
-    (429, em.ANY_CODE): em.TRANSIENT,
-    (em.ANY_STATUS, "ServerBusy"): em.TRANSIENT,
-    (em.ANY_STATUS, "OperationTimedOut"): em.TRANSIENT,
-    (em.ANY_STATUS, "InternalError"): em.TRANSIENT,
-    (em.ANY_STATUS, "ServiceUnavailable"): em.TRANSIENT,
-    (401, em.ANY_CODE): em.DENIED,
-    (403, em.ANY_CODE): em.DENIED,
-    (em.ANY_STATUS, "AuthenticationFailed"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationFailure"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationPermissionMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationSourceIPMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationProtocolMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationResourceTypeMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationServiceMismatch"): em.DENIED,
-    (em.ANY_STATUS, "InsufficientAccountPermissions"): em.DENIED,
-    (em.ANY_STATUS, "AccountIsDisabled"): em.DENIED,
-    (em.ANY_STATUS, "KeyBasedAuthenticationNotPermitted"): em.DENIED,
-}
+    # gone (garbage collection takes at least 30 s), then it is ContainerNotFound;
+    # and 412s other than ConditionNotMet are about leases (a lease is held on
+    # the blob and walship sends no lease id)
+    em.codes(
+        em.ERROR,
+        "ContainerBeingDeleted",
+        "ContainerDisabled",
+        "LeaseAlreadyPresent",
+        "BlobImmutableDueToPolicy",
+        "BlobImmutableDueToLegalHold",
+        em.ANY_CODE,
+        status=409,
+    ),
+    em.codes(em.ERROR, em.ANY_CODE, status=412),
+    em.codes(
+        em.TRANSIENT, "ServerBusy", "OperationTimedOut", "InternalError", "ServiceUnavailable"
+    ),
+    em.codes(
+        em.DENIED,
+        "AuthenticationFailed",
+        "AuthorizationFailure",
+        "AuthorizationPermissionMismatch",
+        "AuthorizationSourceIPMismatch",
+        "AuthorizationProtocolMismatch",
+        "AuthorizationResourceTypeMismatch",
+        "AuthorizationServiceMismatch",
+        "InsufficientAccountPermissions",
+        "AccountIsDisabled",
+        "KeyBasedAuthenticationNotPermitted",
+    ),
+)
 _LEASE_CODES = (
     "LeaseIdMissing",
     "LeaseIdMismatchWithBlobOperation",
@@ -129,9 +131,9 @@ class AzureBackend(RemoteBackend):
     NO_CONTAINER_HINT = (
         "check `repo` / WALSHIP_REPO and the storage account, or create the container"
     )
-    MAX_PARTS = MAX_BLOCKS
-    MAX_PART = MAX_BLOCK
-    DELETE_BATCH = DELETE_BATCH
+    MAX_PARTS = 50_000  # blocks of a block blob
+    MAX_PART = 4000 << 20
+    DELETE_BATCH = 256  # blob batch
 
     def __init__(self, url: str, config: Config) -> None:
         super().__init__(url, config)

@@ -32,7 +32,7 @@ No SDK import here: this module costs a push no more than :mod:`.retry`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import (
@@ -45,7 +45,7 @@ from ..errors import (
     Transient,
 )
 from . import errormap as em
-from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
+from .base import CREATE, IterStream, ObjectInfo, ObjectStream, Store, check_key
 from .parts import Part, PartReader, part_size
 from .retry import CONDITIONAL, IDEMPOTENT, SAFE, RetryPolicy, resuming_chunks
 
@@ -80,7 +80,7 @@ def answer_text(what: str, status: int, code: str, message: str = "") -> str:
     return " ".join(p for p in parts if p)
 
 
-class RemoteBackend:
+class RemoteBackend(Store):
     """A Backend over a remote object store; subclasses supply the hooks above."""
 
     #: URL scheme, the store's name for a bucket, and the setting that sizes parts
@@ -278,18 +278,11 @@ class RemoteBackend:
         chunks = resuming_chunks(self._body(answer, what), open_at, info.size, self.policy, where)
         return IterStream(info, em.pinned_read(chunks, where))
 
-    def put(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        mode: str = CREATE,
-        metadata: Mapping[str, str] | None = None,
+    def _put(
+        self, key: str, chunks: Iterable[bytes], mode: str, meta: dict[str, str]
     ) -> ObjectInfo:
-        check_mode(mode)
-        full = self._full(key)
+        full = self.prefix + key
         where = self._where(key)
-        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
         reader = PartReader(chunks)
         first = reader.read(self.part_size)
         try:

@@ -55,7 +55,6 @@ CHUNK = 1 << 20
 ALIGN = 256 << 10
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
-DELETE_BATCH = 100
 _IDENTITY = {"Accept-Encoding": "identity"}
 
 
@@ -65,17 +64,12 @@ _IDENTITY = {"Accept-Encoding": "identity"}
 #: without a JSON body); other 412 reasons (orgPolicyConstraintFailed, ...) are
 #: errors. A 409 is a concurrent change to the same resource and is retried,
 #: never read as "exists".
-_ERRORS: em.Table = {
-    (412, "conditionNotMet"): em.EXISTS,
-    (412, ""): em.EXISTS,
-    (412, em.ANY_CODE): em.ERROR,
-    (404, em.ANY_CODE): em.NOT_FOUND,
-    (409, em.ANY_CODE): em.TRANSIENT,
-    (408, em.ANY_CODE): em.TRANSIENT,
-    (429, em.ANY_CODE): em.TRANSIENT,
-    (401, em.ANY_CODE): em.DENIED,
-    (403, em.ANY_CODE): em.DENIED,
-}
+_ERRORS = em.table(
+    em.codes(em.EXISTS, "conditionNotMet", "", status=412),
+    em.codes(em.ERROR, em.ANY_CODE, status=412),
+    em.codes(em.NOT_FOUND, em.ANY_CODE, status=404),
+    em.codes(em.TRANSIENT, em.ANY_CODE, status=409),
+)
 
 
 def _quote(name: str) -> str:
@@ -103,7 +97,7 @@ class GcsBackend(RemoteBackend):
         OSError,
     )
     NO_CONTAINER_HINT = "check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket"
-    DELETE_BATCH = DELETE_BATCH
+    DELETE_BATCH = 100  # the JSON API batch limit
     COMMITS = False  # the last chunk of a resumable upload ends it
 
     def __init__(self, url: str, config: Config) -> None:

@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from ..config import Config
 
 CHUNK = 1 << 20
-MAX_PARTS = 10_000
-MAX_PART = 5 << 30
-DELETE_BATCH = 1000
 
 #: (HTTP status, S3 error code) -> outcome; see walship/storage/errormap.py and
 #: docs/storage.md. The only EXISTS answer is 412 PreconditionFailed, what
@@ -52,65 +49,50 @@ DELETE_BATCH = 1000
 #: fails (also without a body, code "412"). 409 ConditionalRequestConflict
 #: (a concurrent conditional write or a delete in flight) and OperationAborted
 #: are retried; no 409 means "exists".
-_ERRORS: em.Table = {
-    (412, "PreconditionFailed"): em.EXISTS,
-    (412, "412"): em.EXISTS,
-    (412, ""): em.EXISTS,
-    (412, em.ANY_CODE): em.ERROR,
-    (em.ANY_STATUS, "NoSuchBucket"): em.NO_CONTAINER,
-    (em.ANY_STATUS, "NoSuchKey"): em.NOT_FOUND,
-    (em.ANY_STATUS, "NoSuchVersion"): em.NOT_FOUND,
-    (404, "NoSuchUpload"): em.NOT_FOUND,
-    (404, "404"): em.NOT_FOUND,
-    (404, ""): em.NOT_FOUND,
-    (409, "ConditionalRequestConflict"): em.TRANSIENT,
-    (409, "OperationAborted"): em.TRANSIENT,
-    (409, em.ANY_CODE): em.ERROR,
-    (408, em.ANY_CODE): em.TRANSIENT,
-    (429, em.ANY_CODE): em.TRANSIENT,
-    **{
-        (em.ANY_STATUS, code): em.TRANSIENT
-        for code in (
-            "SlowDown",
-            "ServiceUnavailable",
-            "InternalError",
-            "RequestTimeout",
-            "RequestTimeoutException",
-            "Throttling",
-            "ThrottlingException",
-            "ThrottledException",
-            "RequestThrottled",
-            "RequestLimitExceeded",
-            "TooManyRequestsException",
-            "ProvisionedThroughputExceededException",
-            "BandwidthLimitExceeded",
-            "EC2ThrottledException",
-            "IDPCommunicationError",
-            "PriorRequestNotComplete",
-        )
-    },
-    (401, em.ANY_CODE): em.DENIED,
-    (403, em.ANY_CODE): em.DENIED,
-    **{
-        (em.ANY_STATUS, code): em.DENIED
-        for code in (
-            "AccessDenied",
-            "AllAccessDisabled",
-            "AccountProblem",
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "ExpiredToken",
-            "InvalidToken",
-            "TokenRefreshRequired",
-            "InvalidSecurity",
-            "Forbidden",
-            "RequestTimeTooSkewed",
-            "InvalidObjectState",
-        )
-    },
-    (em.ANY_STATUS, "PermanentRedirect"): em.CONFIG,
-    (em.ANY_STATUS, "AuthorizationHeaderMalformed"): em.CONFIG,
-}
+_ERRORS = em.table(
+    em.codes(em.EXISTS, "PreconditionFailed", "412", "", status=412),
+    em.codes(em.ERROR, em.ANY_CODE, status=412),
+    em.codes(em.NO_CONTAINER, "NoSuchBucket"),
+    em.codes(em.NOT_FOUND, "NoSuchKey", "NoSuchVersion"),
+    em.codes(em.NOT_FOUND, "NoSuchUpload", "404", "", status=404),
+    em.codes(em.TRANSIENT, "ConditionalRequestConflict", "OperationAborted", status=409),
+    em.codes(em.ERROR, em.ANY_CODE, status=409),
+    em.codes(
+        em.TRANSIENT,
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "BandwidthLimitExceeded",
+        "EC2ThrottledException",
+        "IDPCommunicationError",
+        "PriorRequestNotComplete",
+    ),
+    em.codes(
+        em.DENIED,
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidSecurity",
+        "Forbidden",
+        "RequestTimeTooSkewed",
+        "InvalidObjectState",
+    ),
+    em.codes(em.CONFIG, "PermanentRedirect", "AuthorizationHeaderMalformed"),
+)
 
 
 class S3Backend(RemoteBackend):
@@ -122,9 +104,9 @@ class S3Backend(RemoteBackend):
         "check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, or create the bucket"
     )
     CONFIG_HINT = "set s3_region to the bucket's region"
-    MAX_PARTS = MAX_PARTS
-    MAX_PART = MAX_PART
-    DELETE_BATCH = DELETE_BATCH
+    MAX_PARTS = 10_000
+    MAX_PART = 5 << 30
+    DELETE_BATCH = 1000  # DeleteObjects
 
     def __init__(self, url: str, config: Config) -> None:
         super().__init__(url, config)
