@@ -9,7 +9,9 @@ checked key by key. A store module holds only what differs: its SDK (the
 only place that imports it and knows its exception types), its table, how a
 request is sent, and the fingerprint the retried-create check compares.
 
-Hooks a store implements (each sends one attempt; this class retries):
+Hooks a store implements (a request hook sends one attempt and this class
+retries it; ``_holds_*``, ``_start_upload`` and ``_send_part`` send theirs
+through :meth:`_call`, naming the request's kind):
 
 - ``_translate(exc, what)``: an SDK exception -> walship's error (a status
   answer through :meth:`_answer_error`); the exceptions it is given are those
@@ -17,13 +19,15 @@ Hooks a store implements (each sends one attempt; this class retries):
 - ``_probe_container()``: a request that fails NotFound when the bucket is
   missing (used where an answer cannot tell a missing key from a missing
   bucket); a store whose 404s always say which sets ``_container_ok`` at once.
-- ``_head(full, what)`` + ``_info(key, answer)``; ``_get(full, what)`` ->
-  ``(answer, info, version)``, ``_get_range(full, pos, version, what)`` and
-  ``_body(answer, what)`` for a download pinned to the version it started on.
+- ``_head(full, what)`` + ``_info(key, answer)``; ``_get(key, full, what)``
+  -> ``(answer, info, version)``, ``_get_range(full, pos, version, what)``
+  and ``_body(answer, what)`` for a download pinned to the version it
+  started on.
 - ``_put_one(full, part, mode, meta, what)`` and ``_holds_one(full, part,
-  what)`` (does the store hold exactly this part?) for a one-request put;
-  ``_start_upload``, ``_send_part``, ``_commit``, ``_holds_parts`` and
-  ``_abort_upload`` for a put in parts.
+  what)`` (does the store hold exactly this part?) for a one-request put
+  (``_one_request(part)`` says whether it may be one); ``_start_upload``,
+  ``_send_part``, ``_commit``, ``_holds_parts`` and ``_abort_upload`` for a
+  put in parts.
 - ``_list_page(full_prefix, token, what)`` -> ``(entries, next_token)``.
 - ``_delete_request(fulls, what)`` -> one answer per key, in order.
 
