@@ -77,6 +77,7 @@ def test_missing_container_is_container_not_found(azurite: Running) -> None:
         lambda: backend.open("wal/x"),
         lambda: backend.put("wal/x", [b"1"]),
         lambda: list(backend.list("wal/")),
+        lambda: backend.delete(["wal/x"]),  # each blob's answer names the container
     ):
         with pytest.raises(ContainerNotFound) as info:
             call()

@@ -83,8 +83,8 @@ def test_multipart_roundtrip_and_conditional_complete(
 def test_part_sizes_cover_5_tib() -> None:
     from walship.storage.parts import capacity
 
-    assert capacity(8 * MIB, 10_000, s3mod.MAX_PART) >= 5 << 40
-    assert capacity(16 * MIB, 10_000, s3mod.MAX_PART) >= 5 << 40
+    assert capacity(8 * MIB, 10_000, s3mod.S3Backend.MAX_PART) >= 5 << 40
+    assert capacity(16 * MIB, 10_000, s3mod.S3Backend.MAX_PART) >= 5 << 40
 
 
 def test_missing_bucket_is_container_not_found(moto_s3: Running) -> None:
@@ -223,7 +223,7 @@ def test_delete_is_batched(faulty: tuple[dict[str, str], FaultProxy], monkeypatc
     backend = backend_for(env)
     for i in range(5):
         backend.put(f"d/{i}", [b"x"])
-    monkeypatch.setattr(s3mod, "DELETE_BATCH", 2)
+    monkeypatch.setattr(backend, "DELETE_BATCH", 2)
     proxy.clear()
     backend.delete([f"d/{i}" for i in range(5)] + ["d/absent"])
     assert proxy.count("POST") == 3

@@ -27,41 +27,25 @@ or ``azure_sas_token``; else a token credential
 from __future__ import annotations
 
 import base64
-import builtins
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
-from ..errors import (
-    AlreadyExists,
-    ConfigError,
-    ContainerNotFound,
-    NotFound,
-    PermissionDenied,
-    StorageError,
-    Transient,
-)
+from ..errors import ConfigError, PermissionDenied, StorageError, Transient
 from . import errormap as em
-from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
-from .parts import Part, PartReader, part_size
-from .retry import RetryPolicy, resuming_chunks
+from .base import CREATE, ObjectInfo
+from .client import DeleteAnswer, Entry, RemoteBackend
+from .parts import Part
+from .retry import IDEMPOTENT, SAFE, Interrupted
 
 if TYPE_CHECKING:
     from ..config import Config
 
 GET_CHUNK = 4 << 20
-MAX_BLOCKS = 50_000
-MAX_BLOCK = 4000 << 20
-DELETE_BATCH = 256
 
 #: (HTTP status, Azure error code) -> outcome; see walship/storage/errormap.py
 #: and docs/storage.md. Codes are from Azure's "Blob service error codes" and
@@ -70,47 +54,57 @@ DELETE_BATCH = 256
 #: 412 ConditionNotMet (If-None-Match: * on Put Block List). Every other 409
 #: and 412 (leases, a container being deleted, immutability, pending copy)
 #: says nothing about the key being taken.
-_ERRORS: em.Table = {
-    (409, "BlobAlreadyExists"): em.EXISTS,
-    (412, "ConditionNotMet"): em.EXISTS,
-    (404, "BlobNotFound"): em.NOT_FOUND,
-    (404, "ContainerNotFound"): em.NO_CONTAINER,
-    (404, em.ANY_CODE): em.NOT_FOUND,
+_ERRORS = em.table(
+    em.codes(em.EXISTS, "BlobAlreadyExists", status=409),
+    em.codes(em.EXISTS, "ConditionNotMet", status=412),
+    em.codes(em.NOT_FOUND, "BlobNotFound", em.ANY_CODE, status=404),
+    em.codes(em.NO_CONTAINER, "ContainerNotFound", status=404),
     # 409s that clear by themselves within seconds
-    (409, "AccountBeingCreated"): em.TRANSIENT,
-    (409, "PendingCopyOperation"): em.TRANSIENT,
-    (409, "SnapshotOperationRateExceeded"): em.TRANSIENT,
+    em.codes(
+        em.TRANSIENT,
+        "AccountBeingCreated",
+        "PendingCopyOperation",
+        "SnapshotOperationRateExceeded",
+        status=409,
+    ),
     # 409s that do not: ContainerBeingDeleted lasts until the container is
-    # gone (garbage collection takes at least 30 s), then it is ContainerNotFound
-    (409, "ContainerBeingDeleted"): em.ERROR,
-    (409, "ContainerDisabled"): em.ERROR,
-    (409, "LeaseAlreadyPresent"): em.ERROR,
-    (409, "BlobImmutableDueToPolicy"): em.ERROR,
-    (409, "BlobImmutableDueToLegalHold"): em.ERROR,
-    (409, em.ANY_CODE): em.ERROR,
-    # 412s other than ConditionNotMet are about leases (a lease is held on the
-    # blob and walship sends no lease id)
-    (412, em.ANY_CODE): em.ERROR,
-    (408, em.ANY_CODE): em.TRANSIENT,
-    (429, em.ANY_CODE): em.TRANSIENT,
-    (em.ANY_STATUS, "ServerBusy"): em.TRANSIENT,
-    (em.ANY_STATUS, "OperationTimedOut"): em.TRANSIENT,
-    (em.ANY_STATUS, "InternalError"): em.TRANSIENT,
-    (em.ANY_STATUS, "ServiceUnavailable"): em.TRANSIENT,
-    (401, em.ANY_CODE): em.DENIED,
-    (403, em.ANY_CODE): em.DENIED,
-    (em.ANY_STATUS, "AuthenticationFailed"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationFailure"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationPermissionMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationSourceIPMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationProtocolMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationResourceTypeMismatch"): em.DENIED,
-    (em.ANY_STATUS, "AuthorizationServiceMismatch"): em.DENIED,
-    (em.ANY_STATUS, "InsufficientAccountPermissions"): em.DENIED,
-    (em.ANY_STATUS, "AccountIsDisabled"): em.DENIED,
-    (em.ANY_STATUS, "KeyBasedAuthenticationNotPermitted"): em.DENIED,
-}
-_LEASE_CODES = ("LeaseIdMissing", "LeaseIdMismatchWithBlobOperation", "LeaseLost")
+    # gone (garbage collection takes at least 30 s), then it is ContainerNotFound;
+    # and 412s other than ConditionNotMet are about leases (a lease is held on
+    # the blob and walship sends no lease id)
+    em.codes(
+        em.ERROR,
+        "ContainerBeingDeleted",
+        "ContainerDisabled",
+        "LeaseAlreadyPresent",
+        "BlobImmutableDueToPolicy",
+        "BlobImmutableDueToLegalHold",
+        em.ANY_CODE,
+        status=409,
+    ),
+    em.codes(em.ERROR, em.ANY_CODE, status=412),
+    em.codes(
+        em.TRANSIENT, "ServerBusy", "OperationTimedOut", "InternalError", "ServiceUnavailable"
+    ),
+    em.codes(
+        em.DENIED,
+        "AuthenticationFailed",
+        "AuthorizationFailure",
+        "AuthorizationPermissionMismatch",
+        "AuthorizationSourceIPMismatch",
+        "AuthorizationProtocolMismatch",
+        "AuthorizationResourceTypeMismatch",
+        "AuthorizationServiceMismatch",
+        "InsufficientAccountPermissions",
+        "AccountIsDisabled",
+        "KeyBasedAuthenticationNotPermitted",
+    ),
+)
+_LEASE_CODES = (
+    "LeaseIdMissing",
+    "LeaseIdMismatchWithBlobOperation",
+    "LeaseLost",
+    "LeaseAlreadyPresent",
+)
 
 
 def _code_of(exc: HttpResponseError) -> str:
@@ -118,17 +112,6 @@ def _code_of(exc: HttpResponseError) -> str:
     (``str()`` of a member is ``"StorageErrorCode.X"``, not the code)."""
     raw = getattr(exc, "error_code", None) or ""
     return str(getattr(raw, "value", raw))
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    rest = url.partition("://")[2]
-    container, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    if not container:
-        raise ConfigError(
-            f"repository URL {url!r} names no container", hint="use az://CONTAINER[/PREFIX]"
-        )
-    return container, (prefix + "/" if prefix else "")
 
 
 def to_azure_meta(meta: Mapping[str, str]) -> dict[str, str]:
@@ -139,12 +122,22 @@ def from_azure_meta(meta: Mapping[str, str] | None) -> dict[str, str]:
     return {str(k).lower().replace("_", "-"): str(v) for k, v in (meta or {}).items()}
 
 
-class AzureBackend:
+class AzureBackend(RemoteBackend):
+    SCHEME = "az"
+    NOUN = "container"
+    PART_SETTING = "azure_block_size"
+    ERRORS = _ERRORS
+    SDK_ERRORS = (AzureError, OSError)
+    NO_CONTAINER_HINT = (
+        "check `repo` / WALSHIP_REPO and the storage account, or create the container"
+    )
+    MAX_PARTS = 50_000  # blocks of a block blob
+    MAX_PART = 4000 << 20
+    DELETE_BATCH = 256  # blob batch
+
     def __init__(self, url: str, config: Config) -> None:
-        self.container, self.prefix = parse_url(url)
-        self.url = f"az://{self.container}/{self.prefix}".rstrip("/")
-        self.policy = RetryPolicy.from_config(config)
-        self.block_size = int(getattr(config, "azure_block_size", 16 << 20))
+        super().__init__(url, config)
+        self.part_size = self.block_size = int(getattr(config, "azure_block_size", 16 << 20))
         kwargs: dict[str, Any] = {
             "retry_total": 0,
             "connection_timeout": self.policy.connect_timeout,
@@ -177,7 +170,13 @@ class AzureBackend:
                 hint="check azure_connection_string / azure_account_url (values not shown)",
             ) from None
         self.client = self.service.get_container_client(self.container)
-        self._container_ok = False
+        # every Azure 404 names its cause (x-ms-error-code: BlobNotFound or
+        # ContainerNotFound), so a missing container needs no probe
+        self._container_ok = True
+
+    @property
+    def container(self) -> str:
+        return self.bucket
 
     def _credential(self, config: Config, name: str | None) -> Any:
         key = getattr(config, "azure_account_key", None)
@@ -201,9 +200,6 @@ class AzureBackend:
         return DefaultAzureCredential()
 
     # --- errors ------------------------------------------------------------
-    def _where(self, key: str | None = None) -> str:
-        return f"az://{self.container}/{self.prefix}{key}" if key is not None else self.url
-
     def _denied_hint(self) -> str:
         return (
             f"check the Azure credentials walship runs with (as the postgres user for "
@@ -211,284 +207,159 @@ class AzureBackend:
             f"delete on container {self.container!r} (e.g. Storage Blob Data Contributor)"
         )
 
+    def _final_error(self, code: str, text: str, what: str) -> StorageError:
+        if code == "ContainerBeingDeleted":
+            return StorageError(
+                f"{what}: container {self.container!r} is being deleted",
+                hint="wait until the deletion completes and create the container again, "
+                "or point repo at another container",
+            )
+        if code in _LEASE_CODES:
+            return StorageError(
+                f"{text}: a lease is held on the blob",
+                hint="walship does not use leases: find what holds it, or break it "
+                "(az storage blob lease break)",
+            )
+        return StorageError(text)
+
     def _translate(self, exc: BaseException, what: str) -> BaseException:
         if isinstance(exc, HttpResponseError):
-            code = _code_of(exc)
             status = int(getattr(exc, "status_code", 0) or 0)
-            text = f"{what}: {code or status}"
-            found = em.outcome(_ERRORS, status, code)
-            if found == em.NO_CONTAINER:
-                return ContainerNotFound(
-                    f"{what}: container {self.container!r} does not exist",
-                    hint="check `repo` / WALSHIP_REPO and the storage account, "
-                    "or create the container",
-                )
-            if found == em.NOT_FOUND:
-                return NotFound(f"{what}: does not exist")
-            if found == em.EXISTS:
-                return AlreadyExists(f"{what}: already exists")
-            if found == em.TRANSIENT:
-                return Transient(text)
-            if found == em.DENIED:
-                return PermissionDenied(text, hint=self._denied_hint())
-            if code == "ContainerBeingDeleted":
-                return StorageError(
-                    f"{what}: container {self.container!r} is being deleted",
-                    hint="wait until the deletion completes and create the container again, "
-                    "or point repo at another container",
-                )
-            if code in _LEASE_CODES or code == "LeaseAlreadyPresent":
-                return StorageError(
-                    f"{text}: a lease is held on the blob",
-                    hint="walship does not use leases: find what holds it, or break it "
-                    "(az storage blob lease break)",
-                )
-            return StorageError(text)
-        if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-            return Transient(f"{what}: {type(exc).__name__}: {exc}")
+            return self._answer_error(status, _code_of(exc), what)
         name = type(exc).__name__
+        if isinstance(exc, ServiceRequestError):  # not sent
+            return Transient(f"{what}: {name}: {exc}")
         if name in ("CredentialUnavailableError", "ClientAuthenticationError"):
             return PermissionDenied(f"{what}: {name}", hint=self._denied_hint())
-        if isinstance(exc, (AzureError, OSError)):
-            return Transient(f"{what}: {name}: {exc}")
+        if isinstance(exc, (AzureError, OSError)):  # ServiceResponseError: sent, no answer
+            return Interrupted(f"{what}: {name}: {exc}")
         return exc
 
-    def _attempt(self, fn: Callable[[], Any], what: str) -> Any:
-        try:
-            return fn()
-        except (AzureError, OSError) as exc:
-            raise self._translate(exc, what) from None
+    # --- reads -----------------------------------------------------------------
+    def _head(self, full: str, what: str) -> Any:
+        return self.client.get_blob_client(full).get_blob_properties()
 
-    def _call(
-        self, fn: Callable[[], Any], what: str, on_retry: Callable[[Transient], None] | None = None
-    ) -> Any:
-        return self.policy.call(lambda: self._attempt(fn, what), what, on_retry=on_retry)
-
-    def _full(self, key: str) -> str:
-        check_key(key)
-        return self.prefix + key
-
-    # --- protocol ------------------------------------------------------------
-    def head(self, key: str) -> ObjectInfo | None:
-        blob = self.client.get_blob_client(self._full(key))
-        try:
-            props = self._call(lambda: blob.get_blob_properties(), f"HEAD {self._where(key)}")
-        except NotFound:
-            return None
-        return self._info(key, props)
-
-    @staticmethod
-    def _info(key: str, props: Any) -> ObjectInfo:
-        mtime = getattr(props, "last_modified", None)
+    def _info(self, key: str, answer: Any) -> ObjectInfo:
+        mtime = getattr(answer, "last_modified", None)
         return ObjectInfo(
             key,
-            int(props.size or 0),
-            from_azure_meta(props.metadata),
+            int(answer.size or 0),
+            from_azure_meta(answer.metadata),
             mtime.timestamp() if mtime is not None else None,
         )
 
-    def put(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        mode: str = CREATE,
-        metadata: Mapping[str, str] | None = None,
-    ) -> ObjectInfo:
-        check_mode(mode)
-        full = self._full(key)
-        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-        reader = PartReader(chunks)
-        first = reader.read(self.block_size)
-        try:
-            if reader.exhausted and first.data is not None:
-                self._put_single(key, full, first, mode, meta)
-            else:
-                self._put_blocks(key, full, first, reader, mode, meta)
-        finally:
-            first.close()
-        return ObjectInfo(key, reader.total, meta, None)
+    def _get(self, key: str, full: str, what: str) -> tuple[Any, ObjectInfo, str | None]:
+        downloader = self.client.get_blob_client(full).download_blob(max_concurrency=1)
+        props = downloader.properties
+        return downloader, self._info(key, props), props.etag
 
-    def _put_single(self, key: str, full: str, part: Part, mode: str, meta: dict[str, str]) -> None:
-        blob = self.client.get_blob_client(full)
-        what = f"PUT {self._where(key)}"
-        data = part.body()
-        assert isinstance(data, bytes)  # a spooled part goes to _put_blocks
-        md5 = part.md5()
-        ambiguous: list[Transient] = []
+    def _get_range(self, full: str, pos: int, version: str | None, what: str) -> Any:
+        return self.client.get_blob_client(full).download_blob(
+            offset=pos,
+            max_concurrency=1,
+            etag=version,
+            match_condition=MatchConditions.IfNotModified,
+        )
+
+    def _body(self, answer: Any, what: str) -> Iterator[bytes]:
         try:
-            self._call(
-                lambda: blob.upload_blob(
-                    data,
-                    length=len(data),
-                    overwrite=mode != CREATE,
-                    metadata=to_azure_meta(meta),
-                    content_settings=ContentSettings(
-                        content_type="application/octet-stream", content_md5=bytearray(md5)
-                    ),
-                    max_concurrency=1,
-                ),
-                what,
-                ambiguous.append,
+            for chunk in answer.chunks():
+                if chunk:
+                    yield bytes(chunk)
+        except (AzureError, OSError) as exc:
+            err = self._translate(exc, what)
+            raise (err if isinstance(err, StorageError) else Transient(str(exc))) from None
+
+    def _list_page(
+        self, full_prefix: str, token: str | None, what: str
+    ) -> tuple[list[Entry], str | None]:
+        pager: Any = self.client.list_blobs(
+            name_starts_with=full_prefix, results_per_page=1000
+        ).by_page(continuation_token=token)
+        entries: list[Entry] = []
+        for item in next(pager, []):
+            mtime = getattr(item, "last_modified", None)
+            entries.append(
+                (
+                    str(item.name),
+                    int(item.size or 0),
+                    mtime.timestamp() if mtime is not None else None,
+                )
             )
-        except AlreadyExists:
-            if ambiguous:
-                try:
-                    props = self._call(blob.get_blob_properties, f"HEAD {self._where(key)}")
-                    stored = props.content_settings.content_md5
-                    if stored is not None and bytes(stored) == md5:
-                        return  # our own earlier attempt landed; its answer was lost
-                except NotFound:
-                    pass
-            raise AlreadyExists(f"{self._where(key)} already exists") from None
+        return entries, pager.continuation_token or None
 
-    def _put_blocks(
+    # --- writes ----------------------------------------------------------------
+    def _one_request(self, part: Part) -> bool:
+        # the SDK reads a Put Blob's body into memory: a spooled part is one
+        # staged block and a Put Block List carrying its Content-MD5 instead
+        return part.data is not None
+
+    def _put_one(self, full: str, part: Part, mode: str, meta: dict[str, str], what: str) -> object:
+        data = part.body()
+        assert isinstance(data, bytes)  # a spooled part is staged (_one_request)
+        return self.client.get_blob_client(full).upload_blob(
+            data,
+            length=len(data),
+            overwrite=mode != CREATE,
+            metadata=to_azure_meta(meta),
+            content_settings=ContentSettings(
+                content_type="application/octet-stream", content_md5=bytearray(part.md5())
+            ),
+            max_concurrency=1,
+        )
+
+    def _holds_one(self, full: str, part: Part, what: str) -> bool:
+        blob = self.client.get_blob_client(full)
+        stored = self._call(blob.get_blob_properties, what, SAFE).content_settings.content_md5
+        return stored is not None and bytes(stored) == part.md5()
+
+    def _start_upload(self, full: str, mode: str, meta: dict[str, str], where: str) -> Any:
+        return self.client.get_blob_client(full), uuid.uuid4().hex
+
+    def _send_part(
+        self, upload: Any, index: int, part: Part, offset: int, last: bool, where: str
+    ) -> str:
+        blob, tag = upload
+        block_id = base64.b64encode(f"{tag}-{index:06d}".encode()).decode()
+        # bytes, or the spool file rewound for this attempt: streamed by the SDK
+        self._call(
+            lambda: blob.stage_block(block_id, part.body(), length=part.size),
+            f"stage block {index} of {where}",
+            IDEMPOTENT,
+        )
+        return block_id
+
+    def _commit(
         self,
-        key: str,
-        full: str,
+        upload: Any,
+        tokens: list[str],
         first: Part,
-        reader: PartReader,
         mode: str,
         meta: dict[str, str],
-    ) -> None:
-        blob = self.client.get_blob_client(full)
-        where = self._where(key)
-        tag = uuid.uuid4().hex
-        ids: list[str] = []
-        part: Part | None = first
-        index = 0
-        while part is not None:
-            block_id = base64.b64encode(f"{tag}-{index:06d}".encode()).decode()
-            current = part
-
-            def stage(current: Part = current, block_id: str = block_id) -> Any:
-                # bytes, or the spool file rewound for this attempt: streamed by the SDK
-                return blob.stage_block(block_id, current.body(), length=current.size)
-
-            self._call(stage, f"stage block {index} of {where}")
-            ids.append(block_id)
-            if current is not first:
-                current.close()
-            index += 1
-            if reader.exhausted:
-                part = None
-            else:
-                if index >= MAX_BLOCKS:
-                    raise StorageError(
-                        f"{where}: object exceeds {MAX_BLOCKS} blocks",
-                        hint="raise azure_block_size",
-                    )
-                part = reader.read(part_size(self.block_size, index, MAX_BLOCK))
-        ambiguous: list[Transient] = []
+        what: str,
+    ) -> object:
         settings = ContentSettings(content_type="application/octet-stream")
-        if reader.exhausted and len(ids) == 1:
+        if len(tokens) == 1:
             settings.content_md5 = bytearray(first.md5())  # as a Put Blob would store
         kwargs: dict[str, Any] = {"metadata": to_azure_meta(meta), "content_settings": settings}
         if mode == CREATE:
             kwargs["match_condition"] = MatchConditions.IfMissing  # If-None-Match: *
-        try:
-            self._call(
-                lambda: blob.commit_block_list([BlobBlock(block_id=i) for i in ids], **kwargs),
-                f"commit {len(ids)} blocks of {where}",
-                ambiguous.append,
+        return upload[0].commit_block_list([BlobBlock(block_id=i) for i in tokens], **kwargs)
+
+    def _holds_parts(self, upload: Any, tokens: list[str], what: str) -> bool:
+        committed, _ = self._call(lambda: upload[0].get_block_list("committed"), what, SAFE)
+        return [b.id for b in committed] == tokens
+
+    def _delete_request(self, fulls: Sequence[str], what: str) -> list[DeleteAnswer]:
+        answers = self.client.delete_blobs(*fulls, raise_on_any_failure=False)
+        return [
+            (
+                int(r.status_code),
+                str((getattr(r, "headers", None) or {}).get("x-ms-error-code", "")),
+                "",
             )
-        except AlreadyExists:
-            if ambiguous:
-                try:
-                    committed, _ = self._call(
-                        lambda: blob.get_block_list("committed"), f"block list of {where}"
-                    )
-                    if [b.id for b in committed] == ids:
-                        return  # our own commit landed; its answer was lost
-                except NotFound:
-                    pass
-            raise AlreadyExists(f"{where} already exists") from None
-
-    def open(self, key: str) -> ObjectStream:
-        full = self._full(key)
-        where = self._where(key)
-        what = f"GET {where}"
-        blob = self.client.get_blob_client(full)
-        downloader = self._call(lambda: blob.download_blob(max_concurrency=1), what)
-        props = downloader.properties
-        info = self._info(key, props)
-        etag = props.etag
-
-        def body(dl: Any) -> Iterator[bytes]:
-            try:
-                for chunk in dl.chunks():
-                    if chunk:
-                        yield bytes(chunk)
-            except (AzureError, OSError) as exc:
-                err = self._translate(exc, what)
-                raise (err if isinstance(err, StorageError) else Transient(str(exc))) from None
-
-        def open_at(pos: int) -> Iterator[bytes]:
-            dl = self._attempt(
-                lambda: blob.download_blob(
-                    offset=pos,
-                    max_concurrency=1,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                ),
-                what,
-            )
-            return body(dl)
-
-        chunks = resuming_chunks(body(downloader), open_at, info.size, self.policy, where)
-        return IterStream(info, em.pinned_read(chunks, where))
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        strip = len(self.prefix)
-        what = f"LIST {self._where(prefix)}"
-        token: str | None = None
-        while True:
-
-            def page(token: str | None = token) -> tuple[builtins.list[Any], str | None]:
-                pager: Any = self.client.list_blobs(
-                    name_starts_with=self.prefix + prefix, results_per_page=1000
-                ).by_page(continuation_token=token)
-                items = list(next(pager, []))
-                return items, pager.continuation_token
-
-            items, token = self._call(page, what)
-            for item in items:
-                mtime = getattr(item, "last_modified", None)
-                yield ObjectInfo(
-                    str(item.name)[strip:],
-                    int(item.size or 0),
-                    None,
-                    mtime.timestamp() if mtime is not None else None,
-                )
-            if not token:
-                return
-
-    def delete(self, keys: Iterable[str]) -> None:
-        batch: builtins.list[str] = []
-        for key in keys:
-            batch.append(self._full(key))
-            if len(batch) == DELETE_BATCH:
-                self._delete_batch(batch)
-                batch = []
-        if batch:
-            self._delete_batch(batch)
-
-    def _delete_batch(self, names: builtins.list[str]) -> None:
-        what = f"DELETE {len(names)} blobs in {self.url}"
-
-        def run() -> None:
-            responses = self.client.delete_blobs(*names, raise_on_any_failure=False)
-            failed = [r for r in responses if r.status_code not in (200, 202, 404)]
-            if failed:
-                status = failed[0].status_code
-                text = f"{what}: {len(failed)} failed (HTTP {status})"
-                if status in (401, 403):
-                    raise PermissionDenied(text, hint=self._denied_hint())
-                if status in (408, 429) or status >= 500:
-                    raise Transient(text)
-                raise StorageError(text)
-
-        self._call(run, what)
+            for r in answers
+        ]
 
     def close(self) -> None:
         self.service.close()

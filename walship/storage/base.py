@@ -37,7 +37,7 @@ PUT_MODES = (CREATE, OVERWRITE)
 # (PEP 562), so the push/fetch path never imports ``typing``.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from ._protocols import Backend as Backend
     from ._protocols import ObjectStream as ObjectStream
@@ -70,6 +70,30 @@ class ObjectInfo:
 
     def __repr__(self) -> str:
         return f"ObjectInfo(key={self.key!r}, size={self.size}, metadata={self.metadata!r})"
+
+
+class Store:
+    """What every built-in backend shares: :meth:`put` checks the key and the
+    mode once, then the backend's ``_put`` writes (see the module docstring)."""
+
+    url: str
+
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        mode: str = CREATE,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        check_key(key)
+        check_mode(mode)
+        return self._put(key, chunks, mode, {str(k): str(v) for k, v in (metadata or {}).items()})
+
+    def _put(
+        self, key: str, chunks: Iterable[bytes], mode: str, meta: dict[str, str]
+    ) -> ObjectInfo:
+        raise NotImplementedError
 
 
 class IterStream:

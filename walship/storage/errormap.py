@@ -1,8 +1,11 @@
 """How a remote store's error answers map to walship's errors.
 
 Each remote backend (s3.py, gcs.py, azure.py) holds ONE table,
-``(HTTP status, service error code) -> outcome``, and looks an answer up with
-:func:`outcome`. docs/storage.md ("Error mapping") shows the tables.
+``(HTTP status, service error code) -> outcome``, built with :func:`table`
+from :data:`HTTP` and its own groups of :func:`codes`;
+:meth:`walship.storage.client.RemoteBackend._answer_error` looks an answer up
+with :func:`outcome` and raises the outcome's error. docs/storage.md
+("Error mapping") shows the tables.
 
 Lookup order: the exact ``(status, code)``; then ``(ANY_STATUS, code)`` (a
 code that means the same whatever status a compatible store sends it with);
@@ -42,6 +45,27 @@ ANY_STATUS = 0
 ANY_CODE = "*"
 
 Table = dict[tuple[int, str], str]
+
+#: what HTTP itself says, shared by every store (a store's own entries win)
+HTTP: Table = {
+    (408, ANY_CODE): TRANSIENT,
+    (429, ANY_CODE): TRANSIENT,
+    (401, ANY_CODE): DENIED,
+    (403, ANY_CODE): DENIED,
+}
+
+
+def codes(found: str, *names: str, status: int = ANY_STATUS) -> Table:
+    """Entries mapping each code in ``names`` (at ``status``) to ``found``."""
+    return {(status, name): found for name in names}
+
+
+def table(*groups: Table) -> Table:
+    """A store's table: :data:`HTTP`, then ``groups`` (later entries win)."""
+    out = dict(HTTP)
+    for group in groups:
+        out.update(group)
+    return out
 
 
 def outcome(table: Table, status: int, code: str) -> str:

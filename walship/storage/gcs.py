@@ -33,7 +33,7 @@ import base64
 import json
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import google.auth
@@ -41,19 +41,12 @@ import google.auth.exceptions
 import requests
 from google.auth.transport.requests import AuthorizedSession
 
-from ..errors import (
-    AlreadyExists,
-    ConfigError,
-    ContainerNotFound,
-    NotFound,
-    PermissionDenied,
-    StorageError,
-    Transient,
-)
+from ..errors import ConfigError, NotFound, PermissionDenied, StorageError, Transient
 from . import errormap as em
-from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
-from .parts import Part, PartBody, PartReader
-from .retry import RetryPolicy, resuming_chunks
+from .base import CREATE, ObjectInfo
+from .client import DeleteAnswer, Entry, RemoteBackend
+from .parts import Part, PartBody
+from .retry import IDEMPOTENT, SAFE, Interrupted
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -62,7 +55,7 @@ CHUNK = 1 << 20
 ALIGN = 256 << 10
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
-DELETE_BATCH = 100
+_IDENTITY = {"Accept-Encoding": "identity"}
 
 
 #: (HTTP status, JSON API error reason) -> outcome; see walship/storage/errormap.py
@@ -71,28 +64,12 @@ DELETE_BATCH = 100
 #: without a JSON body); other 412 reasons (orgPolicyConstraintFailed, ...) are
 #: errors. A 409 is a concurrent change to the same resource and is retried,
 #: never read as "exists".
-_ERRORS: em.Table = {
-    (412, "conditionNotMet"): em.EXISTS,
-    (412, ""): em.EXISTS,
-    (412, em.ANY_CODE): em.ERROR,
-    (404, em.ANY_CODE): em.NOT_FOUND,
-    (409, em.ANY_CODE): em.TRANSIENT,
-    (408, em.ANY_CODE): em.TRANSIENT,
-    (429, em.ANY_CODE): em.TRANSIENT,
-    (401, em.ANY_CODE): em.DENIED,
-    (403, em.ANY_CODE): em.DENIED,
-}
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    rest = url.partition("://")[2]
-    bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    if not bucket:
-        raise ConfigError(
-            f"repository URL {url!r} names no bucket", hint="use gs://BUCKET[/PREFIX]"
-        )
-    return bucket, (prefix + "/" if prefix else "")
+_ERRORS = em.table(
+    em.codes(em.EXISTS, "conditionNotMet", "", status=412),
+    em.codes(em.ERROR, em.ANY_CODE, status=412),
+    em.codes(em.NOT_FOUND, em.ANY_CODE, status=404),
+    em.codes(em.TRANSIENT, em.ANY_CODE, status=409),
+)
 
 
 def _quote(name: str) -> str:
@@ -110,25 +87,26 @@ def _parse_mtime(value: object) -> float | None:
         return None
 
 
-class _Status(Exception):
-    """An HTTP answer that is not success (internal; translated by _check)."""
+class GcsBackend(RemoteBackend):
+    SCHEME = "gs"
+    PART_SETTING = "gcs_chunk_size"
+    ERRORS = _ERRORS
+    SDK_ERRORS = (
+        requests.exceptions.RequestException,
+        google.auth.exceptions.GoogleAuthError,
+        OSError,
+    )
+    NO_CONTAINER_HINT = "check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket"
+    DELETE_BATCH = 100  # the JSON API batch limit
+    COMMITS = False  # the last chunk of a resumable upload ends it
 
-    def __init__(self, resp: requests.Response) -> None:
-        super().__init__(resp.status_code)
-        self.resp = resp
-
-
-class GcsBackend:
     def __init__(self, url: str, config: Config) -> None:
-        self.bucket, self.prefix = parse_url(url)
-        self.url = f"gs://{self.bucket}/{self.prefix}".rstrip("/")
-        self.policy = RetryPolicy.from_config(config)
+        super().__init__(url, config)
         self.timeout = (self.policy.connect_timeout, self.policy.attempt_timeout)
         chunk = int(getattr(config, "gcs_chunk_size", 16 << 20))
-        self.chunk_size = max(ALIGN, chunk - chunk % ALIGN)
+        self.part_size = self.chunk_size = max(ALIGN, chunk - chunk % ALIGN)
         self.endpoint = (getattr(config, "gcs_endpoint_url", None) or DEFAULT_ENDPOINT).rstrip("/")
         self.session: Any = AuthorizedSession(self._credentials(config))  # type: ignore[no-untyped-call]
-        self._bucket_ok = False
         self._b = _quote(self.bucket)
 
     def _credentials(self, config: Config) -> Any:
@@ -159,9 +137,6 @@ class GcsBackend:
             ) from None
 
     # --- errors ------------------------------------------------------------
-    def _where(self, key: str | None = None) -> str:
-        return f"gs://{self.bucket}/{self.prefix}{key}" if key is not None else self.url
-
     def _denied_hint(self) -> str:
         return (
             f"check the Google credentials walship runs with (as the postgres user for "
@@ -169,23 +144,24 @@ class GcsBackend:
             f"(or objectCreator + objectViewer) on bucket {self.bucket!r}"
         )
 
-    def _status_error(self, resp: requests.Response, what: str) -> StorageError:
-        return self._error_for(resp.status_code, resp.content, what)
-
-    def _error_for(self, status: int, body: bytes, what: str) -> StorageError:
+    def _error_for(self, status: int, body: bytes, what: str) -> StorageError | ConfigError:
         """The walship error for a JSON API error answer (also batch sub-responses)."""
         message, reason = _error_text(body)
-        text = f"{what}: HTTP {status} {message}".strip()
-        found = em.outcome(_ERRORS, status, reason)
-        if found == em.NOT_FOUND:
-            return NotFound(text)
-        if found == em.EXISTS:
-            return AlreadyExists(text)
-        if found == em.DENIED:
-            return PermissionDenied(text, hint=self._denied_hint())
-        if found == em.TRANSIENT:
+        return self._answer_error(status, reason, what, message)
+
+    def _translate(self, exc: BaseException, what: str) -> BaseException:
+        if isinstance(exc, google.auth.exceptions.RefreshError):
+            return PermissionDenied(
+                f"{what}: Google credentials were refused: {exc}", hint=self._denied_hint()
+            )
+        if isinstance(exc, google.auth.exceptions.TransportError):
+            return Transient(f"{what}: cannot reach the token service: {exc}")
+        text = f"{what}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, requests.exceptions.ConnectTimeout):  # not sent
             return Transient(text)
-        return StorageError(f"{text} ({reason})" if reason else text)
+        if isinstance(exc, (requests.exceptions.RequestException, OSError)):
+            return Interrupted(text)
+        return exc
 
     def _request(
         self,
@@ -197,114 +173,103 @@ class GcsBackend:
         stream: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
-        """One HTTP request; non-``ok`` answers and faults become walship errors."""
-        try:
-            resp: requests.Response = self.session.request(
-                method, url, timeout=self.timeout, stream=stream, **kwargs
-            )
-        except google.auth.exceptions.RefreshError as exc:
-            raise PermissionDenied(
-                f"{what}: Google credentials were refused: {exc}", hint=self._denied_hint()
-            ) from None
-        except google.auth.exceptions.TransportError as exc:
-            raise Transient(f"{what}: cannot reach the token service: {exc}") from None
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise Transient(f"{what}: {type(exc).__name__}: {exc}") from None
+        """One HTTP request; a non-``ok`` answer raises its walship error."""
+        resp: requests.Response = self.session.request(
+            method, url, timeout=self.timeout, stream=stream, **kwargs
+        )
         if resp.status_code not in ok:
-            err = self._status_error(resp, what)
+            err = self._error_for(resp.status_code, resp.content, what)
             resp.close()
             raise err
         return resp
 
-    def _call(
-        self, fn: Callable[[], Any], what: str, on_retry: Callable[[Transient], None] | None = None
-    ) -> Any:
-        return self.policy.call(fn, what, on_retry=on_retry)
-
-    def _full(self, key: str) -> str:
-        check_key(key)
-        return self.prefix + key
-
     def _object_url(self, full: str) -> str:
         return f"{self.endpoint}/storage/v1/b/{self._b}/o/{_quote(full)}"
 
-    def _check_bucket(self) -> None:
-        if self._bucket_ok:
-            return
-        what = f"GET bucket gs://{self.bucket}"
-        try:
-            self._call(
-                lambda: self._request(
-                    "GET", f"{self.endpoint}/storage/v1/b/{self._b}?fields=name", what
-                ),
-                what,
-            )
-        except NotFound:
-            raise ContainerNotFound(
-                f"bucket gs://{self.bucket} does not exist",
-                hint="check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket",
-            ) from None
-        self._bucket_ok = True
+    def _probe_container(self) -> object:
+        url = f"{self.endpoint}/storage/v1/b/{self._b}?fields=name"
+        return self._request("GET", url, f"GET bucket gs://{self.bucket}")
 
-    def _not_found(self, key: str) -> NotFound:
-        self._check_bucket()
-        return NotFound(f"{self._where(key)} does not exist")
+    # --- reads -----------------------------------------------------------------
+    def _head(self, full: str, what: str) -> dict[str, Any]:
+        resource: dict[str, Any] = self._request("GET", self._object_url(full), what).json()
+        return resource
 
-    # --- protocol ------------------------------------------------------------
-    def _info(self, key: str, resource: Mapping[str, Any]) -> ObjectInfo:
-        meta = {str(k).lower(): str(v) for k, v in (resource.get("metadata") or {}).items()}
+    def _info(self, key: str, answer: Mapping[str, Any]) -> ObjectInfo:
+        meta = {str(k).lower(): str(v) for k, v in (answer.get("metadata") or {}).items()}
         return ObjectInfo(
-            key, int(resource.get("size", 0)), meta, _parse_mtime(resource.get("updated"))
+            key, int(answer.get("size", 0)), meta, _parse_mtime(answer.get("updated"))
         )
 
-    def _resource(self, full: str, what: str) -> dict[str, Any] | None:
-        try:
-            resp = self._call(lambda: self._request("GET", self._object_url(full), what), what)
-        except NotFound:
-            return None
-        data: dict[str, Any] = resp.json()
-        return data
+    def _media_url(self, full: str, generation: str | None) -> str:
+        url = f"{self.endpoint}/download/storage/v1/b/{self._b}/o/{_quote(full)}?alt=media"
+        return url + f"&generation={generation}" if generation else url
 
-    def head(self, key: str) -> ObjectInfo | None:
-        full = self._full(key)
-        resource = self._resource(full, f"GET metadata of {self._where(key)}")
-        if resource is None:
-            self._check_bucket()
-            return None
-        self._bucket_ok = True
-        return self._info(key, resource)
+    def _get(self, key: str, full: str, what: str) -> tuple[Any, ObjectInfo, str | None]:
+        resp = self._request(
+            "GET", self._media_url(full, None), what, stream=True, headers=_IDENTITY
+        )
+        size = int(
+            resp.headers.get("x-goog-stored-content-length")
+            or resp.headers.get("Content-Length")
+            or 0
+        )
+        meta = {
+            k[len("x-goog-meta-") :].lower(): v
+            for k, v in resp.headers.items()
+            if k.lower().startswith("x-goog-meta-")
+        }
+        return resp, ObjectInfo(key, size, meta, None), resp.headers.get("x-goog-generation")
 
-    def put(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        mode: str = CREATE,
-        metadata: Mapping[str, str] | None = None,
-    ) -> ObjectInfo:
-        check_mode(mode)
-        full = self._full(key)
-        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-        reader = PartReader(chunks)
-        first = reader.read(self.chunk_size)
+    def _get_range(self, full: str, pos: int, version: str | None, what: str) -> Any:
+        resp = self._request(
+            "GET",
+            self._media_url(full, version),
+            what,
+            ok=(200, 206),
+            stream=True,
+            headers={**_IDENTITY, "Range": f"bytes={pos}-"},
+        )
+        if resp.status_code == 200 and pos:
+            resp.close()
+            raise Transient(f"{what}: range request was answered with the whole object")
+        return resp
+
+    def _body(self, answer: requests.Response, what: str) -> Iterator[bytes]:
         try:
-            if reader.exhausted:
-                self._put_single(key, full, first, mode, meta)
-            else:
-                self._put_resumable(key, full, first, reader, mode, meta)
-        except NotFound:
-            raise self._not_found(key) from None
+            try:
+                for data in answer.iter_content(CHUNK):
+                    if data:
+                        yield data
+            except (requests.exceptions.RequestException, OSError) as exc:
+                raise Transient(f"{what}: {type(exc).__name__}: {exc}") from None
         finally:
-            first.close()
-        self._bucket_ok = True
-        return ObjectInfo(key, reader.total, meta, None)
+            answer.close()
 
+    def _list_page(
+        self, full_prefix: str, token: str | None, what: str
+    ) -> tuple[list[Entry], str | None]:
+        params = {
+            "prefix": full_prefix,
+            "maxResults": "1000",
+            "fields": "items(name,size,updated),nextPageToken",
+        }
+        if token:
+            params["pageToken"] = token
+        url = f"{self.endpoint}/storage/v1/b/{self._b}/o"
+        page = self._request("GET", url, what, params=params).json()
+        entries: list[Entry] = [
+            (str(item["name"]), int(item.get("size", 0)), _parse_mtime(item.get("updated")))
+            for item in page.get("items") or ()
+        ]
+        return entries, page.get("nextPageToken") or None
+
+    # --- writes ----------------------------------------------------------------
     def _upload_url(self, kind: str, mode: str) -> str:
         url = f"{self.endpoint}/upload/storage/v1/b/{self._b}/o?uploadType={kind}"
         return url + "&ifGenerationMatch=0" if mode == CREATE else url
 
-    def _put_single(self, key: str, full: str, part: Part, mode: str, meta: dict[str, str]) -> None:
-        what = f"upload {self._where(key)}"
+    def _put_one(self, full: str, part: Part, mode: str, meta: dict[str, str], what: str) -> object:
         boundary = f"walship-{uuid.uuid4().hex}"
         resource = json.dumps({"name": full, "metadata": meta}).encode()
         head = b"".join(
@@ -314,39 +279,19 @@ class GcsBackend:
                 f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
             ]
         )
-        body = part.stream(head=head, tail=f"\r\n--{boundary}--\r\n".encode())
-        ambiguous: list[Transient] = []
-        try:
-            self._call(
-                lambda: self._request(
-                    "POST",
-                    self._upload_url("multipart", mode),
-                    what,
-                    data=body,
-                    headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
-                ),
-                what,
-                ambiguous.append,
-            )
-        except AlreadyExists:
-            if ambiguous and self._stored_md5(full, key) == _md5_b64(part):
-                return  # our own earlier attempt landed; its answer was lost
-            raise AlreadyExists(f"{self._where(key)} already exists") from None
+        return self._request(
+            "POST",
+            self._upload_url("multipart", mode),
+            what,
+            data=part.stream(head=head, tail=f"\r\n--{boundary}--\r\n".encode()),
+            headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
+        )
 
-    def _stored_md5(self, full: str, key: str) -> str | None:
-        resource = self._resource(full, f"GET metadata of {self._where(key)}")
-        return None if resource is None else resource.get("md5Hash")
+    def _holds_one(self, full: str, part: Part, what: str) -> bool:
+        resource = self._call(lambda: self._head(full, what), what, SAFE)
+        return bool(resource.get("md5Hash") == base64.b64encode(part.md5()).decode())
 
-    def _put_resumable(
-        self,
-        key: str,
-        full: str,
-        first: Part,
-        reader: PartReader,
-        mode: str,
-        meta: dict[str, str],
-    ) -> None:
-        where = self._where(key)
+    def _start_upload(self, full: str, mode: str, meta: dict[str, str], where: str) -> str:
         what = f"start resumable upload of {where}"
         resp = self._call(
             lambda: self._request(
@@ -357,37 +302,21 @@ class GcsBackend:
                 headers={"X-Upload-Content-Type": "application/octet-stream"},
             ),
             what,
+            IDEMPOTENT,  # a repeat leaves an unused session, which expires unseen
         )
-        session_url = resp.headers["Location"]
-        finished = False
-        try:
-            offset = 0
-            part: Part | None = first
-            while part is not None:
-                last = reader.exhausted
-                total = offset + part.size if last else None
-                try:
-                    self._send_chunk(session_url, where, part, offset, total)
-                finally:
-                    if part is not first:
-                        part.close()
-                offset += part.size
-                part = None if last else reader.read(self.chunk_size)
-            finished = True
-        finally:
-            if not finished:
-                try:
-                    self._request(
-                        "DELETE",
-                        session_url,
-                        f"cancel upload of {where}",
-                        ok=(499, 204, 200, 404, 410),
-                    )
-                except StorageError:
-                    pass
+        return str(resp.headers["Location"])
 
-    def _send_chunk(
-        self, session_url: str, where: str, part: Part, offset: int, total: int | None
+    def _abort_upload(self, upload: str, where: str) -> None:
+        what = f"cancel upload of {where}"
+        try:
+            self._attempt(
+                lambda: self._request("DELETE", upload, what, ok=(499, 204, 200, 404, 410)), what
+            )
+        except StorageError:
+            pass
+
+    def _send_part(
+        self, upload: str, index: int, part: Part, offset: int, last: bool, where: str
     ) -> None:
         """PUT one chunk; after a fault, ask how much the service has and resend the rest.
 
@@ -396,6 +325,7 @@ class GcsBackend:
         """
         what = f"upload bytes {offset}.. of {where}"
         size = part.size
+        total = offset + size if last else None
         total_s = "*" if total is None else str(total)
         state = {"retry": False}
 
@@ -404,7 +334,7 @@ class GcsBackend:
             if state["retry"]:
                 status = self._request(
                     "PUT",
-                    session_url,
+                    upload,
                     f"query upload status of {where}",
                     ok=(200, 201, 308),
                     headers={"Content-Range": f"bytes */{total_s}"},
@@ -425,7 +355,7 @@ class GcsBackend:
                 crange = f"bytes */{total_s}"
             resp = self._request(
                 "PUT",
-                session_url,
+                upload,
                 what,
                 ok=(200, 201, 308),
                 data=chunk,
@@ -438,139 +368,21 @@ class GcsBackend:
                 if got != offset + size:
                     raise Transient(f"{what}: service kept {got} of {offset + size} bytes")
 
-        try:
-            self._call(attempt, what)
-        except AlreadyExists:
-            raise AlreadyExists(f"{where} already exists") from None
+        # a retry first asks what the service holds, so a repeat never doubles bytes
+        self._call(attempt, what, IDEMPOTENT)
 
-    def _media_url(self, full: str, generation: str | None) -> str:
-        url = f"{self.endpoint}/download/storage/v1/b/{self._b}/o/{_quote(full)}?alt=media"
-        return url + f"&generation={generation}" if generation else url
+    def _part_size(self, index: int) -> int:
+        return self.chunk_size  # resumable chunks are multiples of 256 KiB: fixed
 
-    def _body(self, resp: requests.Response, what: str) -> Iterator[bytes]:
-        try:
-            try:
-                for data in resp.iter_content(CHUNK):
-                    if data:
-                        yield data
-            except (requests.exceptions.RequestException, OSError) as exc:
-                raise Transient(f"{what}: {type(exc).__name__}: {exc}") from None
-        finally:
-            resp.close()
-
-    def open(self, key: str) -> ObjectStream:
-        full = self._full(key)
-        where = self._where(key)
-        what = f"GET {where}"
-        headers = {"Accept-Encoding": "identity"}
-        try:
-            resp = self._call(
-                lambda: self._request(
-                    "GET", self._media_url(full, None), what, stream=True, headers=headers
-                ),
-                what,
-            )
-        except NotFound:
-            raise self._not_found(key) from None
-        self._bucket_ok = True
-        generation = resp.headers.get("x-goog-generation")
-        size = int(
-            resp.headers.get("x-goog-stored-content-length")
-            or resp.headers.get("Content-Length")
-            or 0
-        )
-        meta = {
-            k[len("x-goog-meta-") :].lower(): v
-            for k, v in resp.headers.items()
-            if k.lower().startswith("x-goog-meta-")
-        }
-        info = ObjectInfo(key, size, meta, None)
-
-        def open_at(pos: int) -> Iterator[bytes]:
-            r = self._request(
-                "GET",
-                self._media_url(full, generation),
-                what,
-                ok=(200, 206),
-                stream=True,
-                headers={**headers, "Range": f"bytes={pos}-"},
-            )
-            if r.status_code == 200 and pos:
-                r.close()
-                raise Transient(f"{what}: range request was answered with the whole object")
-            return self._body(r, what)
-
-        return IterStream(
-            info, resuming_chunks(self._body(resp, what), open_at, size, self.policy, where)
-        )
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        token: str | None = None
-        strip = len(self.prefix)
-        what = f"LIST {self._where(prefix)}"
-        while True:
-            params = {
-                "prefix": self.prefix + prefix,
-                "maxResults": "1000",
-                "fields": "items(name,size,updated),nextPageToken",
-            }
-            if token:
-                params["pageToken"] = token
-
-            def fetch_page(params: dict[str, str] = params) -> requests.Response:
-                return self._request(
-                    "GET", f"{self.endpoint}/storage/v1/b/{self._b}/o", what, params=params
-                )
-
-            try:
-                resp = self._call(fetch_page, what)
-            except NotFound:
-                raise ContainerNotFound(
-                    f"bucket gs://{self.bucket} does not exist",
-                    hint="check `repo` / WALSHIP_REPO (and gcs_endpoint_url), or create the bucket",
-                ) from None
-            self._bucket_ok = True
-            page = resp.json()
-            items = sorted(page.get("items") or (), key=lambda i: str(i["name"]).encode())
-            for item in items:
-                yield ObjectInfo(
-                    str(item["name"])[strip:],
-                    int(item.get("size", 0)),
-                    None,
-                    _parse_mtime(item.get("updated")),
-                )
-            token = page.get("nextPageToken")
-            if not token:
-                return
-
-    def delete(self, keys: Iterable[str]) -> None:
-        """Delete in JSON API batches of DELETE_BATCH; absent keys are not an error.
-
-        Each batch is one ``POST /batch/storage/v1`` (multipart/mixed) holding
-        one ``DELETE`` per object. Sub-requests answered 200/204/404 are done;
-        transient ones (408, 429, 5xx, or no answer) are resent, alone, under
-        the retry policy, as is the whole batch after a transient fault (a
-        DELETE that already landed then answers 404); any other answer fails.
-        A 404 makes the bucket be checked once: a missing bucket is
-        ContainerNotFound, not a run of absent keys.
-        """
-        fulls = list(dict.fromkeys(self._full(key) for key in keys))
-        for i in range(0, len(fulls), DELETE_BATCH):
-            self._delete_batch(fulls[i : i + DELETE_BATCH])
-
-    def _delete_batch(self, fulls: Sequence[str]) -> None:
-        strip = len(self.prefix)
-        what = f"batch DELETE of {len(fulls)} objects (first {self._where(fulls[0][strip:])})"
-        pending: Sequence[str] = tuple(fulls)
-        saw_absent = False
+    def _delete_request(self, fulls: Sequence[str], what: str) -> list[DeleteAnswer]:
+        """One JSON API batch (``POST /batch/storage/v1``, multipart/mixed) of
+        one ``DELETE`` per object; the sub-responses are the answers."""
         base = urllib.parse.urlsplit(self.endpoint).path.rstrip("/")
-
-        def attempt() -> None:
-            nonlocal pending, saw_absent
-            boundary = f"walship-{uuid.uuid4().hex}"
-            body = _batch_body(
-                boundary, [f"{base}/storage/v1/b/{self._b}/o/{_quote(full)}" for full in pending]
-            )
+        boundary = f"walship-{uuid.uuid4().hex}"
+        body = _batch_body(
+            boundary, [f"{base}/storage/v1/b/{self._b}/o/{_quote(full)}" for full in fulls]
+        )
+        try:
             resp = self._request(
                 "POST",
                 f"{self.endpoint}/batch/storage/v1",
@@ -578,41 +390,21 @@ class GcsBackend:
                 data=body,
                 headers={"Content-Type": f'multipart/mixed; boundary="{boundary}"'},
             )
-            answers = _batch_answers(resp)
-            retry: list[str] = []
-            transient: StorageError | None = None
-            for index, full in enumerate(pending):
-                one = f"DELETE {self._where(full[strip:])}"
-                answer = answers.get(index)
-                if answer is None:
-                    retry.append(full)
-                    transient = Transient(f"{one}: no answer in the batch response")
-                    continue
-                status, sub_body = answer
-                if status in (200, 204):
-                    continue
-                if status == 404:
-                    saw_absent = True
-                    continue
-                err = self._error_for(status, sub_body, one)
-                if not isinstance(err, Transient):
-                    raise err
-                retry.append(full)
-                transient = err
-            pending = retry
-            if transient is not None:
-                raise Transient(f"{len(retry)} of the batch: {transient.message}")
-
-        try:
-            self._call(attempt, what)
         except NotFound as exc:  # the batch endpoint itself, not an object
             raise StorageError(
                 exc.message, hint="gcs_endpoint_url must serve the JSON API batch endpoint"
             ) from None
-        if saw_absent:
-            self._check_bucket()
-        else:
-            self._bucket_ok = True
+        answers = _batch_answers(resp)
+        out: list[DeleteAnswer] = []
+        for index in range(len(fulls)):
+            answer = answers.get(index)
+            if answer is None:
+                out.append(None)
+                continue
+            status, sub_body = answer
+            message, reason = _error_text(sub_body) if status >= 300 else ("", "")
+            out.append((status, reason, message))
+        return out
 
     def close(self) -> None:
         self.session.close()
@@ -678,10 +470,6 @@ def _error_text(body: bytes) -> tuple[str, str]:
     except (ValueError, AttributeError, TypeError, IndexError):
         return body[:200].decode("utf-8", "replace"), ""
     return message, reason
-
-
-def _md5_b64(part: Part) -> str:
-    return base64.b64encode(part.md5()).decode()
 
 
 def _persisted(resp: requests.Response) -> int:

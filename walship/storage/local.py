@@ -27,11 +27,11 @@ from ..errors import (
     PermissionDenied,
     StorageError,
 )
-from .base import CREATE, IterStream, ObjectInfo, check_key, check_mode
+from .base import CREATE, IterStream, ObjectInfo, Store, check_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator
     from typing import BinaryIO
 
     from ..config import Config
@@ -62,7 +62,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class LocalBackend:
+class LocalBackend(Store):
     def __init__(self, root: str) -> None:
         if not os.path.isabs(root):
             raise ConfigError(
@@ -138,26 +138,20 @@ class LocalBackend:
         except OSError as exc:
             raise _os_error(exc, f"cannot read {path}") from None
 
-    def put(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        mode: str = CREATE,
-        metadata: Mapping[str, str] | None = None,
+    def _put(
+        self, key: str, chunks: Iterable[bytes], mode: str, meta: dict[str, str]
     ) -> ObjectInfo:
-        check_mode(mode)
         path = self._path(key)
         directory, base = os.path.split(path)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{base}-{os.getpid()}-{os.urandom(4).hex()}")
-        meta = minijson.dumps(dict(metadata or {})).encode()
+        header = minijson.dumps(meta).encode()
         size = 0
         try:
             self._makedirs(directory)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 with open(fd, "wb", closefd=True) as fh:
-                    fh.write(MAGIC + struct.pack(">I", len(meta)) + meta)
+                    fh.write(MAGIC + struct.pack(">I", len(header)) + header)
                     for chunk in chunks:
                         fh.write(chunk)
                         size += len(chunk)
@@ -180,7 +174,7 @@ class LocalBackend:
                         pass
         except OSError as exc:
             raise _os_error(exc, f"cannot write {path}") from None
-        return ObjectInfo(key, size, metadata, None)
+        return ObjectInfo(key, size, meta, None)
 
     def open(self, key: str) -> ObjectStream:
         path = self._path(key)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import AlreadyExists, NotFound
-from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
+from .base import CREATE, IterStream, ObjectInfo, ObjectStream, Store, check_key
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -20,7 +20,7 @@ _STORES: dict[str, dict[str, tuple[bytes, ObjectInfo]]] = {}
 _LOCK = threading.Lock()
 
 
-class MemoryBackend:
+class MemoryBackend(Store):
     def __init__(self, name: str = "", chunk_size: int = 1 << 20) -> None:
         self.url = f"mem://{name}"
         with _LOCK:
@@ -33,18 +33,11 @@ class MemoryBackend:
             entry = self._objects.get(key)
         return None if entry is None else entry[1]
 
-    def put(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        mode: str = CREATE,
-        metadata: Mapping[str, str] | None = None,
+    def _put(
+        self, key: str, chunks: Iterable[bytes], mode: str, meta: dict[str, str]
     ) -> ObjectInfo:
-        check_key(key)
-        check_mode(mode)
         data = b"".join(chunks)  # staged privately: invisible until committed below
-        info = ObjectInfo(key, len(data), metadata, time.time())
+        info = ObjectInfo(key, len(data), meta, time.time())
         with _LOCK:
             if mode == CREATE and key in self._objects:
                 raise AlreadyExists(f"{self.url}/{key} already exists")

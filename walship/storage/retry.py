@@ -1,10 +1,31 @@
 """Retrying transient storage faults (used by the remote backends only).
 
 Only :class:`~walship.errors.Transient` is retried; every other error is
-final at once. Waits are exponential with *full jitter* (a uniformly random
-sleep between 0 and ``base * 2**attempt``, capped at ``max_wait``), and a
-call stops retrying once ``deadline`` seconds have passed since its first
-attempt (the next sleep is clamped so no attempt starts after the deadline).
+final at once. Whether a transient fault is retried also depends on what the
+request does if it is sent twice (its *kind*, which every call names):
+
+- :data:`SAFE`: a read (GET, HEAD, LIST); always retried.
+- :data:`IDEMPOTENT`: repeating it has the effect of sending it once (an
+  overwrite PUT, a DELETE, an upload part or staged block, a resumable chunk,
+  which first asks what the store holds); retried.
+- :data:`CONDITIONAL`: a create-only put. A repeat after the first attempt
+  landed fails its own condition, and the retried-create check
+  (:meth:`walship.storage.client.RemoteBackend._conditional`) then compares
+  what the store holds with what was sent; so it is retried.
+- :data:`ONCE`: repeating it may apply it twice. A fault after the request
+  may have reached the store (:class:`Interrupted`: a read timeout, a reset,
+  a cut answer) is final; a fault before it was sent (connection refused, a
+  connect timeout) and an error answer (5xx, 429) are retried.
+
+Starting a multipart / resumable upload is IDEMPOTENT for walship: a repeat
+leaves at most an empty upload nobody sees (aborted by the bucket's lifecycle
+rule, or expired), never a second object. No request walship sends today is
+ONCE; a new one must say which kind it is.
+
+Waits are exponential with *full jitter* (a uniformly random sleep
+between 0 and ``base * 2**attempt``, capped at ``max_wait``), and a call
+stops retrying once ``deadline`` seconds have passed since its first attempt
+(the next sleep is clamped so no attempt starts after the deadline).
 Each attempt is itself capped by the SDK's connect/read timeouts, which the
 backends set from ``retry_attempt_timeout``. Each retry is logged as
 ``storage.retry`` with the attempt number and the cause.
@@ -30,6 +51,26 @@ from .. import log
 from ..errors import Transient
 
 T = TypeVar("T")
+
+#: request kinds (see the module docstring)
+SAFE = "safe"
+IDEMPOTENT = "idempotent"
+CONDITIONAL = "conditional"
+ONCE = "once"
+KINDS = (SAFE, IDEMPOTENT, CONDITIONAL, ONCE)
+
+
+class Interrupted(Transient):
+    """A transient fault after the request was sent (a read timeout, a reset,
+    a cut answer): the store may have applied it. Retried for every kind but
+    :data:`ONCE`."""
+
+
+def retried(kind: str, exc: BaseException) -> bool:
+    """Whether ``exc`` from a request of ``kind`` is worth another attempt."""
+    if not isinstance(exc, Transient):
+        return False
+    return kind != ONCE or not isinstance(exc, Interrupted)
 
 
 class RetryPolicy:
@@ -73,13 +114,21 @@ class RetryPolicy:
         fn: Callable[[], T],
         what: str,
         *,
+        kind: str = SAFE,
         on_retry: Callable[[Transient], None] | None = None,
     ) -> T:
         """Run ``fn`` until it succeeds, fails for good, or the deadline passes.
 
+        ``kind`` says what a repeat of the request does (:data:`KINDS`).
         ``on_retry`` is called with the transient error before each retry
-        (backends use it to remember that an attempt may have landed).
+        (backends use it to remember that an attempt may have landed); a
+        :data:`CONDITIONAL` request needs one, since only the retried-create
+        check makes its retry safe.
         """
+        if kind not in KINDS:
+            raise ValueError(f"request kind must be one of {KINDS}, not {kind!r}")
+        if kind == CONDITIONAL and on_retry is None:
+            raise ValueError("a conditional request is retried only with a retried-create check")
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             outcome = state.outcome
@@ -96,7 +145,7 @@ class RetryPolicy:
                 on_retry(exc)
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(Transient),
+            retry=tenacity.retry_if_exception(lambda exc: retried(kind, exc)),
             stop=self._stop,
             wait=self._wait,
             sleep=self._sleep,
@@ -109,6 +158,12 @@ class RetryPolicy:
         except Transient as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
             elapsed = time.monotonic() - started
+            if not retried(kind, exc):
+                raise Transient(
+                    f"{what} failed and was not retried, since it may have been applied: "
+                    f"{exc.message}",
+                    hint=exc.hint or "check the store, then run the command again",
+                ) from exc
             raise Transient(
                 f"{what} failed after {attempts} attempts in {elapsed:.1f}s: {exc.message}",
                 hint=exc.hint
@@ -144,6 +199,7 @@ def resuming_chunks(
                 body = policy.call(
                     lambda start=start: open_at(start),  # type: ignore[misc]
                     f"resume {what} at byte {start}",
+                    kind=SAFE,
                 )
             try:
                 chunk = next(body)

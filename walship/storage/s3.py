@@ -24,35 +24,24 @@ transient faults with one policy for every backend.
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config as BotoConfig
 
-from ..errors import (
-    AlreadyExists,
-    ConfigError,
-    ContainerNotFound,
-    NotFound,
-    PermissionDenied,
-    StorageError,
-    Transient,
-)
+from ..errors import ConfigError, PermissionDenied, StorageError, Transient
 from . import errormap as em
-from .base import CREATE, IterStream, ObjectInfo, ObjectStream, check_key, check_mode
-from .parts import Part, PartReader, md5_of, part_size
-from .retry import RetryPolicy, resuming_chunks
+from .base import CREATE, ObjectInfo
+from .client import DeleteAnswer, Entry, RemoteBackend
+from .parts import Part, md5_of
+from .retry import IDEMPOTENT, SAFE, Interrupted
 
 if TYPE_CHECKING:
     from ..config import Config
 
 CHUNK = 1 << 20
-MAX_PARTS = 10_000
-MAX_PART = 5 << 30
-DELETE_BATCH = 1000
 
 #: (HTTP status, S3 error code) -> outcome; see walship/storage/errormap.py and
 #: docs/storage.md. The only EXISTS answer is 412 PreconditionFailed, what
@@ -60,84 +49,67 @@ DELETE_BATCH = 1000
 #: fails (also without a body, code "412"). 409 ConditionalRequestConflict
 #: (a concurrent conditional write or a delete in flight) and OperationAborted
 #: are retried; no 409 means "exists".
-_ERRORS: em.Table = {
-    (412, "PreconditionFailed"): em.EXISTS,
-    (412, "412"): em.EXISTS,
-    (412, ""): em.EXISTS,
-    (412, em.ANY_CODE): em.ERROR,
-    (em.ANY_STATUS, "NoSuchBucket"): em.NO_CONTAINER,
-    (em.ANY_STATUS, "NoSuchKey"): em.NOT_FOUND,
-    (em.ANY_STATUS, "NoSuchVersion"): em.NOT_FOUND,
-    (404, "NoSuchUpload"): em.NOT_FOUND,
-    (404, "404"): em.NOT_FOUND,
-    (404, ""): em.NOT_FOUND,
-    (409, "ConditionalRequestConflict"): em.TRANSIENT,
-    (409, "OperationAborted"): em.TRANSIENT,
-    (409, em.ANY_CODE): em.ERROR,
-    (408, em.ANY_CODE): em.TRANSIENT,
-    (429, em.ANY_CODE): em.TRANSIENT,
-    **{
-        (em.ANY_STATUS, code): em.TRANSIENT
-        for code in (
-            "SlowDown",
-            "ServiceUnavailable",
-            "InternalError",
-            "RequestTimeout",
-            "RequestTimeoutException",
-            "Throttling",
-            "ThrottlingException",
-            "ThrottledException",
-            "RequestThrottled",
-            "RequestLimitExceeded",
-            "TooManyRequestsException",
-            "ProvisionedThroughputExceededException",
-            "BandwidthLimitExceeded",
-            "EC2ThrottledException",
-            "IDPCommunicationError",
-            "PriorRequestNotComplete",
-        )
-    },
-    (401, em.ANY_CODE): em.DENIED,
-    (403, em.ANY_CODE): em.DENIED,
-    **{
-        (em.ANY_STATUS, code): em.DENIED
-        for code in (
-            "AccessDenied",
-            "AllAccessDisabled",
-            "AccountProblem",
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "ExpiredToken",
-            "InvalidToken",
-            "TokenRefreshRequired",
-            "InvalidSecurity",
-            "Forbidden",
-            "RequestTimeTooSkewed",
-            "InvalidObjectState",
-        )
-    },
-    (em.ANY_STATUS, "PermanentRedirect"): em.CONFIG,
-    (em.ANY_STATUS, "AuthorizationHeaderMalformed"): em.CONFIG,
-}
+_ERRORS = em.table(
+    em.codes(em.EXISTS, "PreconditionFailed", "412", "", status=412),
+    em.codes(em.ERROR, em.ANY_CODE, status=412),
+    em.codes(em.NO_CONTAINER, "NoSuchBucket"),
+    em.codes(em.NOT_FOUND, "NoSuchKey", "NoSuchVersion"),
+    em.codes(em.NOT_FOUND, "NoSuchUpload", "404", "", status=404),
+    em.codes(em.TRANSIENT, "ConditionalRequestConflict", "OperationAborted", status=409),
+    em.codes(em.ERROR, em.ANY_CODE, status=409),
+    em.codes(
+        em.TRANSIENT,
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "BandwidthLimitExceeded",
+        "EC2ThrottledException",
+        "IDPCommunicationError",
+        "PriorRequestNotComplete",
+    ),
+    em.codes(
+        em.DENIED,
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidSecurity",
+        "Forbidden",
+        "RequestTimeTooSkewed",
+        "InvalidObjectState",
+    ),
+    em.codes(em.CONFIG, "PermanentRedirect", "AuthorizationHeaderMalformed"),
+)
 
 
-def parse_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ("bucket", "a/b/")."""
-    rest = url.partition("://")[2]
-    bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    if not bucket:
-        raise ConfigError(
-            f"repository URL {url!r} names no bucket", hint="use s3://BUCKET[/PREFIX]"
-        )
-    return bucket, (prefix + "/" if prefix else "")
+class S3Backend(RemoteBackend):
+    SCHEME = "s3"
+    PART_SETTING = "s3_part_size"
+    ERRORS = _ERRORS
+    SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError)
+    NO_CONTAINER_HINT = (
+        "check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, or create the bucket"
+    )
+    CONFIG_HINT = "set s3_region to the bucket's region"
+    MAX_PARTS = 10_000
+    MAX_PART = 5 << 30
+    DELETE_BATCH = 1000  # DeleteObjects
 
-
-class S3Backend:
     def __init__(self, url: str, config: Config) -> None:
-        self.bucket, self.prefix = parse_url(url)
-        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.policy = RetryPolicy.from_config(config)
+        super().__init__(url, config)
         self.part_size = int(getattr(config, "s3_part_size", 16 << 20))
         boto_config = BotoConfig(
             region_name=getattr(config, "s3_region", None),
@@ -174,12 +146,8 @@ class S3Backend:
         storage_class = getattr(config, "s3_storage_class", None)
         if storage_class:
             self._put_extra["StorageClass"] = storage_class
-        self._bucket_ok = False
 
     # --- errors ------------------------------------------------------------
-    def _where(self, key: str | None = None) -> str:
-        return f"s3://{self.bucket}/{self.prefix}{key}" if key is not None else self.url
-
     def _denied_hint(self) -> str:
         return (
             f"check the AWS credentials walship runs with (as the postgres user for "
@@ -188,31 +156,13 @@ class S3Backend:
         )
 
     def _translate(self, exc: BaseException, what: str) -> BaseException:
-        """An SDK exception -> walship's error (or the exception itself if not ours)."""
+        """A botocore exception -> walship's error (or the exception itself if not ours)."""
         E = botocore.exceptions
         if isinstance(exc, E.ClientError):
             err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            text = f"{what}: {code or status} {err.get('Message', '')}".strip()
-            found = em.outcome(_ERRORS, status, code)
-            if found == em.NO_CONTAINER:
-                return ContainerNotFound(
-                    f"{what}: bucket {self.bucket!r} does not exist",
-                    hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
-                    "or create the bucket",
-                )
-            if found == em.NOT_FOUND:
-                return NotFound(f"{what}: does not exist")
-            if found == em.EXISTS:
-                return AlreadyExists(f"{what}: already exists")
-            if found == em.TRANSIENT:
-                return Transient(text)
-            if found == em.DENIED:
-                return PermissionDenied(text, hint=self._denied_hint())
-            if found == em.CONFIG:
-                return ConfigError(text, hint="set s3_region to the bucket's region")
-            return StorageError(text)
+            code = str(err.get("Code", ""))
+            return self._answer_error(status, code, what, str(err.get("Message", "")))
         if isinstance(exc, (E.NoCredentialsError, E.PartialCredentialsError)):
             return PermissionDenied(
                 f"{what}: no AWS credentials found",
@@ -223,223 +173,41 @@ class S3Backend:
             return PermissionDenied(f"{what}: {exc}", hint=self._denied_hint())
         if isinstance(exc, E.NoRegionError):
             return ConfigError(f"{what}: no region", hint="set s3_region")
-        if isinstance(exc, (E.HTTPClientError, E.ConnectionError, E.IncompleteReadError)):
+        if isinstance(exc, E.ConnectionError):  # not sent: refused, connect timeout, DNS
             return Transient(f"{what}: {type(exc).__name__}: {exc}")
-        if isinstance(exc, OSError):
-            return Transient(f"{what}: {type(exc).__name__}: {exc}")
+        if isinstance(exc, (E.HTTPClientError, E.IncompleteReadError, OSError)):
+            return Interrupted(f"{what}: {type(exc).__name__}: {exc}")
         return exc
 
-    def _attempt(self, fn: Callable[[], Any], what: str) -> Any:
-        try:
-            return fn()
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
-            raise self._translate(exc, what) from None
+    def _probe_container(self) -> object:
+        return self.client.head_bucket(Bucket=self.bucket)
 
-    def _call(
-        self,
-        fn: Callable[[], Any],
-        what: str,
-        on_retry: Callable[[Transient], None] | None = None,
-    ) -> Any:
-        return self.policy.call(lambda: self._attempt(fn, what), what, on_retry=on_retry)
+    # --- reads -----------------------------------------------------------------
+    def _head(self, full: str, what: str) -> Any:
+        return self.client.head_object(Bucket=self.bucket, Key=full)
 
-    def _full(self, key: str) -> str:
-        check_key(key)
-        return self.prefix + key
-
-    def _check_bucket(self) -> None:
-        """Raise ContainerNotFound / PermissionDenied unless the bucket is there."""
-        if self._bucket_ok:
-            return
-        what = f"HEAD bucket s3://{self.bucket}"
-        try:
-            self._call(lambda: self.client.head_bucket(Bucket=self.bucket), what)
-        except NotFound:
-            raise ContainerNotFound(
-                f"bucket {self.bucket!r} does not exist",
-                hint="check `repo` / WALSHIP_REPO and s3_endpoint_url/s3_region, "
-                "or create the bucket",
-            ) from None
-        self._bucket_ok = True
-
-    # --- protocol ------------------------------------------------------------
-    def head(self, key: str) -> ObjectInfo | None:
-        full = self._full(key)
-        what = f"HEAD {self._where(key)}"
-        try:
-            resp = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=full), what)
-        except NotFound:
-            self._check_bucket()
-            return None
-        self._bucket_ok = True
-        return self._info(key, resp)
-
-    @staticmethod
-    def _info(key: str, resp: Mapping[str, Any]) -> ObjectInfo:
-        mtime = resp.get("LastModified")
-        meta = {str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()}
+    def _info(self, key: str, answer: Mapping[str, Any]) -> ObjectInfo:
+        mtime = answer.get("LastModified")
+        meta = {str(k).lower(): str(v) for k, v in (answer.get("Metadata") or {}).items()}
         return ObjectInfo(
             key,
-            int(resp.get("ContentLength", 0)),
+            int(answer.get("ContentLength", 0)),
             meta,
             mtime.timestamp() if mtime is not None else None,
         )
 
-    def put(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        mode: str = CREATE,
-        metadata: Mapping[str, str] | None = None,
-    ) -> ObjectInfo:
-        check_mode(mode)
-        full = self._full(key)
-        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-        reader = PartReader(chunks)
-        first = reader.read(self.part_size)
-        try:
-            if reader.exhausted:
-                self._put_single(key, full, first, mode, meta)
-            else:
-                self._put_multipart(key, full, first, reader, mode, meta)
-        finally:
-            first.close()
-        self._bucket_ok = True
-        return ObjectInfo(key, reader.total, meta, None)
+    def _get(self, key: str, full: str, what: str) -> tuple[Any, ObjectInfo, str | None]:
+        answer = self.client.get_object(Bucket=self.bucket, Key=full)
+        return answer, self._info(key, answer), answer.get("ETag")
 
-    def _put_single(self, key: str, full: str, part: Part, mode: str, meta: dict[str, str]) -> None:
-        what = f"PUT {self._where(key)}"
-        ambiguous: list[Transient] = []
+    def _get_range(self, full: str, pos: int, version: str | None, what: str) -> Any:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Range": f"bytes={pos}-"}
+        if version:
+            kwargs["IfMatch"] = version
+        return self.client.get_object(**kwargs)
 
-        def put() -> Any:
-            kwargs: dict[str, Any] = dict(
-                Bucket=self.bucket, Key=full, Body=part.body(), Metadata=meta, **self._put_extra
-            )
-            if mode == CREATE:
-                kwargs["IfNoneMatch"] = "*"
-            return self.client.put_object(**kwargs)
-
-        try:
-            self._call(put, what, on_retry=ambiguous.append)
-        except AlreadyExists:
-            if ambiguous and self._stored_etag(full) == part.md5_hex():
-                return  # our own earlier attempt landed; its response was lost
-            raise AlreadyExists(f"{self._where(key)} already exists") from None
-        except NotFound:
-            self._check_bucket()
-            raise
-
-    def _stored_etag(self, full: str) -> str | None:
-        try:
-            resp = self._call(
-                lambda: self.client.head_object(Bucket=self.bucket, Key=full),
-                f"HEAD {self._where(full[len(self.prefix) :])}",
-            )
-        except NotFound:
-            return None
-        return str(resp.get("ETag", "")).strip('"') or None
-
-    def _put_multipart(
-        self,
-        key: str,
-        full: str,
-        first: Part,
-        reader: PartReader,
-        mode: str,
-        meta: dict[str, str],
-    ) -> None:
-        where = self._where(key)
-        try:
-            resp = self._call(
-                lambda: self.client.create_multipart_upload(
-                    Bucket=self.bucket, Key=full, Metadata=meta, **self._put_extra
-                ),
-                f"start multipart upload of {where}",
-            )
-        except NotFound:
-            self._check_bucket()
-            raise
-        upload_id = resp["UploadId"]
-        done = False
-        try:
-            parts: list[dict[str, Any]] = []
-            md5s: list[str] = []
-            part: Part | None = first
-            index = 0
-            while part is not None:
-                number = index + 1
-                current = part
-
-                def upload(current: Part = current, number: int = number) -> Any:
-                    return self.client.upload_part(
-                        Bucket=self.bucket,
-                        Key=full,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=current.body(),
-                    )
-
-                out = self._call(upload, f"upload part {number} of {where}")
-                etag = str(out["ETag"])
-                parts.append({"ETag": etag, "PartNumber": number})
-                md5s.append(etag.strip('"'))
-                if current is not first:
-                    current.close()
-                index += 1
-                if reader.exhausted:
-                    part = None
-                else:
-                    if index >= MAX_PARTS:
-                        raise StorageError(
-                            f"{where}: object exceeds {MAX_PARTS} parts",
-                            hint="raise s3_part_size",
-                        )
-                    part = reader.read(part_size(self.part_size, index, MAX_PART))
-            expected = md5_of(md5s)
-            ambiguous: list[Transient] = []
-
-            def complete() -> Any:
-                kwargs: dict[str, Any] = dict(
-                    Bucket=self.bucket,
-                    Key=full,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
-                if mode == CREATE:
-                    kwargs["IfNoneMatch"] = "*"
-                return self.client.complete_multipart_upload(**kwargs)
-
-            try:
-                self._call(complete, f"complete multipart upload of {where}", ambiguous.append)
-            except (AlreadyExists, NotFound) as exc:
-                # NotFound here is NoSuchUpload: after a lost response it may mean "done"
-                if ambiguous and self._stored_etag(full) == expected:
-                    done = True
-                    return
-                if isinstance(exc, AlreadyExists):
-                    raise AlreadyExists(f"{where} already exists") from None
-                raise StorageError(
-                    f"{where}: multipart upload vanished before completion"
-                ) from None
-            done = True
-        finally:
-            if not done:
-                self._abort(full, upload_id, where)
-
-    def _abort(self, full: str, upload_id: str, where: str) -> None:
-        try:
-            self._attempt(
-                lambda: self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=full, UploadId=upload_id
-                ),
-                f"abort multipart upload of {where}",
-            )
-        except StorageError:
-            pass  # a lifecycle rule for incomplete uploads cleans up (docs/storage.md)
-
-    def _body(self, resp: Mapping[str, Any], what: str) -> Iterator[bytes]:
-        body = resp["Body"]
+    def _body(self, answer: Mapping[str, Any], what: str) -> Iterator[bytes]:
+        body = answer["Body"]
         try:
             while True:
                 try:
@@ -455,111 +223,132 @@ class S3Backend:
         finally:
             body.close()
 
-    def open(self, key: str) -> ObjectStream:
-        full = self._full(key)
-        where = self._where(key)
-        what = f"GET {where}"
-        try:
-            resp = self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=full), what)
-        except NotFound:
-            self._check_bucket()
-            raise NotFound(f"{where} does not exist") from None
-        self._bucket_ok = True
-        info = self._info(key, resp)
-        etag = resp.get("ETag")
-
-        def open_at(pos: int) -> Iterator[bytes]:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Range": f"bytes={pos}-"}
-            if etag:
-                kwargs["IfMatch"] = etag
-            r = self._attempt(lambda: self.client.get_object(**kwargs), what)
-            return self._body(r, what)
-
-        body = self._body(resp, what)
-        chunks = resuming_chunks(body, open_at, info.size, self.policy, where)
-        return IterStream(info, em.pinned_read(chunks, where))
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        full_prefix = self.prefix + prefix
-        token: str | None = None
-        strip = len(self.prefix)
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix, "MaxKeys": 1000}
-            if token:
-                kwargs["ContinuationToken"] = token
-
-            def page(kwargs: dict[str, Any] = kwargs) -> Any:
-                return self.client.list_objects_v2(**kwargs)
-
-            resp = self._call(page, f"LIST {self._where(prefix)}")
-            self._bucket_ok = True
-            for item in resp.get("Contents") or ():
-                mtime = item.get("LastModified")
-                yield ObjectInfo(
-                    item["Key"][strip:],
+    def _list_page(
+        self, full_prefix: str, token: str | None, what: str
+    ) -> tuple[list[Entry], str | None]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix, "MaxKeys": 1000}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = self.client.list_objects_v2(**kwargs)
+        entries: list[Entry] = []
+        for item in page.get("Contents") or ():
+            mtime = item.get("LastModified")
+            entries.append(
+                (
+                    item["Key"],
                     int(item.get("Size", 0)),
-                    None,
                     mtime.timestamp() if mtime is not None else None,
                 )
-            token = resp.get("NextContinuationToken")
-            if not resp.get("IsTruncated") or not token:
-                return
+            )
+        more = page.get("IsTruncated") and page.get("NextContinuationToken")
+        return entries, more or None
 
-    def delete(self, keys: Iterable[str]) -> None:
-        batch: builtins.list[str] = []
-        for key in keys:
-            batch.append(self._full(key))
-            if len(batch) == DELETE_BATCH:
-                self._delete_batch(batch)
-                batch = []
-        if batch:
-            self._delete_batch(batch)
-
-    def _delete_batch(self, batch: builtins.list[str]) -> None:
-        what = f"DELETE {len(batch)} objects in {self.url}"
-        resp = self._call(
-            lambda: self.client.delete_objects(
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            ),
-            what,
+    # --- writes ----------------------------------------------------------------
+    def _put_one(self, full: str, part: Part, mode: str, meta: dict[str, str], what: str) -> object:
+        kwargs: dict[str, Any] = dict(
+            Bucket=self.bucket, Key=full, Body=part.body(), Metadata=meta, **self._put_extra
         )
-        errors = [e for e in resp.get("Errors") or () if e.get("Code") != "NoSuchKey"]
-        if errors:
-            first = errors[0]
-            code = str(first.get("Code", ""))
-            text = f"{what}: {len(errors)} failed, e.g. {first.get('Key')}: {code}"
-            found = em.outcome(_ERRORS, em.ANY_STATUS, code)
-            if found == em.DENIED:
-                raise PermissionDenied(text, hint=self._denied_hint())
-            if found == em.TRANSIENT:
-                # deletes are idempotent: retry the whole batch once more via the policy
-                self._call(
-                    lambda: self._raise_if_errors(
-                        self.client.delete_objects(
-                            Bucket=self.bucket,
-                            Delete={"Objects": [{"Key": e["Key"]} for e in errors], "Quiet": True},
-                        ),
-                        what,
-                    ),
-                    what,
-                )
-                return
-            raise StorageError(text)
+        if mode == CREATE:
+            kwargs["IfNoneMatch"] = "*"
+        return self.client.put_object(**kwargs)
 
-    def _raise_if_errors(self, resp: Mapping[str, Any], what: str) -> None:
-        errors = [e for e in resp.get("Errors") or () if e.get("Code") != "NoSuchKey"]
-        if errors:
-            code = str(errors[0].get("Code", ""))
-            text = f"{what}: {len(errors)} failed ({code})"
-            if em.outcome(_ERRORS, em.ANY_STATUS, code) == em.TRANSIENT:
-                raise Transient(text)
-            raise StorageError(text)
+    def _stored_etag(self, full: str, what: str) -> str | None:
+        answer = self._call(
+            lambda: self.client.head_object(Bucket=self.bucket, Key=full), what, SAFE
+        )
+        return str(answer.get("ETag", "")).strip('"') or None
+
+    def _holds_one(self, full: str, part: Part, what: str) -> bool:
+        return self._stored_etag(full, what) == part.md5_hex()
+
+    def _start_upload(self, full: str, mode: str, meta: dict[str, str], where: str) -> Any:
+        answer = self._call(
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=full, Metadata=meta, **self._put_extra
+            ),
+            f"start multipart upload of {where}",
+            IDEMPOTENT,  # a repeat leaves an empty upload, aborted by the lifecycle rule
+        )
+        return _Upload(full, str(answer["UploadId"]))
+
+    def _send_part(
+        self, upload: _Upload, index: int, part: Part, offset: int, last: bool, where: str
+    ) -> tuple[str, str]:
+        number = index + 1
+        answer = self._call(
+            lambda: self.client.upload_part(
+                Bucket=self.bucket,
+                Key=upload.full,
+                UploadId=upload.upload_id,
+                PartNumber=number,
+                Body=part.body(),
+            ),
+            f"upload part {number} of {where}",
+            IDEMPOTENT,
+        )
+        return str(answer["ETag"]), part.md5_hex()
+
+    def _commit(
+        self,
+        upload: _Upload,
+        tokens: list[tuple[str, str]],
+        first: Part,
+        mode: str,
+        meta: dict[str, str],
+        what: str,
+    ) -> object:
+        parts = [{"ETag": etag, "PartNumber": n + 1} for n, (etag, _) in enumerate(tokens)]
+        kwargs: dict[str, Any] = dict(
+            Bucket=self.bucket,
+            Key=upload.full,
+            UploadId=upload.upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        if mode == CREATE:
+            kwargs["IfNoneMatch"] = "*"
+        return self.client.complete_multipart_upload(**kwargs)
+
+    def _holds_parts(self, upload: _Upload, tokens: list[tuple[str, str]], what: str) -> bool:
+        # NoSuchUpload after a lost answer may mean "done": the multipart ETag decides
+        return self._stored_etag(upload.full, what) == md5_of([md5 for _, md5 in tokens])
+
+    def _abort_upload(self, upload: _Upload, where: str) -> None:
+        try:
+            self._attempt(
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload.full, UploadId=upload.upload_id
+                ),
+                f"abort multipart upload of {where}",
+            )
+        except StorageError:
+            pass  # a lifecycle rule for incomplete uploads cleans up (docs/storage.md)
+
+    def _delete_request(self, fulls: Sequence[str], what: str) -> list[DeleteAnswer]:
+        answer = self.client.delete_objects(
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": k} for k in fulls], "Quiet": True},
+        )
+        # Quiet: only the keys that failed are listed, with a code and no status
+        failed = {
+            str(e.get("Key")): (em.ANY_STATUS, str(e.get("Code", "")), str(e.get("Message", "")))
+            for e in answer.get("Errors") or ()
+        }
+        return [failed.get(full, (200, "", "")) for full in fulls]
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+class _Upload:
+    """A multipart upload in progress."""
+
+    __slots__ = ("full", "upload_id")
+
+    def __init__(self, full: str, upload_id: str) -> None:
+        self.full = full
+        self.upload_id = upload_id
 
 
 def open_backend(url: str, config: Config) -> S3Backend:
