@@ -92,9 +92,9 @@ cmd, reps = sys.argv[1], int(sys.argv[2])
 out = []
 for _ in range(reps):
     t = time.perf_counter()
-    rc = subprocess.call(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out.append([time.perf_counter() - t, rc])
+    p = subprocess.run(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out.append([time.perf_counter() - t, p.returncode, p.stderr[-500:].decode(errors="replace")])
 print(json.dumps(out))
 """
 
@@ -450,12 +450,17 @@ def make_tool(name: str, ctx: Ctx, tag: str) -> Tool:
 
 
 # --- workloads and snapshots ------------------------------------------------------
-MIXED_TABLE = "CREATE TABLE mixed (id uuid PRIMARY KEY, note text, doc jsonb, x float8, y float8)"
+MIXED_TABLE = (
+    "CREATE TABLE mixed (id uuid PRIMARY KEY, note text, doc jsonb, x float8, y float8, "
+    "kind text, created timestamptz)"
+)
 MIXED_BATCH = (
     "INSERT INTO mixed SELECT gen_random_uuid(), md5(random()::text), "
     "jsonb_build_object('ref', gen_random_uuid(), 'score', random(), "
     "'label', md5(random()::text), 'n', (random() * 1000000)::int), "
-    "random(), random() * 1000 FROM generate_series(1, 40000)"
+    "random(), random() * 1000, "
+    "(ARRAY['new', 'paid', 'shipped', 'returned'])[1 + (random() * 3)::int], now() "
+    "FROM generate_series(1, 40000)"
 )
 CHECKS = {
     "pgbench": "SELECT count(*) || ':' || sum(abalance) FROM pgbench_accounts",
@@ -552,7 +557,10 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
     name = f"drain-{tool.tag}"
     cluster = pgh.Cluster(MAJOR, ctx.wd, name)
     copy_tree(snap.datadir, cluster.datadir)
-    cluster.configure({})  # this copy's port and socket directory
+    # this copy's port and socket directory; no checkpoint during the drain, so
+    # none removes archived segments (the fast path below calls for one) and
+    # every tool drains without a checkpoint's I/O
+    cluster.configure({"checkpoint_timeout": "1d", "max_wal_size": "64GB"})
     env = tool.env()
     result: dict[str, Any] = {}
     try:
@@ -601,13 +609,17 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
         )
         segment = snap.segments[len(snap.segments) // 2]
         note = tool.before_fast_path(cluster.datadir, segment)
-        fast = fast_path(cluster.datadir, command, segment, reps)
-        result.update(
-            fast_path_ms=statistics.median(fast) * 1000,
-            fast_path_all_ms=[round(t * 1000, 2) for t in fast],
-        )
         if note:
             result["fast_path_note"] = note
+        try:
+            fast = fast_path(cluster.datadir, command, segment, reps)
+        except RuntimeError as exc:
+            result["fast_path_error"] = str(exc)
+        else:
+            result.update(
+                fast_path_ms=statistics.median(fast) * 1000,
+                fast_path_all_ms=[round(t * 1000, 2) for t in fast],
+            )
     finally:
         cluster.stop("immediate")
         for key in env:
@@ -617,13 +629,16 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
 
 
 def fast_path(datadir: str, command: str, segment: str, reps: int) -> list[float]:
+    if not os.path.exists(os.path.join(datadir, "pg_wal", segment)):
+        # never call a tool for a missing file: `gzip -c %p > repo/%f.gz` would empty the copy
+        raise RuntimeError(f"fast path: {segment} is no longer in pg_wal")
     cmd = command.replace("%p", f"pg_wal/{segment}").replace("%f", segment)
     proc = pgh.run(["/usr/bin/python3.11", "-c", TIMER, cmd, str(reps)], cwd=datadir)
     calls = json.loads(proc.stdout)
-    bad = [rc for _, rc in calls if rc != 0]
+    bad = [(rc, err) for _, rc, err in calls if rc != 0]
     if bad:
-        raise RuntimeError(f"fast path: {cmd!r} exited {bad[0]}")
-    return [t for t, _ in calls]
+        raise RuntimeError(f"fast path: {cmd!r} exited {bad[0][0]}: {bad[0][1].strip()}")
+    return [t for t, _, _ in calls]
 
 
 def restore(ctx: Ctx, snap: Snapshot, tool: Tool) -> dict[str, Any]:
@@ -729,6 +744,10 @@ def fmt_size(n: int) -> str:
     return f"{n / MIB:.0f} MiB"
 
 
+def fast_ms(row: dict[str, Any]) -> str:
+    return f"{row['fast_path_ms']:.1f}" if "fast_path_ms" in row else "failed"
+
+
 def table(results: list[dict[str, Any]], snaps: dict[str, Snapshot]) -> str:
     lines = []
     for workload, snap in snaps.items():
@@ -748,7 +767,7 @@ def table(results: list[dict[str, Any]], snaps: dict[str, Snapshot]) -> str:
                 continue
             lines.append(
                 f"| {r['tool']} | {r['seg_per_s']:.1f} | {r['mib_per_s']:.0f} "
-                f"| {fmt_size(r['stored_bytes'])} | {r['fast_path_ms']:.1f} "
+                f"| {fmt_size(r['stored_bytes'])} | {fast_ms(r)} "
                 f"| {r['restore_s']:.2f} |"
             )
         lines.append("")
@@ -764,6 +783,9 @@ def main() -> int:
     parser.add_argument("--fast-reps", type=int, default=11, help="fast-path calls per tool")
     parser.add_argument("--barman", default=BARMAN_DEFAULT, help="bin/ of the barman[cloud] venv")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (debugging; it is large)"
+    )
     args = parser.parse_args()
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -822,7 +844,7 @@ def main() -> int:
                     leftovers = sweep_leftovers(token, spare)
                     log(
                         f"{workload}/{name}: {row['seg_per_s']:.1f} seg/s, "
-                        f"fast path {row['fast_path_ms']:.1f} ms; restoring"
+                        f"fast path {fast_ms(row)} ms; restoring"
                     )
                     row.update(restore(ctx, snap, tool))
                     log(f"{workload}/{name}: restore {row['restore_s']:.2f}s")
@@ -833,7 +855,7 @@ def main() -> int:
                     leftovers = sweep_leftovers(token, spare)
                     if leftovers:
                         row["stopped_leftover_processes"] = len(leftovers)
-                    if tool is not None:
+                    if tool is not None and not args.keep:
                         tool.close()
                     if s3 is not None and name in S3_TOOLS:
                         s3.reset()
@@ -843,7 +865,10 @@ def main() -> int:
         if s3 is not None:
             s3.server.stop()
         sweep_leftovers(token, set())
-        wd.close()
+        if args.keep:
+            log(f"kept {wd.path}")
+        else:
+            wd.close()
 
     report = {
         "benchmark": "bench_drain",
