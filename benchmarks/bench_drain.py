@@ -787,6 +787,9 @@ def main() -> int:
         "--keep", action="store_true", help="keep the work directory (debugging; it is large)"
     )
     args = parser.parse_args()
+    # PostgreSQL runs the commands in its data directory: no relative paths
+    args.walship = os.path.abspath(args.walship)
+    args.barman = os.path.abspath(args.barman)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for t in tools:
