@@ -1,0 +1,914 @@
+"""Drain and restore a real PostgreSQL 15 archiving backlog, side by side with other tools.
+
+    .venv/bin/python benchmarks/bench_drain.py --out /tmp/bench-drain.json
+    .venv/bin/python benchmarks/bench_drain.py --walship /var/tmp/other-venv/bin/walship \\
+        --segments 64 --workloads pgbench --tools walship,pgbackrest-async --out /tmp/x.json
+
+Run as root with the checkout's dev venv (it has the ``test`` extra: moto, boto3).
+``--walship`` is the walship executable under test: a venv made from
+/usr/bin/python3.11 that the ``postgres`` user can run (default: the venv of
+this checkout, from .cache/venv-path). Prerequisites: docs/benchmarks.md,
+"Draining a backlog".
+
+One run, identical WAL for every tool:
+
+1. Per workload, a PostgreSQL 15 cluster with ``archive_mode = on`` and
+   ``archive_command = ''`` (archiving held: PostgreSQL keeps every finished
+   segment as ``.ready``), a base backup (``pg_basebackup -X stream``) taken
+   before the workload, then the workload until ``--segments`` segments wait.
+   The stopped cluster and the backup are the snapshot.
+   Workloads: ``pgbench`` (``-i -s 10`` then ``-c 2``) and ``mixed`` (rows of
+   random uuids, md5 text, jsonb and random floats; its WAL compresses ~2.5x).
+2. Per tool, a copy of the snapshot starts with archiving still held; the
+   tool's archive_command is set with ALTER SYSTEM and the clock starts at the
+   SIGHUP that makes the archiver use it. The drain ends when
+   pg_wal/archive_status has no ``.ready`` left; pg_stat_archiver must count
+   them all archived. Recorded: seg/s, MiB/s of WAL, the stored size of the
+   repository, then (server stopped with ``-m immediate``, so the segments
+   stay in pg_wal) the fast path: whole-process calls of the archive_command,
+   as PostgreSQL makes them (``sh -c`` in the data directory), for a segment
+   already archived, median over ``--fast-reps`` calls.
+3. Per tool, a copy of the base backup (its pg_wal emptied) recovers through
+   the tool's restore_command to the end of the archive, i.e. replays the whole
+   workload; restore time is "starting archive recovery" to "archive recovery
+   complete" in the server log. The restored data is compared with the source.
+
+Tools (``--tools``): cp, gzip, pgbackrest-sync, pgbackrest-async, walship
+(local repositories); walship-s3, barman-s3 (the moto S3 server on
+127.0.0.1). Every server is stopped by its pid; processes the servers left
+behind (a walship agent, pgBackRest's async process, read-ahead helpers) are
+found by a token in their environment and signalled through a pidfd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import select
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import pgharness as pgh  # noqa: E402
+
+MIB = 1 << 20
+SEG = 16 * MIB
+MAJOR = 15
+ALL_TOOLS = (
+    "cp",
+    "gzip",
+    "pgbackrest-sync",
+    "pgbackrest-async",
+    "walship",
+    "walship-s3",
+    "barman-s3",
+)
+S3_TOOLS = ("walship-s3", "barman-s3")
+ALL_WORKLOADS = ("pgbench", "mixed")
+BARMAN_DEFAULT = "/var/tmp/walship-bench-barman/bin"
+TOKEN_VAR = "BENCH_DRAIN_TOKEN"  # not WALSHIP_*: walship reads those as settings
+STALL_SECONDS = 60.0
+
+# one whole-process call per repetition, as PostgreSQL's archiver makes it
+# (system(): /bin/sh -c in the data directory), timed from the parent
+TIMER = r"""
+import json, subprocess, sys, time
+cmd, reps = sys.argv[1], int(sys.argv[2])
+out = []
+for _ in range(reps):
+    t = time.perf_counter()
+    p = subprocess.run(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out.append([time.perf_counter() - t, p.returncode, p.stderr[-500:].decode(errors="replace")])
+print(json.dumps(out))
+"""
+
+
+def log(msg: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[bench {stamp}] {msg}", file=sys.stderr, flush=True)
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def tree_bytes(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def ready_files(datadir: str) -> list[str]:
+    status = os.path.join(datadir, "pg_wal", "archive_status")
+    return sorted(n[: -len(".ready")] for n in os.listdir(status) if n.endswith(".ready"))
+
+
+def waiting_segments(datadir: str) -> int:
+    return sum(1 for n in ready_files(datadir) if len(n) == 24)
+
+
+def postmaster_pid(datadir: str) -> int:
+    with open(os.path.join(datadir, "postmaster.pid")) as fh:
+        return int(fh.readline())
+
+
+# --- processes our servers left behind ------------------------------------------
+def _has_token(pid: int, token: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return token in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def sweep_leftovers(token: str, spare: set[int], timeout: float = 10.0) -> list[int]:
+    """Stop processes carrying this run's token in their environment (not ``spare``).
+
+    Every process the servers started inherits the token (the harness set it
+    before starting anything), so it proves the process is ours; the signal
+    goes through a pidfd opened before the check, so a recycled pid is never hit.
+    """
+    marker = f"{TOKEN_VAR}={token}".encode()
+    me = os.getpid()
+    found: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        fds: list[int] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid == me or pid in spare:
+                continue
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            if _has_token(pid, marker):
+                try:
+                    signal.pidfd_send_signal(fd, sig)
+                    fds.append(fd)
+                    if pid not in found:
+                        found.append(pid)
+                    continue
+                except ProcessLookupError:
+                    pass
+            os.close(fd)
+        deadline = time.monotonic() + timeout
+        try:
+            for fd in fds:
+                while time.monotonic() < deadline:
+                    # a pidfd polls readable once its process has exited
+                    if select.select([fd], [], [], 0.1)[0]:
+                        break
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if not fds:
+            break
+    return found
+
+
+# --- the S3 test server -----------------------------------------------------------
+@dataclass
+class S3:
+    endpoint: str
+    key_id: str
+    secret: str
+    server: Any
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+        )
+
+    def new_bucket(self, prefix: str) -> str:
+        bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(Bucket=bucket)
+        return bucket
+
+    def bucket_bytes(self, bucket: str) -> int:
+        total = 0
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for page in pages:
+            total += sum(o["Size"] for o in page.get("Contents", []))
+        return total
+
+    def reset(self) -> None:
+        """Drop every bucket (moto keeps objects in memory)."""
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+
+# --- tools ------------------------------------------------------------------------
+@dataclass
+class Ctx:
+    wd: pgh.Workdir
+    walship: str
+    barman_bin: str
+    s3: S3 | None
+    agent_dir: str
+
+
+class Tool:
+    """One archiver: its repository, archive_command and restore_command."""
+
+    name = ""
+    settings = ""
+
+    def __init__(self, ctx: Ctx, tag: str) -> None:
+        self.ctx = ctx
+        self.tag = tag
+        self.repo = ctx.wd.mkdir(f"repo-{tag}")
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def before_drain(self, cluster: pgh.Cluster) -> None:
+        """Set-up that needs the (held) server running."""
+
+    def archive_command(self, cluster: pgh.Cluster) -> str:
+        raise NotImplementedError
+
+    def restore_command(self, datadir: str) -> str:
+        raise NotImplementedError
+
+    def before_fast_path(self, datadir: str, segment: str) -> str:
+        return ""
+
+    def stored_bytes(self) -> int:
+        return tree_bytes(self.repo)
+
+    def close(self) -> None:
+        shutil.rmtree(self.repo, ignore_errors=True)
+
+
+class Cp(Tool):
+    name = "cp"
+    settings = "cp %p repo/%f (no fsync)"
+
+    def archive_command(self, cluster: pgh.Cluster) -> str:
+        return f"cp %p {self.repo}/%f"
+
+    def restore_command(self, datadir: str) -> str:
+        return f"cp {self.repo}/%f %p"
+
+
+class Gzip(Tool):
+    name = "gzip"
+    settings = "gzip -c (level 6) > repo/%f.gz (no fsync)"
+
+    def archive_command(self, cluster: pgh.Cluster) -> str:
+        return f"gzip -c %p > {self.repo}/%f.gz"
+
+    def restore_command(self, datadir: str) -> str:
+        return f"gunzip -c {self.repo}/%f.gz > %p"
+
+
+class PgBackRest(Tool):
+    name = "pgbackrest"
+
+    def __init__(self, ctx: Ctx, tag: str, *, asynchronous: bool) -> None:
+        super().__init__(ctx, tag)
+        self.asynchronous = asynchronous
+        self.name = "pgbackrest-async" if asynchronous else "pgbackrest-sync"
+        self.settings = "compress-type=zst (level 3)" + (
+            ", archive-async=y, process-max=2, spool-path" if asynchronous else ""
+        )
+        self.spool = ctx.wd.mkdir(f"spool-{tag}")
+        self.logdir = ctx.wd.mkdir(f"pgbr-log-{tag}")
+        self.lockdir = ctx.wd.mkdir(f"pgbr-lock-{tag}")
+
+    def config(self, datadir: str, port: int, sockdir: str, label: str) -> str:
+        lines = [
+            "[global]",
+            f"repo1-path={self.repo}",
+            "compress-type=zst",
+            f"log-path={self.logdir}",
+            f"lock-path={self.lockdir}",
+        ]
+        if self.asynchronous:
+            lines += ["archive-async=y", "process-max=2", f"spool-path={self.spool}"]
+        lines += [
+            "[bench]",
+            f"pg1-path={datadir}",
+            f"pg1-port={port}",
+            f"pg1-socket-path={sockdir}",
+        ]
+        return self.ctx.wd.write(f"pgbackrest-{self.tag}-{label}.conf", "\n".join(lines) + "\n")
+
+    def _cmd(self, conf: str, *args: str) -> str:
+        return " ".join(["pgbackrest", f"--config={conf}", "--stanza=bench", *args])
+
+    def before_drain(self, cluster: pgh.Cluster) -> None:
+        self.drain_conf = self.config(cluster.datadir, cluster.port, cluster.sockdir, "drain")
+        pgh.run(shlex.split(self._cmd(self.drain_conf, "stanza-create")))
+
+    def archive_command(self, cluster: pgh.Cluster) -> str:
+        return self._cmd(self.drain_conf, "archive-push", "%p")
+
+    def restore_command(self, datadir: str) -> str:
+        conf = self.config(datadir, 5432, "/tmp", "restore")
+        return self._cmd(conf, "archive-get", "%f", '"%p"')
+
+    def before_fast_path(self, datadir: str, segment: str) -> str:
+        if not self.asynchronous:
+            return ""
+        # the state a push ahead leaves: <spool>/archive/<stanza>/out/<segment>.ok
+        out = os.path.join(self.spool, "archive", "bench", "out")
+        ok = os.path.join(out, f"{segment}.ok")
+        if os.path.exists(ok):
+            return "the segment's .ok was in the spool"
+        os.makedirs(out, exist_ok=True)
+        open(ok, "w").close()
+        shutil.chown(ok, "postgres", "postgres")
+        return "wrote the segment's empty .ok into the spool (the async process had cleaned it)"
+
+
+class Walship(Tool):
+    name = "walship"
+    settings = "default settings"
+
+    def __init__(self, ctx: Ctx, tag: str, *, s3: bool = False) -> None:
+        super().__init__(ctx, tag)
+        self.s3 = s3
+        if s3:
+            assert ctx.s3 is not None
+            self.name = "walship-s3"
+            self.settings = "default settings, s3:// repository (moto server)"
+            self.bucket = ctx.s3.new_bucket("walship")
+            settings: dict[str, object] = {
+                "repo": f"s3://{self.bucket}/repo",
+                "s3_endpoint_url": ctx.s3.endpoint,
+                "s3_force_path_style": True,
+                "s3_region": "us-east-1",
+            }
+        else:
+            settings = {"repo": self.repo}
+        self.conf = pgh.walship_config(ctx.wd, settings, name=f"walship-{tag}.toml")
+
+    def env(self) -> dict[str, str]:
+        env = {"WALSHIP_AGENT_DIR": self.ctx.agent_dir}
+        if self.s3:
+            assert self.ctx.s3 is not None
+            env.update(self.ctx.s3.env())
+        return env
+
+    def archive_command(self, cluster: pgh.Cluster) -> str:
+        return f"{self.ctx.walship} --config {self.conf} push %p %f"
+
+    def restore_command(self, datadir: str) -> str:
+        return f"{self.ctx.walship} --config {self.conf} fetch %f %p"
+
+    def stored_bytes(self) -> int:
+        if self.s3:
+            assert self.ctx.s3 is not None
+            return self.ctx.s3.bucket_bytes(self.bucket)
+        return super().stored_bytes()
+
+
+class Barman(Tool):
+    name = "barman-s3"
+    settings = "barman-cloud-wal-archive defaults (no compression), moto server"
+
+    def __init__(self, ctx: Ctx, tag: str) -> None:
+        super().__init__(ctx, tag)
+        assert ctx.s3 is not None
+        self.bucket = ctx.s3.new_bucket("barman")
+
+    def env(self) -> dict[str, str]:
+        assert self.ctx.s3 is not None
+        return self.ctx.s3.env()
+
+    def _common(self) -> str:
+        assert self.ctx.s3 is not None
+        return f"--cloud-provider aws-s3 --endpoint-url {self.ctx.s3.endpoint}"
+
+    def archive_command(self, cluster: pgh.Cluster) -> str:
+        exe = os.path.join(self.ctx.barman_bin, "barman-cloud-wal-archive")
+        return f"{exe} {self._common()} s3://{self.bucket}/barman bench %p"
+
+    def restore_command(self, datadir: str) -> str:
+        exe = os.path.join(self.ctx.barman_bin, "barman-cloud-wal-restore")
+        return f"{exe} {self._common()} s3://{self.bucket}/barman bench %f %p"
+
+    def stored_bytes(self) -> int:
+        assert self.ctx.s3 is not None
+        return self.ctx.s3.bucket_bytes(self.bucket)
+
+
+def make_tool(name: str, ctx: Ctx, tag: str) -> Tool:
+    if name == "cp":
+        return Cp(ctx, tag)
+    if name == "gzip":
+        return Gzip(ctx, tag)
+    if name == "pgbackrest-sync":
+        return PgBackRest(ctx, tag, asynchronous=False)
+    if name == "pgbackrest-async":
+        return PgBackRest(ctx, tag, asynchronous=True)
+    if name == "walship":
+        return Walship(ctx, tag)
+    if name == "walship-s3":
+        return Walship(ctx, tag, s3=True)
+    if name == "barman-s3":
+        return Barman(ctx, tag)
+    raise ValueError(name)
+
+
+# --- workloads and snapshots ------------------------------------------------------
+MIXED_TABLE = (
+    "CREATE TABLE mixed (id uuid PRIMARY KEY, note text, doc jsonb, x float8, y float8, "
+    "kind text, created timestamptz)"
+)
+MIXED_BATCH = (
+    "INSERT INTO mixed SELECT gen_random_uuid(), md5(random()::text), "
+    "jsonb_build_object('ref', gen_random_uuid(), 'score', random(), "
+    "'label', md5(random()::text), 'n', (random() * 1000000)::int), "
+    "random(), random() * 1000, "
+    "(ARRAY['new', 'paid', 'shipped', 'returned'])[1 + (random() * 3)::int], now() "
+    "FROM generate_series(1, 40000)"
+)
+CHECKS = {
+    "pgbench": "SELECT count(*) || ':' || sum(abalance) FROM pgbench_accounts",
+    "mixed": "SELECT count(*) || ':' || md5(string_agg(id::text, ',' ORDER BY id)) FROM mixed",
+}
+
+
+@dataclass
+class Snapshot:
+    workload: str
+    datadir: str
+    backup: str
+    segments: list[str]
+    ready: int
+    check: str
+    seconds: float
+    zstd_ratio: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_snapshot(wd: pgh.Workdir, workload: str, segments: int) -> Snapshot:
+    started = time.monotonic()
+    cluster = pgh.Cluster(MAJOR, wd, f"snap-{workload}")
+    cluster.initdb(
+        {
+            "archive_mode": "on",
+            # empty: archiving held, every finished segment waits as .ready
+            "archive_command": "''",
+            "archive_timeout": "0",
+            "checkpoint_timeout": "30s",
+            "max_wal_size": "1GB",
+            "shared_buffers": "128MB",
+        }
+    )
+    cluster.start()
+    try:
+        backup = os.path.join(wd.path, f"snap-{workload}-base")
+        pgh.run(
+            [
+                cluster.bin("pg_basebackup"),
+                "-h",
+                cluster.sockdir,
+                "-p",
+                str(cluster.port),
+                "-U",
+                "postgres",
+                "-D",
+                backup,
+                "-Fp",
+                "-X",
+                "stream",  # -X none would wait for archiving, which is held
+                "-c",
+                "fast",
+            ]
+        )
+        if workload == "pgbench":
+            cluster.pgbench("-i", "-s", "10", "-q")
+            while waiting_segments(cluster.datadir) < segments:
+                cluster.pgbench("-T", "3", "-c", "2", "-j", "2", "-n")
+        else:
+            cluster.psql(MIXED_TABLE)
+            while waiting_segments(cluster.datadir) < segments:
+                cluster.psql(MIXED_BATCH)
+        cluster.switch_wal()
+        check = cluster.psql(CHECKS[workload])
+    finally:
+        cluster.stop("fast")
+    ready = ready_files(cluster.datadir)
+    segs = [n for n in ready if len(n) == 24]
+    snap = Snapshot(
+        workload, cluster.datadir, backup, segs, len(ready), check, time.monotonic() - started
+    )
+    snap.zstd_ratio = zstd_ratio(cluster.datadir, segs)
+    return snap
+
+
+def zstd_ratio(datadir: str, segs: list[str]) -> float:
+    """WAL bytes over zstd -3 bytes of the whole backlog (a property of the WAL itself)."""
+    raw = packed = 0
+    for name in segs:
+        path = os.path.join(datadir, "pg_wal", name)
+        proc = subprocess.run(["zstd", "-3", "-c", path], capture_output=True, check=True)
+        raw += os.path.getsize(path)
+        packed += len(proc.stdout)
+    return raw / packed if packed else 0.0
+
+
+# --- one tool on one workload -----------------------------------------------------
+def copy_tree(src: str, dest: str) -> None:
+    pgh.run(["cp", "-a", src, dest])
+
+
+def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
+    name = f"drain-{tool.tag}"
+    cluster = pgh.Cluster(MAJOR, ctx.wd, name)
+    copy_tree(snap.datadir, cluster.datadir)
+    # this copy's port and socket directory; no checkpoint during the drain, so
+    # none removes archived segments (the fast path below calls for one) and
+    # every tool drains without a checkpoint's I/O
+    cluster.configure({"checkpoint_timeout": "1d", "max_wal_size": "64GB"})
+    env = tool.env()
+    result: dict[str, Any] = {}
+    try:
+        os.environ.update(env)  # the server (and so its archiver) inherits it
+        cluster.start()
+        tool.before_drain(cluster)
+        before = int(cluster.psql("SELECT archived_count FROM pg_stat_archiver"))
+        waiting = len(ready_files(cluster.datadir))
+        command = tool.archive_command(cluster)
+        cluster.psql(f"ALTER SYSTEM SET archive_command = {sql_literal(command)}")
+        pid = postmaster_pid(cluster.datadir)
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGHUP)  # our server, by its pid: the archiver wakes and archives
+        last_change, left = t0, waiting
+        while True:
+            now_left = len(ready_files(cluster.datadir))
+            now = time.monotonic()
+            if now_left == 0:
+                break
+            if now_left != left:
+                left, last_change = now_left, now
+            elif now - last_change > STALL_SECONDS:
+                raise RuntimeError(
+                    f"{tool.name}: no progress for {STALL_SECONDS:.0f}s with {left} .ready left;"
+                    f" server log:\n{cluster.log()[-3000:]}"
+                )
+            time.sleep(0.01)
+        seconds = now - t0
+        row = cluster.psql(
+            "SELECT archived_count, failed_count, coalesce(last_archived_wal, '') "
+            "FROM pg_stat_archiver"
+        ).split("|")
+        archived, failed, last = int(row[0]) - before, int(row[1]), row[2]
+        if archived < waiting:
+            raise RuntimeError(f"{tool.name}: pg_stat_archiver counts {archived} of {waiting}")
+        cluster.stop("immediate")  # no checkpoint: the archived segments stay in pg_wal
+        segs = len(snap.segments)
+        result.update(
+            drain_s=seconds,
+            seg_per_s=segs / seconds,
+            mib_per_s=segs * SEG / MIB / seconds,
+            archived=archived,
+            failed=failed,
+            last_archived=last,
+            stored_bytes=tool.stored_bytes(),
+        )
+        segment = snap.segments[len(snap.segments) // 2]
+        note = tool.before_fast_path(cluster.datadir, segment)
+        if note:
+            result["fast_path_note"] = note
+        try:
+            fast = fast_path(cluster.datadir, command, segment, reps)
+        except RuntimeError as exc:
+            result["fast_path_error"] = str(exc)
+        else:
+            result.update(
+                fast_path_ms=statistics.median(fast) * 1000,
+                fast_path_all_ms=[round(t * 1000, 2) for t in fast],
+            )
+    finally:
+        cluster.stop("immediate")
+        for key in env:
+            os.environ.pop(key, None)
+        shutil.rmtree(cluster.datadir, ignore_errors=True)
+    return result
+
+
+def fast_path(datadir: str, command: str, segment: str, reps: int) -> list[float]:
+    if not os.path.exists(os.path.join(datadir, "pg_wal", segment)):
+        # never call a tool for a missing file: `gzip -c %p > repo/%f.gz` would empty the copy
+        raise RuntimeError(f"fast path: {segment} is no longer in pg_wal")
+    cmd = command.replace("%p", f"pg_wal/{segment}").replace("%f", segment)
+    proc = pgh.run(["/usr/bin/python3.11", "-c", TIMER, cmd, str(reps)], cwd=datadir)
+    calls = json.loads(proc.stdout)
+    bad = [(rc, err) for _, rc, err in calls if rc != 0]
+    if bad:
+        raise RuntimeError(f"fast path: {cmd!r} exited {bad[0][0]}: {bad[0][1].strip()}")
+    return [t for t, _, _ in calls]
+
+
+def restore(ctx: Ctx, snap: Snapshot, tool: Tool) -> dict[str, Any]:
+    name = f"restore-{tool.tag}"
+    datadir = os.path.join(ctx.wd.path, name)
+    env = tool.env()
+    os.environ.update(env)
+    cluster: pgh.Cluster | None = None
+    try:
+        command = tool.restore_command(datadir)
+        cluster = pgh.restore_cluster(
+            MAJOR,
+            ctx.wd,
+            snap.backup,
+            name,
+            {"restore_command": sql_literal(command), "recovery_target_action": "'promote'"},
+        )
+        t0 = time.monotonic()
+        cluster.start()
+        cluster.wait_promoted(timeout=1800)
+        wall = time.monotonic() - t0
+        got = cluster.psql(CHECKS[snap.workload])
+        if got != snap.check:
+            raise RuntimeError(f"{tool.name}: restored data {got!r}, source had {snap.check!r}")
+        text = cluster.log()
+        return {
+            "restore_s": log_span(text, "starting archive recovery", "archive recovery complete"),
+            "restore_wall_s": wall,
+            "restored_data_ok": True,
+        }
+    finally:
+        if cluster is not None:
+            cluster.stop("immediate")
+        for key in env:
+            os.environ.pop(key, None)
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+def log_span(text: str, first: str, last: str) -> float:
+    def stamp(marker: str) -> datetime.datetime:
+        for line in text.splitlines():
+            if marker in line:
+                return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+        raise RuntimeError(f"{marker!r} not in the server log")
+
+    return (stamp(last) - stamp(first)).total_seconds()
+
+
+# --- driver -----------------------------------------------------------------------
+def default_walship() -> str:
+    try:
+        venv = (ROOT / ".cache" / "venv-path").read_text().strip()
+    except FileNotFoundError:
+        venv = str(ROOT / ".venv")
+    return os.path.join(venv, "bin", "walship")
+
+
+def check_prerequisites(args: argparse.Namespace, tools: list[str]) -> str | None:
+    if os.geteuid() != 0:
+        return "run as root: the servers run as the postgres user through runuser"
+    if not os.path.exists(os.path.join(pgh.DEBIAN_BINDIR.format(major=15), "postgres")):
+        return "PostgreSQL 15 is missing: apt-get install postgresql-15"
+    if pgh.run([args.walship, "--version"], check=False).returncode != 0:
+        return (
+            f"the postgres user cannot run {args.walship}: make the venv from /usr/bin/python3.11"
+            " somewhere postgres can read (e.g. /var/tmp) and pass --walship"
+        )
+    if any(t.startswith("pgbackrest") for t in tools) and not shutil.which("pgbackrest"):
+        return "pgBackRest is missing: apt-get install pgbackrest"
+    if "barman-s3" in tools:
+        exe = os.path.join(args.barman, "barman-cloud-wal-archive")
+        if pgh.run([exe, "--version"], check=False).returncode != 0:
+            return (
+                f"barman-cloud-wal-archive not runnable by postgres in {args.barman}: "
+                f"/usr/bin/python3.11 -m venv {os.path.dirname(args.barman)} && "
+                f"{args.barman}/pip install 'barman[cloud]'"
+            )
+    if any(t in S3_TOOLS for t in tools):
+        try:
+            import boto3  # noqa: F401
+            import moto.server  # noqa: F401
+        except ImportError:
+            return "moto and boto3 are missing: run this with the dev venv (.venv/bin/python)"
+    return None
+
+
+def walship_version(path: str) -> str:
+    proc = pgh.run([path, "--version"], check=False)
+    return (proc.stdout or proc.stderr).strip()
+
+
+def git_head() -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip()
+
+
+def fmt_size(n: int) -> str:
+    return f"{n / MIB:.0f} MiB"
+
+
+def fast_ms(row: dict[str, Any]) -> str:
+    return f"{row['fast_path_ms']:.1f}" if "fast_path_ms" in row else "failed"
+
+
+def table(results: list[dict[str, Any]], snaps: dict[str, Snapshot]) -> str:
+    lines = []
+    for workload, snap in snaps.items():
+        rows = [r for r in results if r["workload"] == workload]
+        if not rows:
+            continue
+        lines.append(
+            f"{workload}: {len(snap.segments)} segments waiting ({snap.ready} .ready files), "
+            f"WAL/zstd-3 ratio {snap.zstd_ratio:.2f}"
+        )
+        lines.append("")
+        lines.append("| tool | drain seg/s | MiB/s | stored | fast path ms (median) | restore s |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| {r['tool']} | failed: {r['error'].splitlines()[0][:80]} |||||")
+                continue
+            lines.append(
+                f"| {r['tool']} | {r['seg_per_s']:.1f} | {r['mib_per_s']:.0f} "
+                f"| {fmt_size(r['stored_bytes'])} | {fast_ms(r)} "
+                f"| {r['restore_s']:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--walship", default=default_walship(), help="walship executable")
+    parser.add_argument("--segments", type=int, default=64, help="backlog per workload (>= 64)")
+    parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
+    parser.add_argument("--tools", default=",".join(ALL_TOOLS))
+    parser.add_argument("--fast-reps", type=int, default=11, help="fast-path calls per tool")
+    parser.add_argument("--barman", default=BARMAN_DEFAULT, help="bin/ of the barman[cloud] venv")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (debugging; it is large)"
+    )
+    args = parser.parse_args()
+    # PostgreSQL runs the commands in its data directory: no relative paths
+    args.walship = os.path.abspath(args.walship)
+    args.barman = os.path.abspath(args.barman)
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for t in tools:
+        if t not in ALL_TOOLS:
+            print(
+                f"bench_drain: unknown tool {t!r}; choose from {','.join(ALL_TOOLS)}",
+                file=sys.stderr,
+            )
+            return 2
+    for w in workloads:
+        if w not in ALL_WORKLOADS:
+            print(
+                f"bench_drain: unknown workload {w!r}; choose from {','.join(ALL_WORKLOADS)}",
+                file=sys.stderr,
+            )
+            return 2
+    problem = check_prerequisites(args, tools)
+    if problem:
+        print(f"bench_drain: {problem}", file=sys.stderr)
+        return 2
+
+    token = uuid.uuid4().hex
+    os.environ[TOKEN_VAR] = token  # inherited by everything started from here on
+    wd = pgh.Workdir("walship-bench-drain-")
+    s3: S3 | None = None
+    spare: set[int] = set()
+    results: list[dict[str, Any]] = []
+    snaps: dict[str, Snapshot] = {}
+    started = time.monotonic()
+    try:
+        if any(t in S3_TOOLS for t in tools):
+            from servers import launch
+
+            running = launch.start_moto()
+            spare.update(s.pid for s in running.servers)
+            s3 = S3(running.endpoint, launch.S3_KEY_ID, launch.S3_SECRET, running)
+        ctx = Ctx(wd, args.walship, args.barman, s3, wd.mkdir("agents"))
+        for workload in workloads:
+            log(f"{workload}: making a backlog of {args.segments} segments")
+            snap = make_snapshot(wd, workload, args.segments)
+            snaps[workload] = snap
+            log(
+                f"{workload}: {len(snap.segments)} segments in {snap.seconds:.0f}s, "
+                f"zstd-3 ratio {snap.zstd_ratio:.2f}"
+            )
+            for name in tools:
+                tag = f"{workload}-{name}"
+                row: dict[str, Any] = {"workload": workload, "tool": name}
+                tool: Tool | None = None
+                try:
+                    tool = make_tool(name, ctx, tag)
+                    row["settings"] = tool.settings
+                    log(f"{workload}/{name}: draining")
+                    row.update(drain(ctx, snap, tool, args.fast_reps))
+                    leftovers = sweep_leftovers(token, spare)
+                    log(
+                        f"{workload}/{name}: {row['seg_per_s']:.1f} seg/s, "
+                        f"fast path {fast_ms(row)} ms; restoring"
+                    )
+                    row.update(restore(ctx, snap, tool))
+                    log(f"{workload}/{name}: restore {row['restore_s']:.2f}s")
+                except Exception as exc:  # one tool's failure must not lose the others
+                    row["error"] = str(exc)
+                    log(f"{workload}/{name}: FAILED: {str(exc)[:2000]}")
+                finally:
+                    leftovers = sweep_leftovers(token, spare)
+                    if leftovers:
+                        row["stopped_leftover_processes"] = len(leftovers)
+                    if tool is not None and not args.keep:
+                        tool.close()
+                    if s3 is not None and name in S3_TOOLS:
+                        s3.reset()
+                results.append(row)
+            shutil.rmtree(snap.datadir, ignore_errors=True)
+    finally:
+        if s3 is not None:
+            s3.server.stop()
+        sweep_leftovers(token, set())
+        if args.keep:
+            log(f"kept {wd.path}")
+        else:
+            wd.close()
+
+    report = {
+        "benchmark": "bench_drain",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "arch": platform.machine(),
+            "cpus": os.cpu_count(),
+            "loadavg_end": os.getloadavg(),
+            "python": platform.python_version(),
+        },
+        "walship": {"path": args.walship, "version": walship_version(args.walship)},
+        "checkout": git_head(),
+        "pgbackrest": subprocess.run(
+            ["pgbackrest", "version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if shutil.which("pgbackrest")
+        else None,
+        "segments_requested": args.segments,
+        "total_s": time.monotonic() - started,
+        "workloads": {
+            w: {
+                "segments": len(s.segments),
+                "ready_files": s.ready,
+                "wal_mib": len(s.segments) * SEG / MIB,
+                "zstd3_ratio": s.zstd_ratio,
+                "make_s": s.seconds,
+            }
+            for w, s in snaps.items()
+        },
+        "results": results,
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results, snaps))
+    print(f"total {report['total_s']:.0f}s, load average at the end {os.getloadavg()[0]:.1f}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
