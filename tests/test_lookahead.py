@@ -238,6 +238,37 @@ def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> N
         or m in ("hashlib", "_hashlib", "json", "typing", "tomllib", "threading")
     ]
     assert forbidden == []
+    # The launcher pip writes for a console-script entry point imports re (and
+    # with it enum, functools, collections: ~5 ms a call); bin/walship does not.
+    # Without site (-S: an editable install's finder imports re at start-up),
+    # walship found through PYTHONPATH, what is imported is the command's doing.
+    import walship
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(walship.__file__)))
+    bare = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-X",
+            "importtime",
+            *WALSHIP,
+            "push",
+            f"pg_wal/{names[2]}",
+            names[2],
+        ],
+        cwd=site.pgdata,
+        env={**site.env, "PYTHONPATH": package_parent},
+        capture_output=True,
+        text=True,
+    )
+    assert bare.returncode == 0 and "(ahead)" in bare.stderr, bare.stderr
+    imported = {
+        line.split("|")[2].strip()
+        for line in bare.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    heavy = {"re", "enum", "functools", "collections", "contextlib", "runpy", "importlib.util"}
+    assert heavy & imported == set()
 
 
 def test_the_background_process_imports_nothing_from_the_callers_directory(
