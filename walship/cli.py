@@ -8,7 +8,6 @@ docs/exit-codes.md.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -100,7 +99,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         _common(p, argparse.SUPPRESS)
         if name == command:
-            importlib.import_module(module).configure(p)
+            _command_module(module).configure(p)
     return parser
 
 
@@ -203,17 +202,32 @@ def _fast_args(argv: Sequence[str], command: str | None) -> Any:
     rest = argv[i + 1 :]
     recorder = _Recorder()
     try:
-        importlib.import_module(COMMANDS[command][0]).configure(recorder)
+        _command_module(COMMANDS[command][0]).configure(recorder)
     except _NotFast:
         return None
     if len(rest) != len(recorder.positionals) or any(a.startswith("-") for a in rest):
         return None
-    import types
-
     values["command"] = command
     values.update(recorder.defaults)
     values.update(zip(recorder.positionals, rest, strict=True))
-    return types.SimpleNamespace(**values)
+    return _Args(values)
+
+
+class _Args:
+    """What ``argparse.Namespace`` would be for the same argv (argparse and
+    ``types`` are not imported on the fast path)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.__dict__!r})"
+
+
+def _command_module(name: str) -> Any:
+    """``importlib.import_module`` without importing importlib (and warnings)."""
+    __import__(name)
+    return sys.modules[name]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config.load(config_path=args.config, overrides=overrides)
         shift = 10 * ((args.quiet or 0) - (args.verbose or 0))
         log.configure(level=cfg.log_level, fmt=cfg.log_format, shift=shift)
-        module = importlib.import_module(COMMANDS[args.command][0])
+        module = _command_module(COMMANDS[args.command][0])
         code: int = module.run(args, cfg)
         return code
     except NotFound as exc:
