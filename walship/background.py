@@ -220,6 +220,10 @@ class _Lookahead:
         self.retry_at: dict[str, float] = {}
         self.recorded: set[str] = set()
         self.backend: Backend | None = None
+        import threading
+
+        #: set when a push finishes: the next scan starts at once, not at the next poll
+        self.wake = threading.Event()
 
     def run(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -245,13 +249,14 @@ class _Lookahead:
                         log.debug("lookahead.exit", f"background process exiting: {reason}")
                         return
                     next_check = now + 1.0
+                self.wake.clear()  # before the scan: a push finishing during it wakes the next
                 busy = self._pass(pool)
                 if busy:
                     last_work = now
                 elif now - last_work > idle:
                     log.debug("lookahead.exit", f"idle for {idle:.0f} s: exiting")
                     return
-                time.sleep(POLL_SECONDS if self.inflight else IDLE_POLL_SECONDS)
+                self.wake.wait(POLL_SECONDS if self.inflight else IDLE_POLL_SECONDS)
         finally:
             pool.shutdown(wait=True)
             if self.backend is not None:
@@ -305,7 +310,9 @@ class _Lookahead:
                 self.recorded.add(name)  # pushed by the call itself, or earlier
                 continue
             self._mark_busy(name)
-            self.inflight[name] = pool.submit(self._push_one, name)  # type: ignore[attr-defined]
+            future = pool.submit(self._push_one, name)  # type: ignore[attr-defined]
+            future.add_done_callback(lambda _f: self.wake.set())
+            self.inflight[name] = future
         return waiting or bool(self.inflight) or any(n not in self.recorded for n in window)
 
     def _clean(self, ready: set[str]) -> None:
