@@ -45,6 +45,8 @@ IDLE_POLL_SECONDS = 0.1
 RETRY_SECONDS = 30.0
 #: the background process's log file is rotated beyond this size
 LOG_LIMIT = 1 << 20
+#: glibc malloc arenas of the background process (MALLOC_ARENA_MAX, unless set)
+MALLOC_ARENAS = 2
 
 
 # ------------------------------------------------------------------ starting
@@ -89,12 +91,16 @@ def start(spool: Spool, config_path: str | None, repo: str | None, log_format: s
             log_format or "",
         ]
         os.set_inheritable(fd, True)
+        env = dict(os.environ)
+        # glibc gives each pushing thread its own malloc arena, each keeping the
+        # freed segment buffers: two arenas cut the peak by ~8 MiB per push
+        env.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))
         null = os.open(os.devnull, os.O_RDWR)
         try:
             os.posix_spawn(
                 sys.executable,
                 argv,
-                os.environ,
+                env,
                 file_actions=[(os.POSIX_SPAWN_DUP2, null, n) for n in (0, 1, 2)],
                 setsid=True,
                 setsigmask=(),
@@ -199,15 +205,16 @@ def _reload(config_path: str | None, overrides: dict[str, object], pgdata: str) 
 
 def concurrency(cfg: Config) -> int:
     """Pushes at once: ``push_concurrency``, or by default one per core for a local
-    repository (compression is the work) and four per core, at most 16, for a
-    remote store (mostly network waits)."""
+    repository (compression is the work) and two per core, at most 16, for a
+    remote store (while one waits on the network the other compresses; each
+    push holds ~25 MiB, docs/benchmarks.md)."""
     if cfg.push_concurrency > 0:
         return int(cfg.push_concurrency)
     cores = os.cpu_count() or 1
     url = str(cfg.repo)
     if "://" not in url or url.startswith(("file:", "mem:")):
         return cores
-    return min(16, 4 * cores)
+    return min(16, 2 * cores)
 
 
 class _Lookahead:
