@@ -45,6 +45,10 @@ IDLE_POLL_SECONDS = 0.1
 RETRY_SECONDS = 30.0
 #: the background process's log file is rotated beyond this size
 LOG_LIMIT = 1 << 20
+#: niceness added to the background process: PostgreSQL's archiver waits on each
+#: call in turn, so a call (mostly interpreter start-up) must not queue for a
+#: core behind the pushes ahead, which use what the calls leave
+NICE = 5
 #: glibc malloc arenas of the background process (MALLOC_ARENA_MAX, unless set)
 MALLOC_ARENAS = 2
 
@@ -155,6 +159,10 @@ def main() -> None:
 
         safe_sys_path()  # nothing relative (so nothing of the caller's directory)
         os.umask(0o077)
+        try:
+            os.nice(NICE)  # the archiver's own calls (one at a time) come first
+        except OSError:
+            pass
         lock_fd, pg_wal, pgdata, config_path, repo, log_format = sys.argv[1:7]
         _serve(int(lock_fd), pg_wal, pgdata, config_path or None, repo or None, log_format or None)
     except BaseException:
