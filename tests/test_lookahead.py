@@ -346,3 +346,4 @@ def test_the_background_process_runs_with_two_malloc_arenas(site: Site) -> None:
     assert len(pids) == 1
     environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
     assert b"MALLOC_ARENA_MAX=2" in environ
+    assert f"MALLOC_MMAP_THRESHOLD_={4 << 20}".encode() in environ

@@ -51,6 +51,8 @@ LOG_LIMIT = 1 << 20
 NICE = 5
 #: glibc malloc arenas of the background process (MALLOC_ARENA_MAX, unless set)
 MALLOC_ARENAS = 2
+#: ... and allocations above this size always mmap'ed (MALLOC_MMAP_THRESHOLD_)
+MALLOC_MMAP_THRESHOLD = 4 << 20
 
 
 # ------------------------------------------------------------------ starting
@@ -97,8 +99,11 @@ def start(spool: Spool, config_path: str | None, repo: str | None, log_format: s
         os.set_inheritable(fd, True)
         env = dict(os.environ)
         # glibc gives each pushing thread its own malloc arena, each keeping the
-        # freed segment buffers: two arenas cut the peak by ~8 MiB per push
+        # freed segment buffers, and after freeing one large buffer serves the
+        # next from the heap: two arenas and large buffers always mapped (and
+        # so returned when freed) cut the peak by ~10 MiB per push at once
         env.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MALLOC_MMAP_THRESHOLD))
         null = os.open(os.devnull, os.O_RDWR)
         try:
             os.posix_spawn(
@@ -213,16 +218,16 @@ def _reload(config_path: str | None, overrides: dict[str, object], pgdata: str) 
 
 def concurrency(cfg: Config) -> int:
     """Pushes at once: ``push_concurrency``, or by default one per core for a local
-    repository (compression is the work) and two per core, at most 16, for a
-    remote store (while one waits on the network the other compresses; each
-    push holds ~25 MiB, docs/benchmarks.md)."""
+    repository (compression is the work) and one per core plus one, at most
+    16, for a remote store (one waits on the network while the others
+    compress; each push holds ~25 MiB, docs/benchmarks.md)."""
     if cfg.push_concurrency > 0:
         return int(cfg.push_concurrency)
     cores = os.cpu_count() or 1
     url = str(cfg.repo)
     if "://" not in url or url.startswith(("file:", "mem:")):
         return cores
-    return min(16, 2 * cores)
+    return min(16, cores + 1)
 
 
 class _Lookahead:

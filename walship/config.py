@@ -161,7 +161,7 @@ SETTINGS: tuple[Setting, ...] = (
         "push_concurrency",
         0,
         "Files the background process pushes at once (0: one per core for a local "
-        "repository, two per core up to 16 for S3, GCS and Azure).",
+        "repository, one per core plus one, up to 16, for S3, GCS and Azure).",
         type_=int,
         minimum=0,
         maximum=64,
