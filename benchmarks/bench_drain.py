@@ -999,6 +999,7 @@ def main() -> int:
         print(f"bench_drain: {problem}", file=sys.stderr)
         return 2
 
+    load_start = os.getloadavg()
     token = uuid.uuid4().hex
     os.environ[TOKEN_VAR] = token  # inherited by everything started from here on
     wd = pgh.Workdir("walship-bench-drain-")
@@ -1031,6 +1032,7 @@ def main() -> int:
                     tool = make_tool(name, ctx, tag)
                     row["settings"] = tool.settings
                     log(f"{workload}/{name}: draining")
+                    row["load_1m_before"] = os.getloadavg()[0]
                     memory = PeakMemory(token, tool, spare)
                     row.update(drain(ctx, snap, tool, args.fast_reps, memory))
                     sweep_leftovers(token, spare)
@@ -1074,6 +1076,7 @@ def main() -> int:
         "machine": {
             "arch": platform.machine(),
             "cpus": os.cpu_count(),
+            "loadavg_start": load_start,
             "loadavg_end": os.getloadavg(),
             "python": platform.python_version(),
         },
@@ -1101,7 +1104,12 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, snaps))
-    print(f"total {report['total_s']:.0f}s, load average at the end {os.getloadavg()[0]:.1f}")
+    loads = [r["load_1m_before"] for r in results if "load_1m_before" in r]
+    print(
+        f"total {report['total_s']:.0f}s; load average (1 min) at the start {load_start[0]:.1f}, "
+        f"before each drain {min(loads, default=0):.1f}-{max(loads, default=0):.1f}, "
+        f"at the end {os.getloadavg()[0]:.1f}"
+    )
     return 1 if any("error" in r for r in results) else 0
 
 
