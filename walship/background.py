@@ -453,14 +453,14 @@ class _ReadAhead:
 
     def clean_start(self) -> None:
         """Remove what a killed predecessor left: markers and temporary files."""
-        from .archive.prefetch import PART, TMP
+        from .archive.prefetch import PART
 
         try:
             entries = os.listdir(self.dir)
         except OSError:
             return
         for entry in entries:
-            if entry.endswith(PART) or TMP in entry:
+            if entry.endswith(PART) or "tmp-" in entry:  # (fetch.py's temporary files too)
                 _unlink(os.path.join(self.dir, entry))
 
     def step(self, pool: ThreadPoolExecutor) -> bool:
