@@ -166,7 +166,7 @@ def _stop_agents() -> None:
 
 
 def _read_ahead(name: str, env: dict[str, str], reps: int, tmp: str, src3: str) -> list[float]:
-    """Whole-process fetch of a segment the read-ahead helper already spooled.
+    """Whole-process fetch of a segment the background process already spooled.
 
     As in a recovery: the fetch of segment 3 into ``pg_wal`` starts the
     helper, which fetches segment 4 (and looks for 5..10); once segment 4 is
