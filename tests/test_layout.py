@@ -14,13 +14,9 @@ import walship
 
 ROOT = Path(walship.__file__).parent
 
-#: Known cycles, each to be removed with the code that makes it:
-KNOWN_CYCLES = {
-    # Inside storage/: base.py loads _protocols.py lazily (PEP 562 __getattr__, to
-    # keep ``typing`` off the push path) and _protocols.py imports base. Goes with
-    # the typing workarounds of issue 12 (storage/ belongs to the storage rework).
-    frozenset({"walship.storage.base", "walship.storage._protocols"}),
-}
+#: Known cycles, each to be removed with the code that makes it (none left: the
+#: storage/base.py <-> _protocols.py split went with the typing workarounds).
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 #: Imports against the layering that belong to other parts of issue 12: the
 #: fetch exit-code policy lives in cli.py, so commands/fetch.py imports cli.
@@ -32,17 +28,16 @@ KNOWN_UPWARD = {("walship.commands.fetch", "walship.cli")}
 IMPORTLIB_ALLOWED = {"storage/registry.py"}
 IMPORTLIB_KNOWN = {"cli.py"}
 
-BASE = {"__init__", "errors", "log", "minijson", "config", "proc"}
+BASE = {"__init__", "errors", "log", "config", "proc"}
 LOWER = BASE | {"pg", "storage", "codec", "repository"}
 
 #: top-level unit (package or module of walship) -> units it may import
 ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
     "errors": set(),
-    "minijson": set(),
     "log": {"__init__", "errors"},
     "proc": {"__init__", "errors", "log"},
-    "config": {"__init__", "errors", "log", "minijson"},
+    "config": {"__init__", "errors", "log"},
     # PostgreSQL knowledge: nothing of walship's but its errors
     "pg": {"errors"},
     # stores know nothing about what they store

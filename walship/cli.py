@@ -311,10 +311,13 @@ def _fetch_mode() -> str:
     mode = _fetch_settings["mode"]
     if mode is None:
         # configuration itself failed: use the environment if it is clear, else abort
-        env = os.environ.get("WALSHIP_FETCH_ERROR_EXIT", "abort")
-        mode = env if env in ("abort", "missing", "auto") else "abort"
+        from . import config
+
+        mode = str(config.from_environment("fetch_error_exit"))
     return mode
 
 
 def _pgdata() -> str:
-    return _fetch_settings["pgdata"] or os.environ.get("WALSHIP_PGDATA") or os.getcwd()
+    from . import config
+
+    return str(_fetch_settings["pgdata"] or config.from_environment("pgdata") or os.getcwd())
