@@ -1,9 +1,11 @@
 """Command line: argument parsing and exit-code mapping, no logic of its own.
 
-Commands live in their own modules and are imported only when run, so
-``walship push`` pays for nothing it does not use. A command module provides
-``configure(parser)`` and ``run(args, cfg) -> int``. Exit codes:
-docs/exit-codes.md.
+Commands live in their own modules (walship/commands/) and are imported only
+when run, by name in :func:`load`, so ``walship push`` pays for nothing it does
+not use. A command module provides ``configure(parser)`` and
+``run(args, cfg) -> int``. :func:`main` returns the exit code and keeps no
+state between calls; a failed fetch exits what fetch's own policy says
+(walship/commands/fetch.py, ``error_exit``). Exit codes: docs/exit-codes.md.
 """
 
 from __future__ import annotations
@@ -47,47 +49,31 @@ COMMANDS: dict[str, str] = {
 
 def load(command: str) -> Command:
     """The command's module, imported only now: ``walship push`` loads push alone."""
-    if command == "push":
-        from .commands import push
-
-        return push
-    if command == "fetch":
-        from .commands import fetch
-
-        return fetch
-    if command == "keygen":
-        from .commands import keygen
-
-        return keygen
-    if command == "plan-restore":
-        from .commands import plan_restore
-
-        return plan_restore
-    if command == "wal-show":
-        from .commands import wal_show
-
-        return wal_show
-    if command == "verify":
-        from .commands import verify
-
-        return verify
-    if command == "index":
-        from .commands import index
-
-        return index
-    if command == "archive-status":
-        from .commands import archive_status
-
-        return archive_status
-    if command == "show-config":
-        from .commands import show_config
-
-        return show_config
-    if command == "config-docs":
-        from .commands import config_docs
-
-        return config_docs
-    raise KeyError(command)
+    module: Command
+    match command:
+        case "push":
+            from .commands import push as module
+        case "fetch":
+            from .commands import fetch as module
+        case "keygen":
+            from .commands import keygen as module
+        case "plan-restore":
+            from .commands import plan_restore as module
+        case "wal-show":
+            from .commands import wal_show as module
+        case "verify":
+            from .commands import verify as module
+        case "index":
+            from .commands import index as module
+        case "archive-status":
+            from .commands import archive_status as module
+        case "show-config":
+            from .commands import show_config as module
+        case "config-docs":
+            from .commands import config_docs as module
+        case _:
+            raise KeyError(command)
+    return module
 
 
 def _parser_class() -> type[argparse.ArgumentParser]:
