@@ -53,9 +53,29 @@ ALLOWED: dict[str, set[str]] = {
     "archive": LOWER | {"index"},
     "background": LOWER | {"index", "archive"},
     "commands": LOWER | {"index", "archive", "restore", "background"},
-    "cli": LOWER | {"commands", "background"},
+    # cli -> commands only: the background process is started by commands/push.py
+    "cli": BASE | {"commands"},
     "__main__": {"cli"},
 }
+
+
+def _doc_table() -> dict[str, set[str]]:
+    """The "may import" column of docs/architecture.md's layout table, per unit."""
+    doc = ROOT.parent / "docs" / "architecture.md"
+    words = {"base": BASE, "lower": LOWER, "nothing": set()}
+    table: dict[str, set[str]] = {}
+    for line in doc.read_text().splitlines():
+        if not line.startswith("| `walship/"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        path = cells[0].strip("`").removeprefix("walship/").rstrip("/")
+        unit = path.removesuffix(".py")
+        allowed: set[str] = set()
+        for word in cells[-1].split(","):
+            word = word.strip().strip("`")
+            allowed |= words.get(word, {word})
+        table[unit] = allowed
+    return table
 
 
 def _modules() -> dict[str, Path]:
@@ -211,6 +231,11 @@ def test_dependencies_point_one_way() -> None:
             if b not in ALLOWED[a]:
                 wrong.append(f"{module} imports {target}")
     assert not wrong, wrong
+
+
+def test_architecture_doc_lists_the_same_layers() -> None:
+    """docs/architecture.md's table says what each package may import: the same as ALLOWED."""
+    assert _doc_table() == ALLOWED
 
 
 def test_pg_does_no_io() -> None:
