@@ -296,7 +296,7 @@ def _defined(path: Path) -> set[str]:
 
 
 def test_rule_map_names_what_each_file_defines() -> None:
-    """docs/architecture.md says which file enforces each rule: the functions it names exist there."""
+    """docs/architecture.md names the file enforcing each rule: its functions exist there."""
     import re
 
     doc = (ROOT.parent / "docs" / "architecture.md").read_text()
