@@ -80,8 +80,6 @@ def start(spool: Spool, config_path: str | None, repo: str | None, log_format: s
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False  # one runs (or is starting)
-        if config_path is None:
-            config_path = os.environ.get("WALSHIP_CONFIG") or None
         if config_path is not None:
             config_path = os.path.abspath(config_path)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

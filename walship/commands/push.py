@@ -42,11 +42,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 sha256=record.sha256,
                 ms=round((time.monotonic() - started) * 1000, 1),
             )
-            _after(spool, args)
+            _after(spool, args, cfg)
             return 0
     _push(args, cfg, path, spool)
     if spool is not None:
-        _after(spool, args)
+        _after(spool, args, cfg)
     pgdata = cfg.pgdata or os.getcwd()
     if os.path.isdir(lookahead.Spool(os.path.join(pgdata, "pg_wal"), cfg).readahead):
         from ..archive import prefetch  # a read-ahead spool left by a finished recovery
@@ -81,7 +81,7 @@ def _push(args: argparse.Namespace, cfg: Config, path: str, spool: lookahead.Spo
             log.debug("lookahead.record", f"no record for {args.name}: {exc}")
 
 
-def _after(spool: lookahead.Spool, args: argparse.Namespace) -> None:
+def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> None:
     """Report the backlog; start the background process when files are waiting."""
     ready = spool.ready()
     waiting = [n for n in ready if n != args.name]
@@ -101,4 +101,4 @@ def _after(spool: lookahead.Spool, args: argparse.Namespace) -> None:
             os.makedirs(spool.records, mode=0o700, exist_ok=True)  # asks for look-ahead
         except OSError:
             pass  # background.start reports it
-        background.start(spool, args.config, args.repo, args.log_format)
+        background.start(spool, cfg.config, args.repo, args.log_format)
