@@ -215,10 +215,10 @@ class Config:
     )
     fetch_prefetch: int = setting(
         8,
-        "Segments `walship fetch` fetches ahead while PostgreSQL replays (0: off). A helper "
-        "process fills a spool in pg_wal/.walship-prefetch; each later fetch of a spooled "
-        "segment checks it and renames it into place. Uses up to this many segments of disk "
-        "in pg_wal during recovery. See docs/push-fetch.md.",
+        "Segments `walship fetch` fetches ahead while PostgreSQL replays (0: off). The walship "
+        "background process fills a spool in pg_wal/.walship/<tag>/f; each later fetch of a "
+        "spooled segment checks it and renames it into place. Uses up to this many segments "
+        "of disk in pg_wal during recovery. See docs/push-fetch.md.",
         minimum=0,
         maximum=64,
     )

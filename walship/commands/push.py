@@ -48,10 +48,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if spool is not None:
         _after(spool, args, cfg)
     pgdata = cfg.pgdata or os.getcwd()
-    if os.path.isdir(os.path.join(pgdata, "pg_wal", ".walship-prefetch")):
-        from ..archive import prefetch  # a spool left by a finished recovery
+    if os.path.isdir(lookahead.Spool(os.path.join(pgdata, "pg_wal"), cfg).readahead):
+        from ..archive import prefetch  # a read-ahead spool left by a finished recovery
 
-        prefetch.remove_stale(pgdata)
+        prefetch.remove_stale(cfg, pgdata)
     return 0
 
 
@@ -97,4 +97,8 @@ def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> Non
     if waiting and not spool.background_running():
         from .. import background
 
+        try:
+            os.makedirs(spool.records, mode=0o700, exist_ok=True)  # asks for look-ahead
+        except OSError:
+            pass  # background.start reports it
         background.start(spool, cfg.config, args.repo, args.log_format)
