@@ -404,3 +404,24 @@ def test_the_helper_does_not_hold_the_callers_output(site: dict[str, str]) -> No
     relayed = _fetch(site, 3)  # the next fetch copies the helper's warning to its stderr
     assert relayed.returncode == 0, relayed.stderr
     assert f"prefetch of {segment_name(2)} failed" in relayed.stderr, relayed.stderr
+
+
+def test_a_push_outside_recovery_removes_the_old_versions_spool(site: dict[str, str]) -> None:
+    """walship before the one background process spooled into pg_wal/.walship-prefetch;
+    nothing serves it now, so a push outside recovery removes it (never during one)."""
+    pg_wal = Path(site["pgdata"], "pg_wal")
+    legacy = pg_wal / ".walship-prefetch"
+    legacy.mkdir()
+    (legacy / segment_name(7)).write_bytes(b"x" * 1024)
+    segment = pg_wal / segment_name(LAST + 1)
+    segment.write_bytes(make_segment(LAST + 1))
+    push = [*WALSHIP, "push", f"pg_wal/{segment.name}", segment.name]
+    Path(site["pgdata"], "standby.signal").touch()
+    env = _env(site, WALSHIP_ARCHIVE_LOOKAHEAD="0")
+    result = subprocess.run(push, env=env, cwd=site["pgdata"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert legacy.is_dir()  # in recovery: left alone
+    Path(site["pgdata"], "standby.signal").unlink()
+    result = subprocess.run(push, env=env, cwd=site["pgdata"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not legacy.exists()

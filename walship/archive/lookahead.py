@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from ..config import Config
 
 SPOOL = ".walship"
+#: where fetch read-ahead spooled segments before the one background process (walship
+#: 0.1 before issue 11); a push outside recovery removes it
+LEGACY_READAHEAD = ".walship-prefetch"
 RECORDS = "r"
 READAHEAD = "f"
 LOCK = "lock"

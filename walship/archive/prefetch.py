@@ -45,7 +45,7 @@ from ..pg import (
     parse_segment_name,
     segment_file_name,
 )
-from .lookahead import Spool
+from .lookahead import LEGACY_READAHEAD, Spool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -126,12 +126,18 @@ def remove_stale(cfg: Config, pgdata: str) -> None:
     while it restores).
     """
     spool = Spool(os.path.join(pgdata, "pg_wal"), cfg)
-    if not os.path.isdir(spool.readahead):
+    legacy = os.path.join(pgdata, "pg_wal", LEGACY_READAHEAD)
+    if not os.path.isdir(spool.readahead) and not os.path.isdir(legacy):
         return
     for signal in ("recovery.signal", "standby.signal"):
         if os.path.exists(os.path.join(pgdata, signal)):
             return
-    discard(spool)
+    if os.path.isdir(spool.readahead):
+        discard(spool)
+    # the spool of walship before the one background process: nothing serves it any more
+    import shutil
+
+    shutil.rmtree(legacy, ignore_errors=True)
 
 
 def _fsync_path(path: str, directory: bool = False) -> None:

@@ -48,7 +48,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if spool is not None:
         _after(spool, args, cfg)
     pgdata = cfg.pgdata or os.getcwd()
-    if os.path.isdir(lookahead.Spool(os.path.join(pgdata, "pg_wal"), cfg).readahead):
+    pg_wal_dir = os.path.join(pgdata, "pg_wal")
+    if os.path.isdir(lookahead.Spool(pg_wal_dir, cfg).readahead) or os.path.isdir(
+        os.path.join(pg_wal_dir, lookahead.LEGACY_READAHEAD)
+    ):
         from ..archive import prefetch  # a read-ahead spool left by a finished recovery
 
         prefetch.remove_stale(cfg, pgdata)
