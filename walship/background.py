@@ -399,6 +399,18 @@ class _Lookahead:
                 self.retry_at[name] = time.monotonic() + 0.1  # changed a moment ago
                 return
             result = push.push(self.cfg, self.proc.backend(), path, name)
+            if result.already:
+                # the same line as a push of its own (a re-push after a crash, a standby
+                # with archive_mode=always); logged before the record is written, so the
+                # call the record answers relays it to the server log
+                push.log_result(result)
+            else:
+                log.debug(
+                    "push.ahead",
+                    f"pushed {name} ahead",
+                    stored_size=result.stored_size,
+                    ms=round(result.seconds * 1000, 1),
+                )
             if self.spool.record_if_unchanged(
                 name, path, before, started, result.sha256, result.system_identifier
             ):
@@ -406,12 +418,6 @@ class _Lookahead:
             else:
                 log.debug("lookahead.changed", f"{name} changed while pushed ahead: not recorded")
                 self.retry_at[name] = time.monotonic() + RETRY_SECONDS
-            log.debug(
-                "push.ahead",
-                f"pushed {name} ahead" + (" (already archived)" if result.already else ""),
-                stored_size=result.stored_size,
-                ms=round(result.seconds * 1000, 1),
-            )
         except ConflictError as exc:
             self.retry_at[name] = time.monotonic() + 10 * RETRY_SECONDS
             log.warning("lookahead.refused", f"not pushed ahead: {exc.one_line()}")

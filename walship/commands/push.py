@@ -32,9 +32,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     pg_wal = lookahead.pg_wal_of(path) if cfg.archive_lookahead > 0 else None
     spool = lookahead.Spool(pg_wal, cfg) if pg_wal is not None else None
     if spool is not None:
-        spool.relay_log()
         started = time.monotonic()
         record = spool.acknowledged(args.name, path) or spool.wait_for_background(args.name, path)
+        # after the record: what the background process logged about this file (written
+        # before its record) reaches the server log with this call
+        spool.relay_log()
         if record is not None:
             log.info(
                 "push.done",
