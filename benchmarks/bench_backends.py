@@ -12,7 +12,7 @@ What it measures (results go to docs/benchmarks.md, "Storage backends"):
   exactly as PostgreSQL runs them (one process each), with ``agent = off``
   (each process loads the SDK) and with the walship agent warm (the
   default: requests run in workers of a process that has it loaded); and the fetch of a
-  segment the read-ahead helper has already spooled (``fetch_prefetch``, on
+  segment the background process has already spooled (``fetch_prefetch``, on
   by default), as in a recovery;
 * the import cost each backend adds to a push: wall time of
   ``python -c "import walship.storage.<mod>"`` minus that of the local
@@ -166,7 +166,7 @@ def _stop_agents() -> None:
 
 
 def _read_ahead(name: str, env: dict[str, str], reps: int, tmp: str, src3: str) -> list[float]:
-    """Whole-process fetch of a segment the read-ahead helper already spooled.
+    """Whole-process fetch of a segment the background process already spooled.
 
     As in a recovery: the fetch of segment 3 into ``pg_wal`` starts the
     helper, which fetches segment 4 (and looks for 5..10); once segment 4 is
@@ -192,16 +192,16 @@ def _read_ahead(name: str, env: dict[str, str], reps: int, tmp: str, src3: str) 
         assert proc.returncode == 0, proc.stderr
         os.unlink(os.path.join(wal, "RECOVERYXLOG"))
         deadline = time.monotonic() + 60
-        while not glob.glob(os.path.join(wal, ".walship-prefetch", "*", segment_name(4))):
-            assert time.monotonic() < deadline, "the read-ahead helper did not spool segment 4"
+        while not glob.glob(os.path.join(wal, ".walship", "*", "f", segment_name(4))):
+            assert time.monotonic() < deadline, "the background process did not spool segment 4"
             time.sleep(0.01)
         t = time.perf_counter()
         proc = run_walship(repo_env, "fetch", segment_name(4), "pg_wal/RECOVERYXLOG", cwd=data)
         out.append(time.perf_counter() - t)
         assert proc.returncode == 0 and "(prefetched)" in proc.stderr, proc.stderr
         os.unlink(os.path.join(wal, "RECOVERYXLOG"))
-        time.sleep(0.5)  # the helper looks for 5..10 (absent) and exits
-        shutil.rmtree(os.path.join(wal, ".walship-prefetch"), ignore_errors=True)
+        time.sleep(0.5)  # it looks for 5..10 (absent); then its spool goes, and it exits
+        shutil.rmtree(os.path.join(wal, ".walship"), ignore_errors=True)
     return out
 
 

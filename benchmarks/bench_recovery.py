@@ -33,15 +33,12 @@ import random
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import pgharness as pgh  # noqa: E402
-
-from walship.archive import prefetch  # noqa: E402
 
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")
 TIMED = """#!/bin/bash
@@ -120,11 +117,7 @@ def recover(
     waited = sum(t for _, _, t in calls)
     text = cluster.log()
     recovery = _log_span(text, "starting archive recovery", "archive recovery complete")
-    # let read-ahead helpers finish before the data directory goes
-    deadline = time.monotonic() + 30
-    pg_wal = os.path.join(cluster.datadir, "pg_wal")
-    while prefetch.helpers_running(pg_wal) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # the background process (read-ahead) exits by itself once its spool is gone
     shutil.rmtree(cluster.datadir, ignore_errors=True)
     return segments, waited, recovery
 

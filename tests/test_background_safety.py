@@ -1,16 +1,18 @@
 """What walship's background processes must never do, shown with real processes.
 
 - Import a module from the directory of the caller they serve (issue 10, item
-  3): every module name the look-ahead background process or the read-ahead
-  helper could import lazily is planted, as a file that leaves a marker when
+  3): every module name the background process could import lazily, pushing
+  ahead or reading ahead, is planted, as a file that leaves a marker when
   imported, in the working directory of ``walship push`` / ``walship fetch``
   (the data directory, as PostgreSQL runs them); no marker may appear.
 - Signal a process that is not proven to be theirs (issue 10, item 4): the
   background process, orphaned to a subreaper when its starter exits, is
-  stopped and reconfigured; the subreaper must receive no signal.
+  reconfigured, its read-ahead ended by the end of recovery, its spool
+  removed; the subreaper must receive no signal.
 
-(The walship agent these tests were first written for was removed by issue
-11; they now hold its successor to the same rules.)
+(The walship agent and the read-ahead helper these tests were first written
+for were removed by issue 11; they now hold their successor, the one
+background process, to the same rules.)
 
 Only walship's command line and /proc are used, so that these tests hold for
 any way of serving requests in the background.
@@ -187,13 +189,18 @@ def test_the_read_ahead_helper_imports_nothing_from_the_callers_directory(site: 
         WALSHIP_FETCH_PREFETCH="3",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    # the read-ahead helper, a fork of that fetch, fills its window in the same directory
-    spool = site.pg_wal / ".walship-prefetch"
+    # the background process that fetch started fills the window, from the same directory
     deadline = time.monotonic() + 30
-    while not any(p.name == segment_name(3) for p in spool.rglob("*")):
+    while not list((site.pg_wal / ".walship").glob(f"*/f/{segment_name(3)}")):
         assert site.imported() == [], "imported from the caller's directory"
-        assert time.monotonic() < deadline, "the read-ahead helper fetched nothing"
+        assert time.monotonic() < deadline, "the background process fetched nothing"
         time.sleep(0.02)
+    assert site.imported() == [], "imported from the caller's directory"
+    again = site.run(
+        "fetch", segment_name(2), "pg_wal/RECOVERYXLOG", cwd=site.pgdata,
+        WALSHIP_FETCH_PREFETCH="3",
+    )  # fmt: skip
+    assert again.returncode == 0 and "(prefetched)" in again.stderr, again.stderr
     assert site.imported() == [], "imported from the caller's directory"
 
 
@@ -209,9 +216,14 @@ _REAPER = textwrap.dedent(
         signal.signal(signum, lambda signum, frame: received.append(signum))
     p = json.loads(sys.argv[1])
 
-    def push(name):
-        return subprocess.run([p["walship"], "push", "pg_wal/" + name, name], env=p["env"],
-                              cwd=p["pgdata"], capture_output=True, text=True, timeout=60)
+    def walship(*args):
+        return subprocess.run([p["walship"], *args], env=p["env"], cwd=p["pgdata"],
+                              capture_output=True, text=True, timeout=60)
+
+    def start(name):  # a call that starts the background process (or gives it work)
+        if p["mode"] == "push":
+            return walship("push", "pg_wal/" + name, name)
+        return walship("fetch", name, "pg_wal/RECOVERYXLOG")
 
     def held(path):
         fd = os.open(path, os.O_RDONLY)
@@ -223,7 +235,7 @@ _REAPER = textwrap.dedent(
         finally:
             os.close(fd)
 
-    assert push(p["names"][0]).returncode == 0  # starts the background process
+    assert start(p["names"][0]).returncode == 0  # starts the background process
     lock = glob.glob(os.path.join(p["pgdata"], "pg_wal", ".walship", "*", "lock"))[0]
     assert held(lock)
     time.sleep(0.5)
@@ -231,6 +243,10 @@ _REAPER = textwrap.dedent(
     for child in open("/proc/self/task/%d/children" % os.getpid()).read().split():
         cmd = open("/proc/%s/cmdline" % child, "rb").read()
         orphaned = orphaned or b"walship.background" in cmd
+    if p["mode"] == "fetch":  # the end of recovery: its read-ahead spool goes
+        assert walship("fetch", "00000002.history", "pg_wal/RECOVERYHISTORY").returncode == 1
+        assert not glob.glob(os.path.join(os.path.dirname(lock), "f"))
+        assert held(lock)
     # its configuration changes (it exits), then a new one starts and its spool goes
     with open(p["config"], "a") as fh:
         fh.write("compression_level = 3\\n")
@@ -238,7 +254,7 @@ _REAPER = textwrap.dedent(
     while held(lock):
         assert time.monotonic() < deadline, "background process did not exit"
         time.sleep(0.05)
-    assert push(p["names"][1]).returncode == 0
+    assert start(p["names"][1]).returncode == 0
     subprocess.run(["rm", "-rf", os.path.join(p["pgdata"], "pg_wal", ".walship")], check=True)
     deadline = time.monotonic() + 30
     while True:
@@ -254,14 +270,26 @@ _REAPER = textwrap.dedent(
 )
 
 
-def test_an_orphaned_background_process_never_signals_its_new_parent(site: Site) -> None:
-    names = site.backlog(1, 6)
+@pytest.mark.parametrize("mode", ["push", "fetch"])
+def test_an_orphaned_background_process_never_signals_its_new_parent(site: Site, mode: str) -> None:
+    """Started by a push (look-ahead) or by a fetch (read-ahead)."""
+    env = dict(site.env)
+    if mode == "push":
+        names = site.backlog(1, 6)
+    else:
+        names = [segment_name(n) for n in (1, 2)]
+        for segno in range(1, 6):
+            path = site.root / segment_name(segno)
+            path.write_bytes(make_segment(segno))
+            assert site.run("push", str(path), path.name, cwd=site.clean).returncode == 0
+        env["WALSHIP_FETCH_PREFETCH"] = "3"
     params = {
         "walship": WALSHIP,
-        "env": site.env,
+        "env": env,
         "pgdata": str(site.pgdata),
         "config": str(site.config),
         "names": names,
+        "mode": mode,
     }
     r = subprocess.run(
         [sys.executable, "-c", _REAPER, json.dumps(params)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
@@ -183,3 +184,189 @@ def test_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["a = 1\x0b\n", "a = 'x'\x0c\n", "a = 1\rb = 2\n"])
 def test_simple_reader_leaves_odd_whitespace_to_tomllib(text: str) -> None:
     assert config.parse_simple_toml(text) is None
+
+
+# --- one table: every setting, every variable, one parser per type ------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "both"),
+    [
+        ('s3_region = "a"\n[s3]\nregion = "b"\n', ("'s3_region'", "'[s3] region'")),
+        (
+            '[s3]\nsse_kms_key_id = "a"\n[s3.sse]\nkms_key_id = "b"\n',
+            ("'[s3] sse_kms_key_id'", "'[s3.sse] kms_key_id'"),
+        ),
+        ('[log]\nlevel = "info"\n[log]\n', ("not valid TOML",)),  # tomllib's own duplicate
+        ('log = {level = "info"}\nlog_level = "debug"\n', ("'[log] level'", "'log_level'")),
+    ],
+)
+def test_a_setting_given_twice_in_the_file_is_an_error_naming_both(
+    tmp_path: Path, text: str, both: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(config_path=write(tmp_path, text), env={})
+    line = info.value.one_line()
+    for spelling in both:
+        assert spelling in line, line
+    assert "\n" not in line
+
+
+def test_environment_only_variables_are_rows_of_the_table(tmp_path: Path) -> None:
+    rows = {s.env: s for s in config.SETTINGS if not s.in_file}
+    assert set(rows) == {"WALSHIP_CONFIG", "WALSHIP_AGENT_DIR"}
+    path = write(tmp_path, 'repo = "/x"\n')
+    other = str(tmp_path / "other.toml")
+    Path(other).write_text('repo = "/other"\n')
+    # --config wins over WALSHIP_CONFIG, and the effective file is a setting
+    cfg = config.load(config_path=path, env={"WALSHIP_CONFIG": other})
+    assert (cfg.repo, cfg.config) == ("/x", path)
+    cfg = config.load(env={"WALSHIP_CONFIG": other, "WALSHIP_AGENT_DIR": "/old/agent"})
+    assert (cfg.repo, cfg.config, cfg.agent_dir) == ("/other", other, "/old/agent")
+    with pytest.raises(ConfigError) as info:
+        config.load(config_path=write(tmp_path, 'config = "/elsewhere.toml"\n'), env={})
+    assert "not a file setting" in info.value.one_line()
+    assert "WALSHIP_CONFIG" in info.value.one_line()
+
+
+def test_deprecated_agent_settings_are_accepted(tmp_path: Path) -> None:
+    cfg = config.load(
+        config_path=write(tmp_path, "agent = false\n"), env={"WALSHIP_AGENT_DIR": "/tmp/a"}
+    )
+    assert cfg.agent is False
+    assert config.load(env={"WALSHIP_AGENT": "off", "WALSHIP_CONFIG": os.devnull}).agent is False
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "expected"),
+    [
+        ("fetch_error_exit", {"WALSHIP_FETCH_ERROR_EXIT": "missing"}, "missing"),
+        ("fetch_error_exit", {"WALSHIP_FETCH_ERROR_EXIT": "sometimes"}, "abort"),
+        ("fetch_error_exit", {}, "abort"),
+        ("pgdata", {"WALSHIP_PGDATA": "/srv/pg"}, "/srv/pg"),
+        ("pgdata", {"WALSHIP_PGDATA": ""}, None),
+        ("fetch_prefetch", {"WALSHIP_FETCH_PREFETCH": "3"}, 3),
+        ("fetch_prefetch", {"WALSHIP_FETCH_PREFETCH": "999"}, 8),
+    ],
+)
+def test_from_environment_parses_with_the_table(
+    name: str, env: dict[str, str], expected: object
+) -> None:
+    assert config.from_environment(name, env) == expected
+
+
+def test_every_row_has_one_parser_and_a_default_of_its_type() -> None:
+    assert len(config.SETTINGS) == len(config.Config.__annotations__)
+    for row in config.SETTINGS:
+        assert row.type in config.PARSERS, row.name
+        if row.default is not None:
+            assert type(row.default) is row.type, row.name
+            assert config.PARSERS[row.type](row.default) == row.default
+        else:
+            assert row.optional, row.name
+    cfg = config.Config()
+    assert [getattr(cfg, s.name) for s in config.SETTINGS] == [s.default for s in config.SETTINGS]
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "expected"),
+    [
+        (bool, "on", True),
+        (bool, "No", False),
+        (bool, True, True),
+        (int, "42", 42),
+        (int, 7, 7),
+        (float, "1.5", 1.5),
+        (float, 2, 2.0),
+        (str, "x", "x"),
+    ],
+)
+def test_parsers_take_file_and_environment_values(
+    kind: type, raw: object, expected: object
+) -> None:
+    value = config.PARSERS[kind](raw)
+    assert value == expected and type(value) is kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [(bool, "maybe"), (bool, 1), (int, True), (int, 1.5), (float, False), (str, 3), (int, "1e3")],
+)
+def test_parsers_refuse_other_values(kind: type, raw: object) -> None:
+    with pytest.raises(ValueError):
+        config.PARSERS[kind](raw)
+
+
+def _environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, variable) of every read of the process environment in ``tree``;
+    variable is "*" when the whole environment is used (passed on, iterated)."""
+
+    def is_environ(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+            isinstance(node, ast.Name) and node.id == "environ"
+        )
+
+    def key(node: ast.AST | None) -> str:
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else "?"
+
+    found: list[tuple[int, str]] = []
+    consumed: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            first = node.args[0] if node.args else None
+            if isinstance(func, ast.Attribute) and is_environ(func.value):
+                consumed.add(id(func.value))
+                found.append((node.lineno, key(first) if func.attr == "get" else "*"))
+            elif (isinstance(func, ast.Attribute) and func.attr in ("getenv", "getenvb")) or (
+                isinstance(func, ast.Name) and func.id == "getenv"
+            ):
+                found.append((node.lineno, key(first)))
+        elif isinstance(node, ast.Subscript) and is_environ(node.value):
+            consumed.add(id(node.value))
+            found.append((node.lineno, key(node.slice)))
+    for node in ast.walk(tree):
+        if is_environ(node) and id(node) not in consumed and isinstance(node, ast.Attribute):
+            found.append((node.lineno, "*"))
+    return found
+
+
+#: reads of the environment outside config.py, each with its reason
+ENVIRONMENT_READS = {
+    # zstandard's own variable, honoured when walship loads its C backend directly
+    ("codec/compress.py", "PYTHON_ZSTANDARD_IMPORT_POLICY"),
+    # the background process is spawned with the caller's environment
+    ("background.py", "*"),
+}
+
+
+def test_no_setting_is_read_outside_the_table() -> None:
+    import walship
+
+    root = Path(walship.__file__).parent
+    reads = set()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "config.py":
+            continue
+        for line, var in _environment_reads(ast.parse(path.read_text(), rel)):
+            assert not var.startswith("WALSHIP_"), f"{rel}:{line} reads {var}: use walship.config"
+            reads.add((rel, var))
+    assert reads == ENVIRONMENT_READS, "a new environment read: make it a setting of the table"
+
+
+def test_environment_read_finder_sees_every_form() -> None:
+    tree = ast.parse(
+        "import os\nfrom os import environ, getenv\n"
+        "os.environ.get('WALSHIP_A')\nos.environ['WALSHIP_B']\nos.getenv('WALSHIP_C')\n"
+        "getenv('D')\nenviron.get(name)\nspawn(os.environ)\nos.environ.copy()\n"
+    )
+    assert sorted(_environment_reads(tree)) == [
+        (3, "WALSHIP_A"),
+        (4, "WALSHIP_B"),
+        (5, "WALSHIP_C"),
+        (6, "D"),
+        (7, "?"),
+        (8, "*"),
+        (9, "*"),
+    ]

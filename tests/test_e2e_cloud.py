@@ -59,9 +59,9 @@ def _pitr(work: Workdir, env: dict[str, str], *, exact: bool) -> None:
         target, expected, _last = mark_target_time(primary, after=100)
         restored = restore_to_time(MAJOR, work, backup, cfg, target)
         log = restored.log()
-        # the forked read-ahead helper works against this store too
+        # the background process reads ahead from this store too
         assert "(prefetched)" in log, log[-4000:]
-        assert "prefetch of" not in log and "prefetch helper failed" not in log, log[-4000:]
+        assert "prefetch of" not in log and "background process failed" not in log, log[-4000:]
         if exact:
             assert_at_target(restored, expected)
         else:

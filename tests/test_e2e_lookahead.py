@@ -152,6 +152,7 @@ def _drain(work: Workdir, settings: dict[str, object], segments: int) -> None:
         ]
         assert walship_errors == []
         assert "lookahead.error" not in log and "not pushed ahead" not in log
+        assert "background process failed" not in log
         _restore_and_compare(work, backup, cfg, expected)
     finally:
         primary.stop("immediate")

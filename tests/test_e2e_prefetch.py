@@ -1,10 +1,13 @@
 """End-to-end: a real recovery with fetch_prefetch on (and encryption, so the
-helper process needs the key too) restores exactly, mostly from the spool,
-and the spool is gone once the promoted server archives."""
+background process needs the key too) restores exactly, mostly from the
+spool, and the read-ahead spool is gone once recovery ends."""
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
+import shutil
 import time
 
 import pytest
@@ -20,14 +23,24 @@ from pgharness import (
     walship_config,
 )
 
-from walship.archive import prefetch
-
 pytestmark = pytest.mark.pg
 
 
-def _helpers_done(datadir: str) -> bool:
-    """No prefetch helper holds a spool lock (they must not outlive the test)."""
-    return not prefetch.helpers_running(os.path.join(datadir, "pg_wal"))
+def _running(datadir: str) -> bool:
+    """Whether a background process holds a spool lock in this data directory."""
+    for lock in glob.glob(os.path.join(datadir, "pg_wal", ".walship", "*", "lock")):
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+    return False
+
+
+def _read_ahead_spools(datadir: str) -> list[str]:
+    return glob.glob(os.path.join(datadir, "pg_wal", ".walship", "*", "f*"))
 
 
 def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
@@ -89,21 +102,20 @@ def test_recovery_with_prefetch_and_encryption(work: Workdir) -> None:
         fetched = log.count("INFO fetched 0")
         assert hits >= 5, log[-4000:]
         assert hits >= fetched / 2, (hits, fetched)
-        for problem in ("prefetch of", "prefetch helper failed", "not used", "cannot use"):
+        for problem in ("prefetch of", "background process failed", "not used", "cannot use"):
             assert problem not in log, log[-4000:]
-        # promoted and archiving: its first push removes the spool
+        # recovery ended (the history file probe): the read-ahead spool is gone
         wait_for(
-            "the prefetch spool removed after promotion",
-            lambda: (
-                not os.path.exists(os.path.join(restored.datadir, "pg_wal", ".walship-prefetch"))
-                and _helpers_done(restored.datadir)
-            ),
+            "the read-ahead spool removed after promotion",
+            lambda: _read_ahead_spools(restored.datadir) == [],
             [restored],
         )
     finally:
         if restored is not None:
             restored.stop("immediate")
+            # the background process exits by itself once its spool is gone
+            shutil.rmtree(os.path.join(restored.datadir, "pg_wal", ".walship"), True)
             deadline = time.monotonic() + 30
-            while not _helpers_done(restored.datadir) and time.monotonic() < deadline:
+            while _running(restored.datadir) and time.monotonic() < deadline:
                 time.sleep(0.1)
         primary.stop("immediate")

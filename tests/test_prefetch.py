@@ -2,7 +2,9 @@
 
 A fake data directory (pg_wal/ and global/pg_control holding the system
 identifier) stands in for PostgreSQL here; tests/test_e2e_prefetch.py runs a
-real recovery with prefetch on.
+real recovery with prefetch on. The spool is ``f/`` of
+``pg_wal/.walship/<tag>/``, filled by the walship background process
+(walship/background.py), which also pushes ahead.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import SYSID, environment_without_settings, make_segment, segment_name
 
-from walship.archive import prefetch
+from walship.archive.lookahead import Spool
 from walship.config import Config
 
 WALSHIP = [sys.executable, "-m", "walship"]
@@ -27,7 +30,7 @@ LAST = 6  # segments 1..LAST are archived
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> dict[str, str]:
+def site(tmp_path: Path) -> Iterator[dict[str, str]]:
     repo = tmp_path / "repo"
     pgdata = tmp_path / "data"
     (pgdata / "pg_wal").mkdir(parents=True)
@@ -44,7 +47,14 @@ def site(tmp_path: Path) -> dict[str, str]:
             [*WALSHIP, "-q", "push", str(path), path.name], env=env, check=True, cwd=tmp_path
         )
     env["WALSHIP_FETCH_PREFETCH"] = "3"
-    return {"repo": str(repo), "pgdata": str(pgdata), **{f"env:{k}": v for k, v in env.items()}}
+    yield {"repo": str(repo), "pgdata": str(pgdata), **{f"env:{k}": v for k, v in env.items()}}
+    # the background process exits by itself once its spool is gone
+    lock = Path(Spool(str(pgdata / "pg_wal"), Config(repo=str(repo))).path, "lock")
+    subprocess.run(["rm", "-rf", str(pgdata / "pg_wal" / ".walship")], check=True)
+    deadline = time.monotonic() + 30
+    while _lock_held(lock):
+        assert time.monotonic() < deadline, "background process still running"
+        time.sleep(0.05)
 
 
 def _env(site: dict[str, str], **extra: str) -> dict[str, str]:
@@ -54,8 +64,9 @@ def _env(site: dict[str, str], **extra: str) -> dict[str, str]:
 
 
 def _spool(site: dict[str, str]) -> Path:
+    """The read-ahead spool, ``f/`` (its parent holds the lock and the log)."""
     cfg = Config(repo=site["repo"], fetch_prefetch=3)
-    return Path(prefetch.spool_dir(cfg, os.path.join(site["pgdata"], "pg_wal", "RECOVERYXLOG")))
+    return Path(Spool(os.path.join(site["pgdata"], "pg_wal"), cfg).readahead)
 
 
 def _fetch(site: dict[str, str], segno: int, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -70,11 +81,49 @@ def _fetch(site: dict[str, str], segno: int, **extra: str) -> subprocess.Complet
     )
 
 
+def _lock_held(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _busy(spool: Path) -> list[str]:
+    """A request waiting or being served, or a segment being fetched."""
+    try:
+        names = os.listdir(spool)
+    except FileNotFoundError:
+        return []
+    return [n for n in names if n in ("want", "serving") or n.endswith(".part")]
+
+
 def _wait_helper(spool: Path, timeout: float = 20) -> None:
+    """Until the background process has served the latest request."""
     deadline = time.monotonic() + timeout
-    while prefetch._lock_held(str(spool)):
-        assert time.monotonic() < deadline, "prefetch helper still running"
+    while _busy(spool):
+        assert time.monotonic() < deadline, f"read-ahead still busy: {_busy(spool)}"
+        assert _lock_held(spool.parent / "lock"), "no background process serves the request"
         time.sleep(0.02)
+
+
+def _background_pid(site: dict[str, str]) -> int:
+    """The background process serving this pg_wal (from /proc: it writes no pid file)."""
+    pg_wal = os.path.join(site["pgdata"], "pg_wal").encode()
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"walship.background" in a for a in argv) and pg_wal in argv:
+            return int(entry)
+    raise AssertionError("no background process")
 
 
 def _restored(site: dict[str, str]) -> bytes:
@@ -82,7 +131,7 @@ def _restored(site: dict[str, str]) -> bytes:
 
 
 def _spooled(spool: Path) -> set[str]:
-    return {p.name for p in spool.iterdir() if not p.name.startswith(".")}
+    return {p.name for p in spool.iterdir() if len(p.name) == 24}
 
 
 def test_helper_fills_the_window_and_fetch_claims_from_it(site: dict[str, str]) -> None:
@@ -137,8 +186,8 @@ def test_fetch_waits_for_the_segment_the_helper_is_fetching(site: dict[str, str]
     spool = _spool(site)
     spool.mkdir(parents=True)
     name = segment_name(2)
-    lock = os.open(spool / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)  # this test plays the helper
+    lock = os.open(spool.parent / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # this test plays the background process
     (spool / f"{name}.part").touch()
 
     def finish() -> None:
@@ -157,7 +206,7 @@ def test_fetch_waits_for_the_segment_the_helper_is_fetching(site: dict[str, str]
     assert "(prefetched)" in result.stderr
     assert time.monotonic() - started >= 0.5
     assert _restored(site) == make_segment(2)
-    _wait_helper(spool)
+    assert (spool / "want").read_text() == f"{name} {len(make_segment(2))} 3\n"  # 3, 4, 5
 
 
 def test_a_dead_helper_is_not_waited_for(site: dict[str, str]) -> None:
@@ -168,7 +217,8 @@ def test_a_dead_helper_is_not_waited_for(site: dict[str, str]) -> None:
     assert result.returncode == 0, result.stderr
     assert "(prefetched)" not in result.stderr
     assert _restored(site) == make_segment(2)
-    _wait_helper(spool)
+    _wait_helper(spool)  # the background process that fetch started removed the marker
+    assert _spooled(spool) == {segment_name(n) for n in (3, 4, 5)}
 
 
 def test_no_prefetch_outside_pg_wal_or_when_off(site: dict[str, str], tmp_path: Path) -> None:
@@ -182,9 +232,9 @@ def test_no_prefetch_outside_pg_wal_or_when_off(site: dict[str, str], tmp_path: 
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert not (out / ".walship-prefetch").exists()
+    assert not (out / ".walship").exists()
     assert _fetch(site, 1, WALSHIP_FETCH_PREFETCH="0").returncode == 0
-    assert not Path(site["pgdata"], "pg_wal", ".walship-prefetch").exists()
+    assert not Path(site["pgdata"], "pg_wal", ".walship").exists()
 
 
 def test_push_removes_a_spool_left_by_a_finished_recovery(
@@ -202,7 +252,7 @@ def test_push_removes_a_spool_left_by_a_finished_recovery(
     assert _spooled(spool)
     Path(site["pgdata"], "standby.signal").unlink()  # promoted: removed
     subprocess.run(push, env=_env(site), cwd=site["pgdata"], check=True)
-    assert not Path(site["pgdata"], "pg_wal", ".walship-prefetch").exists()
+    assert not spool.exists()
 
 
 def test_bad_setting_is_a_clear_error(site: dict[str, str]) -> None:
@@ -236,63 +286,69 @@ def test_the_end_of_recovery_discards_the_spool(site: dict[str, str]) -> None:
     assert not spool.exists()
 
 
-def test_the_end_of_recovery_stops_a_running_helper(site: dict[str, str]) -> None:
+def _object(site: dict[str, str], segno: int) -> Path:
+    name = segment_name(segno)
+    return Path(site["repo"], "wal", name[:16], name)
+
+
+def test_the_end_of_recovery_ends_a_running_read_ahead_without_a_signal(
+    site: dict[str, str],
+) -> None:
+    """The background process is fetching segment 2 (its object is a FIFO, so
+    the fetch is certainly under way) when recovery ends: the spool goes at
+    once, the fetch in flight finishes without putting anything back, and the
+    process, never signalled, is still there (it may push for the promoted
+    server)."""
+    spool = _spool(site)
+    obj = _object(site, 2)
+    data = obj.read_bytes()
+    obj.unlink()
+    os.mkfifo(obj)
+    assert _fetch(site, 1).returncode == 0
+    deadline = time.monotonic() + 20
+    while not (spool / f"{segment_name(2)}.part").exists():
+        assert time.monotonic() < deadline, "the background process fetched nothing"
+        time.sleep(0.02)
+    pid = _background_pid(site)
+    result = _fetch_history(site)
+    assert result.returncode == 1, result.stderr  # absent, as at promotion
+    assert not spool.exists()
+
+    def feed() -> None:
+        with open(obj, "wb") as fh:  # the whole, valid object: its fetch succeeds
+            fh.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    writer.join(timeout=30)
+    assert not writer.is_alive()
+    time.sleep(1.0)  # its rename into f/ fails; the next request would find f/ gone
+    assert not spool.exists()
+    assert _lock_held(spool.parent / "lock") and _background_pid(site) == pid
+    log = spool.parent / "log"  # (the history fetch relayed what was there before)
+    assert not log.exists() or "prefetch of" not in log.read_text(errors="replace")
+    obj.unlink()
+
+
+def test_a_pid_in_the_lock_file_is_never_signalled(site: dict[str, str]) -> None:
+    """Nothing reads a pid anywhere: ending recovery signals no one."""
     spool = _spool(site)
     spool.mkdir(parents=True)
     (spool / segment_name(5)).write_bytes(b"x")
-    # a stand-in helper: its own session, holding the lock, its pid in the file
-    helper = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "os.pwrite(fd, str(os.getpid()).encode(), 0)\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(60)\n",
-            str(spool / ".lock"),
-        ],
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert helper.stdout is not None and helper.stdout.readline().strip() == "locked"
-        result = _fetch_history(site)
-        assert result.returncode == 1, result.stderr
-        assert helper.wait(timeout=10) == -15  # SIGTERM
-        assert not spool.exists()
-    finally:
-        if helper.poll() is None:
-            helper.kill()
-            helper.wait()
-        assert helper.stdout is not None
-        helper.stdout.close()
-
-
-def test_a_pid_that_is_no_helper_is_never_signalled(site: dict[str, str]) -> None:
-    spool = _spool(site)
-    spool.mkdir(parents=True)
-    bystander = subprocess.Popen(["sleep", "60"])  # not the leader of its own session
-    fd = os.open(spool / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    fd = os.open(spool.parent / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.pwrite(fd, str(bystander.pid).encode(), 0)
     try:
-        assert os.getsid(bystander.pid) != bystander.pid
         result = _fetch_history(site)
         assert result.returncode == 1, result.stderr
+        assert not spool.exists()  # removed, locked or not
+        time.sleep(0.2)
         assert bystander.poll() is None  # not signalled
-        assert spool.exists()  # still locked: left for later
     finally:
         os.close(fd)
         bystander.kill()
         bystander.wait()
-
-
-def _object(site: dict[str, str], segno: int) -> Path:
-    name = segment_name(segno)
-    return Path(site["repo"], "wal", name[:16], name)
 
 
 def test_the_helpers_warnings_reach_the_next_fetchs_stderr(site: dict[str, str]) -> None:
@@ -336,8 +392,8 @@ def test_the_helper_does_not_hold_the_callers_output(site: dict[str, str]) -> No
         _out, err = proc.communicate(timeout=30)  # EOF on both: nobody else holds them
         assert proc.returncode == 0, err
         assert dest.read_bytes() == make_segment(1)
-        assert prefetch._lock_held(str(spool))  # the helper is blocked on the FIFO
-        pid = int((spool / ".lock").read_text())
+        assert _lock_held(spool.parent / "lock")  # blocked on the FIFO
+        pid = _background_pid(site)
         for fd in (0, 1, 2):
             assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
     finally:
@@ -348,3 +404,24 @@ def test_the_helper_does_not_hold_the_callers_output(site: dict[str, str]) -> No
     relayed = _fetch(site, 3)  # the next fetch copies the helper's warning to its stderr
     assert relayed.returncode == 0, relayed.stderr
     assert f"prefetch of {segment_name(2)} failed" in relayed.stderr, relayed.stderr
+
+
+def test_a_push_outside_recovery_removes_the_old_versions_spool(site: dict[str, str]) -> None:
+    """walship before the one background process spooled into pg_wal/.walship-prefetch;
+    nothing serves it now, so a push outside recovery removes it (never during one)."""
+    pg_wal = Path(site["pgdata"], "pg_wal")
+    legacy = pg_wal / ".walship-prefetch"
+    legacy.mkdir()
+    (legacy / segment_name(7)).write_bytes(b"x" * 1024)
+    segment = pg_wal / segment_name(LAST + 1)
+    segment.write_bytes(make_segment(LAST + 1))
+    push = [*WALSHIP, "push", f"pg_wal/{segment.name}", segment.name]
+    Path(site["pgdata"], "standby.signal").touch()
+    env = _env(site, WALSHIP_ARCHIVE_LOOKAHEAD="0")
+    result = subprocess.run(push, env=env, cwd=site["pgdata"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert legacy.is_dir()  # in recovery: left alone
+    Path(site["pgdata"], "standby.signal").unlink()
+    result = subprocess.run(push, env=env, cwd=site["pgdata"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not legacy.exists()

@@ -72,7 +72,9 @@ def _run_modules(argv: list[str]) -> dict[str, object]:
 
 
 #: never imported by a local push or fetch: SDKs, retries and crypto it does not use,
-#: and modules whose import alone costs milliseconds (typing, platform: docs/benchmarks.md)
+#: and platform (its import alone costs milliseconds). typing and json are allowed on the
+#: cold push/fetch path since issue 12 (docs/benchmarks.md, "Stand-ins"); the look-ahead
+#: fast path keeps them out (tests/test_lookahead.py)
 HEAVY = {
     "boto3",
     "botocore",
@@ -81,16 +83,13 @@ HEAVY = {
     "tenacity",
     "cryptography",
     "dataclasses",
-    "typing",
     "platform",
     "zstandard",  # its C backend is loaded without running zstandard/__init__
 }
 
 
-#: stdlib modules a push or fetch must not import itself (json pulls in re, enum,
-#: functools, collections: ~7 ms per process; walship.minijson reads and writes
-#: its documents instead)
-STARTUP_COSTLY = {"json", "re", "enum", "functools", "threading", "subprocess"}
+#: stdlib modules a push or fetch must not import itself
+STARTUP_COSTLY = {"threading", "subprocess"}
 
 
 def test_push_and_fetch_to_local_import_nothing_heavy(tmp_path: Path) -> None:

@@ -1,19 +1,26 @@
-"""The walship background process: push look-ahead (and fetch read-ahead).
+"""The walship background process: push look-ahead and fetch read-ahead.
 
-One kind of background process, started on demand by ``walship push`` when
-files are waiting behind the one PostgreSQL asked for, one per spool
-(``<pg_wal>/.walship/<tag>/``, see walship/archive/lookahead.py): the
-singleton is an ``flock`` on the spool's ``lock`` file, taken by the starter
-and inherited by the process (no pid file; nothing ever signals it).
+One kind of background process, one per spool (``<pg_wal>/.walship/<tag>/``,
+see walship/archive/lookahead.py), started on demand by the first ``walship
+push`` or ``walship fetch`` that has work for it. The singleton is an
+``flock`` on the spool's ``lock`` file, taken by the starter and inherited by
+the process: no pid file, and nothing ever signals it. Callers hand it work
+through files in the spool only, and it notices everything itself:
 
-It pushes the ``.ready`` files of ``pg_wal/archive_status`` in PostgreSQL's
-order, up to ``archive_lookahead`` files ahead of the archiver and
-``push_concurrency`` at once, each with the normal push
-(walship/archive/push.py: the same checks, conditional create, identical
-content is success, different content is refused), and writes a record for
-each stored one. A file it cannot push is logged and left to the call for
-it, which then does the push itself under the normal rules (and fails in
-the server log with the usual line and exit code).
+- push look-ahead (on once ``r/`` exists; a push creates it): it pushes the
+  ``.ready`` files of ``pg_wal/archive_status`` in PostgreSQL's order, up to
+  ``archive_lookahead`` files ahead of the archiver and ``push_concurrency``
+  at once, each with the normal push (walship/archive/push.py: the same
+  checks, conditional create, identical content is success, different
+  content is refused), and writes a record for each stored one. A file it
+  cannot push is logged and left to the call for it, which then pushes it
+  under the normal rules.
+- fetch read-ahead (``f/want``, written by a fetch; see
+  walship/archive/prefetch.py): it fetches the requested window with the
+  normal fetch into ``f/``, in window order, one at a time from a local
+  repository and four at once from a remote one, and stops at the first
+  absent segment or error (logged). It never creates ``f/``: once a fetch
+  removed it at the end of recovery, it has nothing to do.
 
 It exits after ``background_idle`` seconds without work, when its
 configuration or walship's code changes, or when its spool (or pg_wal) is
@@ -26,13 +33,15 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 from .archive.lookahead import LOCK, LOG, TMP, Spool, settled, stat_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from collections.abc import Callable
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from .config import Config
     from .storage.base import Backend
@@ -41,6 +50,10 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.02
 #: ... while nothing is
 IDLE_POLL_SECONDS = 0.1
+#: seconds between looks for a read-ahead request, for a while after the last one
+#: (replay asks for the next segment every few tens of milliseconds)
+REQUEST_POLL_SECONDS = 0.005
+REQUEST_ACTIVE_SECONDS = 2.0
 #: a file that could not be pushed ahead is retried after this long
 RETRY_SECONDS = 30.0
 #: the background process's log file is rotated beyond this size
@@ -68,15 +81,13 @@ def start(spool: Spool, config_path: str | None, repo: str | None, log_format: s
         os.makedirs(spool.path, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(spool.path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        log.warning("lookahead.error", f"cannot use the spool {spool.path}: {exc.strerror}")
+        log.warning("background.error", f"cannot use the spool {spool.path}: {exc.strerror}")
         return False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False  # one runs (or is starting)
-        if config_path is None:
-            config_path = os.environ.get("WALSHIP_CONFIG") or None
         if config_path is not None:
             config_path = os.path.abspath(config_path)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,10 +127,10 @@ def start(spool: Spool, config_path: str | None, repo: str | None, log_format: s
             )
         finally:
             os.close(null)
-        log.debug("lookahead.start", "started the walship background process", spool=spool.path)
+        log.debug("background.start", "started the walship background process", spool=spool.path)
         return True
     except OSError as exc:
-        log.warning("lookahead.error", f"cannot start the walship background process: {exc}")
+        log.warning("background.error", f"cannot start the walship background process: {exc}")
         return False
     finally:
         os.close(fd)  # the process keeps the lock: same open file description
@@ -196,10 +207,9 @@ def _serve(
     log.configure(level=cfg.log_level, fmt=cfg.log_format)
     log.set_stream(_FileLog(os.path.join(spool.path, LOG)))
     try:
-        lookahead = _Lookahead(cfg, spool, lambda: _reload(config_path, overrides, pgdata))
-        lookahead.run()
+        _Process(cfg, spool, lambda: _reload(config_path, overrides, pgdata)).run()
     except Exception as exc:
-        log.warning("lookahead.error", f"the walship background process failed: {exc}")
+        log.warning("background.error", f"the walship background process failed: {exc}")
         raise
 
 
@@ -224,26 +234,48 @@ def concurrency(cfg: Config) -> int:
     if cfg.push_concurrency > 0:
         return int(cfg.push_concurrency)
     cores = os.cpu_count() or 1
+    return cores if _local(cfg) else min(16, cores + 1)
+
+
+#: segments fetched ahead at once from a remote store (latency-bound); a local
+#: repository is read one segment at a time (CPU-bound, beside the replay)
+REMOTE_FETCHES = 4
+
+
+def _local(cfg: Config) -> bool:
     url = str(cfg.repo)
-    if "://" not in url or url.startswith(("file:", "mem:")):
-        return cores
-    return min(16, cores + 1)
+    return "://" not in url or url.startswith(("file:", "mem:"))
 
 
-class _Lookahead:
-    def __init__(self, cfg: Config, spool: Spool, reload: object) -> None:
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class _Process:
+    """The main loop: both roles share one thread pool and one backend."""
+
+    def __init__(self, cfg: Config, spool: Spool, reload: Callable[[], Config | None]) -> None:
         self.cfg = cfg
         self.spool = spool
         self.reload = reload
-        self.workers = concurrency(cfg)
-        self.inflight: dict[str, Future[None]] = {}
-        self.retry_at: dict[str, float] = {}
-        self.recorded: set[str] = set()
-        self.backend: Backend | None = None
-        import threading
-
-        #: set when a push finishes: the next scan starts at once, not at the next poll
+        self._backend: Backend | None = None
+        self._opening = threading.Lock()
+        #: set when a push ends: the next scan of archive_status starts at once
         self.wake = threading.Event()
+        self.push = _Lookahead(self)
+        self.read = _ReadAhead(self)
+
+    def backend(self) -> Backend:
+        """The repository, opened by the first thread that needs it."""
+        with self._opening:
+            if self._backend is None:
+                from .storage.registry import open_backend
+
+                self._backend = open_backend(self.cfg.require("repo"), self.cfg)
+            return self._backend
 
     def run(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -253,34 +285,45 @@ class _Lookahead:
 
         if self.cfg.compression != "none":
             compress._zstd()  # loaded once here, not raced for by the threads
-        self._clean_start()
+        self.push.clean_start()
+        self.read.clean_start()
         stamp = _code_stamp()
         idle = float(self.cfg.background_idle)
         last_work = time.monotonic()
-        next_check = 0.0
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push")
-        log.debug("lookahead.ready", "background process ready", workers=self.workers)
+        next_check = next_scan = 0.0
+        workers = self.push.workers + self.read.workers
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship")
+        log.debug("background.ready", "background process ready", workers=workers)
         try:
             while True:
                 now = time.monotonic()
                 if now >= next_check:
                     reason = self._why_exit(stamp)
                     if reason is not None:
-                        log.debug("lookahead.exit", f"background process exiting: {reason}")
+                        log.debug("background.exit", f"background process exiting: {reason}")
                         return
                     next_check = now + 1.0
-                self.wake.clear()  # before the scan: a push finishing during it wakes the next
-                busy = self._pass(pool)
+                woken = self.wake.is_set()
+                self.wake.clear()  # before the scan: a push ending during it wakes the next
+                busy = self.read.step(pool)
+                if now >= next_scan or woken:  # archive_status is listed less often
+                    busy = self.push.step(pool) or busy
+                    next_scan = now + (POLL_SECONDS if self.push.inflight else IDLE_POLL_SECONDS)
+                elif self.push.inflight:
+                    busy = True
                 if busy:
                     last_work = now
                 elif now - last_work > idle:
-                    log.debug("lookahead.exit", f"idle for {idle:.0f} s: exiting")
+                    log.debug("background.exit", f"idle for {idle:.0f} s: exiting")
                     return
-                self.wake.wait(POLL_SECONDS if self.inflight else IDLE_POLL_SECONDS)
+                if now - self.read.requested < REQUEST_ACTIVE_SECONDS:
+                    self.wake.wait(REQUEST_POLL_SECONDS)
+                else:
+                    self.wake.wait(max(0.0, min(next_scan, next_check) - time.monotonic()))
         finally:
             pool.shutdown(wait=True)
-            if self.backend is not None:
-                self.backend.close()
+            if self._backend is not None:
+                self._backend.close()
 
     def _why_exit(self, stamp: tuple[int, int]) -> str | None:
         if not os.path.exists(os.path.join(self.spool.path, LOCK)):
@@ -290,12 +333,25 @@ class _Lookahead:
                 return "walship was upgraded"
         except OSError:
             return "walship was removed"
-        fresh = self.reload()  # type: ignore[operator]
+        fresh = self.reload()
         if fresh is None or vars(fresh) != vars(self.cfg):
             return "the configuration changed"
         return None
 
-    def _clean_start(self) -> None:
+
+class _Lookahead:
+    """Push look-ahead: ``.ready`` files pushed, and recorded, ahead of their calls."""
+
+    def __init__(self, proc: _Process) -> None:
+        self.cfg = proc.cfg
+        self.spool = proc.spool
+        self.proc = proc
+        self.workers = concurrency(proc.cfg)
+        self.inflight: dict[str, Future[None]] = {}
+        self.retry_at: dict[str, float] = {}
+        self.recorded: set[str] = set()
+
+    def clean_start(self) -> None:
         """Remove what a killed predecessor left: temp records and busy markers."""
         try:
             entries = os.listdir(self.spool.records)
@@ -303,16 +359,15 @@ class _Lookahead:
             return
         for entry in entries:
             if entry.startswith(TMP) or entry.endswith(".busy"):
-                try:
-                    os.unlink(os.path.join(self.spool.records, entry))
-                except OSError:
-                    pass
+                _unlink(os.path.join(self.spool.records, entry))
 
-    def _pass(self, pool: object) -> bool:
+    def step(self, pool: ThreadPoolExecutor) -> bool:
         """One scan of archive_status; True while there is work."""
         for name, future in list(self.inflight.items()):
             if future.done():
                 del self.inflight[name]
+        if not os.path.isdir(self.spool.records):
+            return bool(self.inflight)  # no push asked for look-ahead (yet)
         ready = self.spool.ready()
         self._clean(set(ready))
         window = ready[: self.cfg.archive_lookahead]
@@ -329,9 +384,13 @@ class _Lookahead:
             if self.spool.acknowledged(name, os.path.join(self.spool.pg_wal, name)):
                 self.recorded.add(name)  # pushed by the call itself, or earlier
                 continue
-            self._mark_busy(name)
-            future = pool.submit(self._push_one, name)  # type: ignore[attr-defined]
-            future.add_done_callback(lambda _f: self.wake.set())
+            try:
+                with open(self.spool.busy_path(name), "wb"):
+                    pass
+            except OSError:
+                return bool(self.inflight)  # the spool is going away
+            future = pool.submit(self._push_one, name)
+            future.add_done_callback(lambda _f: self.proc.wake.set())
             self.inflight[name] = future
         return waiting or bool(self.inflight) or any(n not in self.recorded for n in window)
 
@@ -350,18 +409,6 @@ class _Lookahead:
                 continue
             self.spool.remove(entry)
 
-    def _mark_busy(self, name: str) -> None:
-        os.makedirs(self.spool.records, mode=0o700, exist_ok=True)
-        with open(self.spool.busy_path(name), "wb"):
-            pass
-
-    def _open_backend(self) -> Backend:
-        if self.backend is None:
-            from .storage.registry import open_backend
-
-            self.backend = open_backend(self.cfg.require("repo"), self.cfg)
-        return self.backend
-
     def _push_one(self, name: str) -> None:
         from . import log
         from .archive import push
@@ -377,7 +424,19 @@ class _Lookahead:
             if not settled(before, started):
                 self.retry_at[name] = time.monotonic() + 0.1  # changed a moment ago
                 return
-            result = push.push(self.cfg, self._open_backend(), path, name)
+            result = push.push(self.cfg, self.proc.backend(), path, name)
+            if result.already:
+                # the same line as a push of its own (a re-push after a crash, a standby
+                # with archive_mode=always); logged before the record is written, so the
+                # call the record answers relays it to the server log
+                push.log_result(result)
+            else:
+                log.debug(
+                    "push.ahead",
+                    f"pushed {name} ahead",
+                    stored_size=result.stored_size,
+                    ms=round(result.seconds * 1000, 1),
+                )
             if self.spool.record_if_unchanged(
                 name, path, before, started, result.sha256, result.system_identifier
             ):
@@ -385,12 +444,6 @@ class _Lookahead:
             else:
                 log.debug("lookahead.changed", f"{name} changed while pushed ahead: not recorded")
                 self.retry_at[name] = time.monotonic() + RETRY_SECONDS
-            log.debug(
-                "push.ahead",
-                f"pushed {name} ahead" + (" (already archived)" if result.already else ""),
-                stored_size=result.stored_size,
-                ms=round(result.seconds * 1000, 1),
-            )
         except ConflictError as exc:
             self.retry_at[name] = time.monotonic() + 10 * RETRY_SECONDS
             log.warning("lookahead.refused", f"not pushed ahead: {exc.one_line()}")
@@ -403,7 +456,124 @@ class _Lookahead:
                 "lookahead.error", f"pushing {name} ahead failed: {type(exc).__name__}: {exc}"
             )
         finally:
+            _unlink(self.spool.busy_path(name))
+
+
+class _ReadAhead:
+    """Fetch read-ahead: the window of the latest request kept spooled in ``f/``.
+
+    A request (``f/want``) is taken by renaming it to ``f/serving``; files
+    outside its window are deleted, the missing ones fetched in window order
+    (each marked ``NAME.part`` meanwhile), and ``f/serving`` is removed once
+    the window is filled or a fetch found the end of the archive or failed.
+    A newer request replaces the one being served at once.
+    """
+
+    def __init__(self, proc: _Process) -> None:
+        self.cfg = proc.cfg
+        self.dir = proc.spool.readahead
+        self.proc = proc
+        self.workers = 1 if _local(proc.cfg) else REMOTE_FETCHES
+        self.window: list[str] = []
+        self.inflight: dict[str, Future[None]] = {}
+        self.request = 0  # which request the window is of
+        self.stopped = -1  # the request whose window met an absent segment or an error
+        self.serving = False
+        self.requested = 0.0  # when the latest request was taken (monotonic)
+
+    def clean_start(self) -> None:
+        """Remove what a killed predecessor left: markers and temporary files."""
+        from .archive.prefetch import PART
+
+        try:
+            entries = os.listdir(self.dir)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.endswith(PART) or "tmp-" in entry:  # (fetch.py's temporary files too)
+                _unlink(os.path.join(self.dir, entry))
+
+    def step(self, pool: ThreadPoolExecutor) -> bool:
+        """Take a new request, start what its window misses; True while there is work."""
+        from .archive import prefetch
+
+        for name, future in list(self.inflight.items()):
+            if future.done():
+                del self.inflight[name]
+        serving = os.path.join(self.dir, prefetch.SERVING)
+        try:
+            os.replace(os.path.join(self.dir, prefetch.WANT), serving)
+        except OSError:
+            pass  # no new request (the usual case), or no f/ at all
+        else:
+            self.request += 1
+            self.requested = time.monotonic()
+            self.window = self._read(serving)
+            self.serving = bool(self.window)
+            self._clean()
+        if not self.serving:
+            return bool(self.inflight)
+        for name in self.window:
+            if self.stopped == self.request or len(self.inflight) >= self.workers:
+                break
+            path = os.path.join(self.dir, name)
+            if name in self.inflight or os.path.exists(path):
+                continue
             try:
-                os.unlink(self.spool.busy_path(name))
-            except OSError:
-                pass
+                with open(path + prefetch.PART, "wb"):
+                    pass
+            except OSError:  # f/ was removed: recovery ended
+                self.window, self.serving = [], False
+                return bool(self.inflight)
+            self.inflight[name] = pool.submit(self._fetch_one, name, self.request)
+        if not self.inflight:
+            _unlink(serving)  # filled, or stopped
+            self.serving = False
+        return True
+
+    @staticmethod
+    def _read(path: str) -> list[str]:
+        from .archive.prefetch import parse_request
+
+        try:
+            with open(path, encoding="ascii") as fh:
+                return parse_request(fh.read(256)) or []
+        except (OSError, UnicodeDecodeError):
+            return []
+
+    def _clean(self) -> None:
+        """Delete what is not in the window (nor being fetched): the spool stays bounded."""
+        from .archive.prefetch import SERVING, WANT
+
+        keep = {*self.window, *self.inflight, WANT, SERVING}
+        try:
+            entries = os.listdir(self.dir)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.split(".", 1)[0] not in keep:
+                _unlink(os.path.join(self.dir, entry))
+
+    def _fetch_one(self, name: str, request: int) -> None:
+        from . import log
+        from .archive.fetch import fetch
+        from .archive.prefetch import PART
+        from .errors import NotFound, WalshipError
+
+        path = os.path.join(self.dir, name)
+        try:
+            result = fetch(self.cfg, self.proc.backend(), name, path)
+            log.debug("prefetch.done", f"prefetched {name}", ms=round(result.seconds * 1000, 1))
+        except NotFound:
+            self.stopped = request  # the end of the archive, for now
+        except Exception as exc:
+            self.stopped = request
+            if os.path.isdir(self.dir):  # (else recovery ended: nothing to say)
+                text = (
+                    exc.one_line()
+                    if isinstance(exc, WalshipError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
+                log.warning("prefetch.error", f"prefetch of {name} failed: {text}")
+        finally:
+            _unlink(path + PART)

@@ -1,9 +1,11 @@
 """Command line: argument parsing and exit-code mapping, no logic of its own.
 
-Commands live in their own modules and are imported only when run, so
-``walship push`` pays for nothing it does not use. A command module provides
-``configure(parser)`` and ``run(args, cfg) -> int``. Exit codes:
-docs/exit-codes.md.
+Commands live in their own modules (walship/commands/) and are imported only
+when run, by name in :func:`load`, so ``walship push`` pays for nothing it does
+not use. A command module provides ``configure(parser)`` and
+``run(args, cfg) -> int``. :func:`main` returns the exit code and keeps no
+state between calls; a failed fetch exits what fetch's own policy says
+(walship/commands/fetch.py, ``error_exit``). Exit codes: docs/exit-codes.md.
 """
 
 from __future__ import annotations
@@ -18,39 +20,60 @@ TYPE_CHECKING = False  # typing is not imported at run time: see docs/benchmarks
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
-    from typing import Any, NoReturn
+    from typing import Any, NoReturn, Protocol
 
-#: command -> (module, one-line help). Add a line to add a command.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "push": (
-        "walship.commands.push",
-        "archive one WAL file (archive_command = 'walship push %%p %%f')",
-    ),
-    "fetch": (
-        "walship.commands.fetch",
-        "restore one WAL file (restore_command = 'walship fetch %%f %%p')",
-    ),
-    "keygen": ("walship.commands.keygen", "create an encryption key file (prints only its key id)"),
-    "plan-restore": ("walship.commands.plan_restore", "plan a point-in-time restore (no server)"),
-    "wal-show": ("walship.commands.wal_show", "show timelines, archived ranges, gaps, backups"),
-    "verify": ("walship.commands.verify", "check WAL continuity, histories and backups"),
-    "index": ("walship.commands.index", "index archived segments for restore planning"),
-    "archive-status": (
-        "walship.commands.archive_status",
-        "how far archiving is behind: waiting .ready files, the oldest one's age",
-    ),
-    "show-config": (
-        "walship.commands.show_config",
-        "print the effective settings (secrets hidden)",
-    ),
-    "config-docs": (
-        "walship.commands.config_docs",
-        "print the settings reference table (Markdown)",
-    ),
+    from .config import Config
+
+    class Command(Protocol):
+        """What a module of walship/commands provides."""
+
+        def configure(self, parser: Any) -> None: ...  # an ArgumentParser, or the fast path's
+
+        def run(self, args: argparse.Namespace, cfg: Config) -> int: ...
+
+
+#: command -> one-line help. Add a line here and a branch in :func:`load` to add a command.
+COMMANDS: dict[str, str] = {
+    "push": "archive one WAL file (archive_command = 'walship push %%p %%f')",
+    "fetch": "restore one WAL file (restore_command = 'walship fetch %%f %%p')",
+    "keygen": "create an encryption key file (prints only its key id)",
+    "plan-restore": "plan a point-in-time restore (no server)",
+    "wal-show": "show timelines, archived ranges, gaps, backups",
+    "verify": "check WAL continuity, histories and backups",
+    "index": "index archived segments for restore planning",
+    "archive-status": "how far archiving is behind: waiting .ready files, the oldest one's age",
+    "show-config": "print the effective settings (secrets hidden)",
+    "config-docs": "print the settings reference table (Markdown)",
 }
 
-#: exit code that makes PostgreSQL abort recovery instead of treating the file as absent
-ABORT_EXIT = 255
+
+def load(command: str) -> Command:
+    """The command's module, imported only now: ``walship push`` loads push alone."""
+    module: Command
+    match command:
+        case "push":
+            from .commands import push as module
+        case "fetch":
+            from .commands import fetch as module
+        case "keygen":
+            from .commands import keygen as module
+        case "plan-restore":
+            from .commands import plan_restore as module
+        case "wal-show":
+            from .commands import wal_show as module
+        case "verify":
+            from .commands import verify as module
+        case "index":
+            from .commands import index as module
+        case "archive-status":
+            from .commands import archive_status as module
+        case "show-config":
+            from .commands import show_config as module
+        case "config-docs":
+            from .commands import config_docs as module
+        case _:
+            raise KeyError(command)
+    return module
 
 
 def _parser_class() -> type[argparse.ArgumentParser]:
@@ -95,11 +118,11 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"walship {__version__}")
     _common(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=parser_class)
-    for name, (module, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _common(p, argparse.SUPPRESS)
         if name == command:
-            _command_module(module).configure(p)
+            load(name).configure(p)
     return parser
 
 
@@ -202,7 +225,7 @@ def _fast_args(argv: Sequence[str], command: str | None) -> Any:
     rest = argv[i + 1 :]
     recorder = _Recorder()
     try:
-        _command_module(COMMANDS[command][0]).configure(recorder)
+        load(command).configure(recorder)
     except _NotFast:
         return None
     if len(rest) != len(recorder.positionals) or any(a.startswith("-") for a in rest):
@@ -224,16 +247,11 @@ class _Args:
         return f"Namespace({self.__dict__!r})"
 
 
-def _command_module(name: str) -> Any:
-    """``importlib.import_module`` without importing importlib (and warnings)."""
-    __import__(name)
-    return sys.modules[name]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the result is its exit code (docs/exit-codes.md)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _find_command(argv)
-    fetching = command == "fetch"
+    cfg: Config | None = None  # for the failure's exit code: None until configuration loads
     try:
         args = _fast_args(argv, command)
         if args is None:
@@ -248,21 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config.load(config_path=args.config, overrides=overrides)
         shift = 10 * ((args.quiet or 0) - (args.verbose or 0))
         log.configure(level=cfg.log_level, fmt=cfg.log_format, shift=shift)
-        module = _command_module(COMMANDS[args.command][0])
-        code: int = module.run(args, cfg)
-        return code
+        return load(args.command).run(args, cfg)
     except NotFound as exc:
-        if fetching:
-            log.info("fetch.missing", exc.one_line())
-            return 1
         log.error("error", exc.one_line())
-        return exc.exit_code
+        return _failure_exit(command, cfg, exc.exit_code)
     except WalshipError as exc:
         log.error("error", exc.one_line(), error=type(exc).__name__)
-        return fetch_error_code() if fetching else exc.exit_code
+        return _failure_exit(command, cfg, exc.exit_code)
     except KeyboardInterrupt:
         log.error("interrupted", "interrupted")
-        return fetch_error_code() if fetching else 130
+        return _failure_exit(command, cfg, 130)
     except Exception as exc:  # a bug: still one line, never a traceback by default
         log.error(
             "internal-error",
@@ -273,7 +286,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        return fetch_error_code() if fetching else 1
+        return _failure_exit(command, cfg, 1)
+
+
+def _failure_exit(command: str | None, cfg: Config | None, usual: int) -> int:
+    """The exit code of a failed command: ``usual``, but fetch's own for fetch.
+
+    A failed fetch exits 1 only where fetch_error_exit says so (an absent file
+    is not a failure: fetch returns 1 for it itself); the policy lives with
+    fetch (walship/commands/fetch.py), and it needs the configuration only if
+    it loaded (``cfg`` is None when loading it failed).
+    """
+    if command != "fetch":
+        return usual
+    try:
+        from .commands import fetch
+    except Exception:  # fetch cannot even be imported: abort recovery, never look "absent"
+        return 255
+    return fetch.error_exit(cfg)
 
 
 #: commands PostgreSQL runs once per WAL file: their process exits without teardown
@@ -300,35 +330,3 @@ def entry() -> None:
                 pass
         os._exit(code)
     sys.exit(code)
-
-
-def fetch_error_code() -> int:
-    """Exit code for a real (not 'absent') fetch error, per fetch_error_exit."""
-    mode = _fetch_mode()
-    if mode == "missing":
-        return 1
-    if mode == "auto":
-        pgdata = _pgdata()
-        return 1 if os.path.exists(os.path.join(pgdata, "standby.signal")) else ABORT_EXIT
-    return ABORT_EXIT
-
-
-_fetch_settings: dict[str, str | None] = {"mode": None, "pgdata": None}
-
-
-def remember_fetch_settings(mode: str, pgdata: str | None) -> None:
-    _fetch_settings["mode"] = mode
-    _fetch_settings["pgdata"] = pgdata
-
-
-def _fetch_mode() -> str:
-    mode = _fetch_settings["mode"]
-    if mode is None:
-        # configuration itself failed: use the environment if it is clear, else abort
-        env = os.environ.get("WALSHIP_FETCH_ERROR_EXIT", "abort")
-        mode = env if env in ("abort", "missing", "auto") else "abort"
-    return mode
-
-
-def _pgdata() -> str:
-    return _fetch_settings["pgdata"] or os.environ.get("WALSHIP_PGDATA") or os.getcwd()

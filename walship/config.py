@@ -6,12 +6,22 @@ environment variables < command-line flags. The file is the first of
 (an explicitly named file must exist; the system path is optional).
 
 TOML tables flatten with ``_``: ``[s3] region = "x"`` is the setting
-``s3_region``, environment variable ``WALSHIP_S3_REGION``.
+``s3_region``, environment variable ``WALSHIP_S3_REGION``; a setting spelled
+both ways in one file is an error naming both.
 
-Every setting is a field of :class:`Config` carrying its documentation; the
-table in docs/configuration.md is generated from it (``walship config-docs``)
-and a test keeps the two in step. Settings marked secret are never echoed in
-messages.
+The body of :class:`Config` is the settings table: one ``name: type =
+setting(default, doc, ...)`` line per setting, the annotation giving the type
+(and so the one parser of :data:`PARSERS` that reads it from every source).
+Variables that are not file settings (``WALSHIP_CONFIG``) are rows too, marked
+``in_file=False``; nothing in walship reads a ``WALSHIP_*`` variable but this
+module (tests/test_config.py checks the source). The table in
+docs/configuration.md is generated from it (``walship config-docs``) and a test
+keeps the two in step. Settings marked secret are never echoed in messages.
+
+This module is on the path of every ``walship push``, including the look-ahead
+fast path (< 30 ms whole-process): it imports neither ``typing`` nor
+``dataclasses`` nor ``tomllib`` (unless a file needs more TOML than
+:func:`parse_simple_toml` reads); see "Stand-ins" in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,29 +30,34 @@ import os
 
 from .errors import ConfigError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing is not imported at run time: see the docstring
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import Any
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
 
 SYSTEM_CONFIG_PATH = "/etc/walship/walship.toml"
 ENV_PREFIX = "WALSHIP_"
 ENV_CONFIG = "WALSHIP_CONFIG"
-#: variables that are not settings: the config file's path, and the directory of the
-#: walship agent (removed; still accepted so that an old environment is not an error)
-ENV_ONLY = (ENV_CONFIG, "WALSHIP_AGENT_DIR")
 
 
 class Setting:
-    """One row of the settings table."""
+    """One row of the settings table (made by :func:`setting` in :class:`Config`).
+
+    A plain class, not a dataclass: ``dataclasses`` imports ``inspect``, which
+    the push fast path would pay for (docs/benchmarks.md, "Stand-ins").
+    """
 
     __slots__ = (
         "choices",
         "default",
         "doc",
+        "in_file",
         "maximum",
         "minimum",
         "name",
+        "optional",
         "required",
         "secret",
         "type",
@@ -50,360 +65,308 @@ class Setting:
 
     def __init__(
         self,
-        name: str,
-        default: Any,
+        default: object,
         doc: str,
         *,
-        type_: type = str,
         choices: tuple[str, ...] | None = None,
         minimum: float | None = None,
         maximum: float | None = None,
         secret: bool = False,
         required: bool = False,
+        in_file: bool = True,
     ) -> None:
-        self.name = name
+        self.name = ""  # set from the table: the attribute's name
+        self.type: type = str  # ... and its annotation
+        self.optional = False
         self.default = default
         self.doc = doc
-        self.type = type_
         self.choices = choices
         self.minimum = minimum
         self.maximum = maximum
         self.secret = secret
         self.required = required
+        self.in_file = in_file
+
+    @property
+    def env(self) -> str:
+        """The environment variable of this setting."""
+        return ENV_PREFIX + self.name.upper()
 
 
-#: The settings table. Add a row here and an annotation on Config together.
-SETTINGS: tuple[Setting, ...] = (
+def setting(
+    default: _T,
+    doc: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    secret: bool = False,
+    required: bool = False,
+    in_file: bool = True,
+) -> _T:
+    """A row of the table; typed as its default so that ``Config`` type-checks."""
+    row = Setting(
+        default,
+        doc,
+        choices=choices,
+        minimum=minimum,
+        maximum=maximum,
+        secret=secret,
+        required=required,
+        in_file=in_file,
+    )
+    return row  # type: ignore[return-value]
+
+
+class Config:
+    """Effective settings. The class body is the settings table."""
+
     # --- repository ---
-    Setting(
-        "repo",
+    repo: str | None = setting(
         None,
         "Repository URL: a directory path or file:///path (local), s3://bucket/prefix, "
         "gs://bucket/prefix, az://container/prefix, or mem://name (tests).",
         required=True,
-    ),
+    )
     # --- objects ---
-    Setting(
-        "compression",
+    compression: str = setting(
         "zstd",
         "Compression of new objects. Old objects stay readable either way.",
         choices=("zstd", "none"),
-    ),
-    Setting(
-        "compression_level",
+    )
+    compression_level: int = setting(
         1,
         "zstd level for new objects (1 = fastest; see docs/benchmarks.md).",
-        type_=int,
         minimum=-7,
         maximum=22,
-    ),
-    Setting(
-        "compression_threads",
+    )
+    compression_threads: int = setting(
         0,
         "zstd worker threads (0 = compress in the calling thread).",
-        type_=int,
         minimum=0,
         maximum=64,
-    ),
+    )
     # --- encryption (docs/encryption.md) ---
-    Setting(
-        "encryption",
+    encryption: str = setting(
         "none",
         "Encryption of new objects: 'symmetric' (a secret key file), 'public-key' (an "
         "X25519 public key; reading needs the private key) or 'none'. Encrypted and "
         "plain objects can coexist; reading never depends on this setting.",
         choices=("none", "symmetric", "public-key"),
-    ),
-    Setting(
-        "encryption_key_file",
+    )
+    encryption_key_file: str | None = setting(
         None,
         "Path of the current key file (made by `walship keygen`): new objects are "
         "encrypted to it, and it is also a read key. Symmetric mode: the secret key "
         "file; public-key mode: the .pub file (or the private key file). A path, never "
         "the key itself.",
-    ),
-    Setting(
-        "encryption_keyring",
+    )
+    encryption_keyring: str | None = setting(
         None,
         "Path of a key file, or of a directory whose *.key files are read, holding "
         "further keys for reading (older keys after rotation, private keys on the "
         "restore host).",
-    ),
-    Setting(
-        "encryption_cipher",
+    )
+    encryption_cipher: str = setting(
         "aes-256-gcm",
         "AEAD of new encrypted objects (chacha20-poly1305 for CPUs without AES instructions).",
         choices=("aes-256-gcm", "chacha20-poly1305"),
-    ),
+    )
     # --- push and fetch ---
-    Setting(
-        "agent",
+    agent: bool = setting(
         True,
         "Deprecated, ignored: the walship agent (a fork-server per user) was removed; "
         "push look-ahead (archive_lookahead) replaces it. Still accepted so that existing "
         "config files keep working.",
-        type_=bool,
-    ),
+    )
     # --- push look-ahead (docs/push-fetch.md) ---
-    Setting(
-        "archive_lookahead",
+    archive_lookahead: int = setting(
         64,
         "Files `walship push` archives ahead of PostgreSQL's archiver when it falls behind "
         "(0: off): a background process pushes the oldest waiting .ready files of "
         "pg_wal/archive_status with the normal push rules and records each one, so the "
         "call for a file pushed ahead only checks its record. Never drops WAL: the backlog "
         "is reported by `walship archive-status`.",
-        type_=int,
         minimum=0,
         maximum=4096,
-    ),
-    Setting(
-        "push_concurrency",
+    )
+    push_concurrency: int = setting(
         0,
         "Files the background process pushes at once (0: one per core for a local "
         "repository, one per core plus one, up to 16, for S3, GCS and Azure).",
-        type_=int,
         minimum=0,
         maximum=64,
-    ),
-    Setting(
-        "background_idle",
+    )
+    background_idle: float = setting(
         300.0,
         "Seconds the walship background process stays without work before it exits "
         "(choose it above archive_timeout so a steady trickle keeps one process).",
-        type_=float,
         minimum=1.0,
         maximum=86400.0,
-    ),
+    )
     # --- fetch ---
-    Setting(
-        "fetch_error_exit",
+    fetch_error_exit: str = setting(
         "abort",
         "What `walship fetch` does on a real error (not an absent file): 'abort' exits "
         "255 so recovery stops; 'missing' exits 1 like an absent file (a standby then "
         "retries or streams); 'auto' is 'missing' when standby.signal exists in the data "
         "directory and 'abort' otherwise.",
         choices=("abort", "missing", "auto"),
-    ),
-    Setting(
-        "fetch_prefetch",
+    )
+    fetch_prefetch: int = setting(
         8,
-        "Segments `walship fetch` fetches ahead while PostgreSQL replays (0: off). A helper "
-        "process fills a spool in pg_wal/.walship-prefetch; each later fetch of a spooled "
-        "segment checks it and renames it into place. Uses up to this many segments of disk "
-        "in pg_wal during recovery. See docs/push-fetch.md.",
-        type_=int,
+        "Segments `walship fetch` fetches ahead while PostgreSQL replays (0: off). The walship "
+        "background process fills a spool in pg_wal/.walship/<tag>/f; each later fetch of a "
+        "spooled segment checks it and renames it into place. Uses up to this many segments "
+        "of disk in pg_wal during recovery. See docs/push-fetch.md.",
         minimum=0,
         maximum=64,
-    ),
-    Setting(
-        "pgdata",
+    )
+    pgdata: str | None = setting(
         None,
         "Data directory, for fetch_error_exit = 'auto' and the cluster check on fetch. "
         "Default: the current directory (PostgreSQL runs restore_command there).",
-    ),
+    )
     # --- remote storage: retries (S3, GCS, Azure) ---
-    Setting(
-        "retry_deadline",
+    retry_deadline: float = setting(
         30.0,
         "Seconds a remote storage request (one PUT, one part, one listing page) is retried "
         "on transient faults (timeouts, resets, 5xx, throttling) before walship gives up. "
         "Only transient faults are retried. See docs/storage.md.",
-        type_=float,
         minimum=0.0,
         maximum=3600.0,
-    ),
-    Setting(
-        "retry_attempt_timeout",
+    )
+    retry_attempt_timeout: float = setting(
         10.0,
         "Seconds one attempt may wait for the store to connect or send data (SDK "
         "connect/read timeouts; connect is capped at 5).",
-        type_=float,
         minimum=0.1,
         maximum=600.0,
-    ),
+    )
     # --- S3 ---
-    Setting(
-        "s3_region",
+    s3_region: str | None = setting(
         None,
         "S3 region (default: boto3's chain: AWS_REGION, the profile, else us-east-1).",
-    ),
-    Setting(
-        "s3_endpoint_url",
+    )
+    s3_endpoint_url: str | None = setting(
         None,
         "Endpoint of an S3-compatible store, e.g. http://minio:9000 (default: AWS).",
-    ),
-    Setting(
-        "s3_force_path_style",
+    )
+    s3_force_path_style: bool = setting(
         False,
         "Address buckets as endpoint/bucket instead of bucket.endpoint (most "
         "S3-compatible stores need this).",
-        type_=bool,
-    ),
-    Setting(
-        "s3_profile",
+    )
+    s3_profile: str | None = setting(
         None,
         "Shared credentials/config profile (default: boto3's chain: environment, "
         "AWS_PROFILE, instance or task role).",
-    ),
-    Setting(
-        "s3_sse",
+    )
+    s3_sse: str = setting(
         "none",
         "Server-side encryption of new objects: 'none' (the bucket default), 'AES256' "
         "(SSE-S3) or 'aws:kms' (SSE-KMS, see s3_sse_kms_key_id).",
         choices=("none", "AES256", "aws:kms"),
-    ),
-    Setting(
-        "s3_sse_kms_key_id",
+    )
+    s3_sse_kms_key_id: str | None = setting(
         None,
         "KMS key id or ARN for s3_sse = 'aws:kms' (default: the AWS managed key).",
-    ),
-    Setting(
-        "s3_storage_class",
+    )
+    s3_storage_class: str | None = setting(
         None,
         "Storage class of new objects, e.g. STANDARD_IA (default: the bucket's). "
         "Do not use GLACIER/DEEP_ARCHIVE: fetch needs immediate reads.",
-    ),
-    Setting(
-        "s3_checksum",
+    )
+    s3_checksum: str = setting(
         "when_required",
         "Request checksums (botocore request_checksum_calculation): 'when_required' "
         "works with every S3-compatible store; 'when_supported' adds CRC32 trailers "
         "that AWS verifies but some compatible stores reject.",
         choices=("when_required", "when_supported"),
-    ),
-    Setting(
-        "s3_part_size",
+    )
+    s3_part_size: int = setting(
         16 << 20,
         "Bytes per multipart part at the start of a large upload; doubles every 1000 "
         "parts, so 10,000 parts cover >= 7.8 TiB. Objects below it are one PUT. Memory "
         "per upload is about one part up to 64 MiB; larger parts are spooled to a temp "
         "file and sent from it.",
-        type_=int,
         minimum=8 << 20,
         maximum=5 << 30,
-    ),
+    )
     # --- Google Cloud Storage ---
-    Setting(
-        "gcs_credentials_file",
+    gcs_credentials_file: str | None = setting(
         None,
         "Service-account JSON key file (default: Application Default Credentials).",
-    ),
-    Setting("gcs_project", None, "Project id (default: from the credentials)."),
-    Setting(
-        "gcs_endpoint_url",
+    )
+    gcs_project: str | None = setting(None, "Project id (default: from the credentials).")
+    gcs_endpoint_url: str | None = setting(
         None,
         "API endpoint override, e.g. an emulator at http://127.0.0.1:4443 "
         "(default: https://storage.googleapis.com).",
-    ),
-    Setting(
-        "gcs_anonymous",
+    )
+    gcs_anonymous: bool = setting(
         False,
         "Send no credentials (public buckets, emulators).",
-        type_=bool,
-    ),
-    Setting(
-        "gcs_chunk_size",
+    )
+    gcs_chunk_size: int = setting(
         16 << 20,
         "Bytes per resumable-upload chunk; objects below it are one request. A multiple "
         "of 256 KiB. Memory per upload is about one chunk up to 64 MiB; larger chunks "
         "are spooled to a temp file and sent from it.",
-        type_=int,
         minimum=256 << 10,
         maximum=1 << 30,
-    ),
+    )
     # --- Azure Blob ---
-    Setting(
-        "azure_account_url",
+    azure_account_url: str | None = setting(
         None,
         "Blob service URL, e.g. https://ACCOUNT.blob.core.windows.net or an Azurite "
         "http://127.0.0.1:10000/devstoreaccount1 (default: from azure_account_name).",
-    ),
-    Setting("azure_account_name", None, "Storage account name."),
-    Setting(
-        "azure_connection_string",
+    )
+    azure_account_name: str | None = setting(None, "Storage account name.")
+    azure_connection_string: str | None = setting(
         None,
         "Storage connection string (alternative to account + key/SAS).",
         secret=True,
-    ),
-    Setting("azure_account_key", None, "Storage account shared key.", secret=True),
-    Setting("azure_sas_token", None, "Shared access signature (SAS) token.", secret=True),
-    Setting(
-        "azure_block_size",
+    )
+    azure_account_key: str | None = setting(None, "Storage account shared key.", secret=True)
+    azure_sas_token: str | None = setting(None, "Shared access signature (SAS) token.", secret=True)
+    azure_block_size: int = setting(
         16 << 20,
         "Bytes per staged block at the start of a large upload (doubles every 1000 "
         "blocks); objects below it are one Put Blob. Memory per upload is about one "
         "block up to 64 MiB; larger blocks are spooled to a temp file and sent from it.",
-        type_=int,
         minimum=1 << 20,
         maximum=4000 << 20,
-    ),
+    )
     # --- segment index (docs/index.md) ---
-    Setting(
-        "index_on_push",
+    index_on_push: bool = setting(
         False,
         "Also scan each pushed segment and store its index entry (commit times, xids, "
         "restore points) for restore planning. Off: run `walship index` instead. Costs "
         "about 50-150 ms of CPU per busy 16 MiB segment (docs/benchmarks.md); a failure "
         "to index never fails the push.",
-        type_=bool,
-    ),
+    )
     # --- logging ---
-    Setting("log_format", "text", "Log line format on stderr.", choices=("text", "json")),
-    Setting(
-        "log_level",
+    log_format: str = setting("text", "Log line format on stderr.", choices=("text", "json"))
+    log_level: str = setting(
         "info",
         "Least severe level logged (-v / -q shift it).",
         choices=("debug", "info", "warning", "error"),
-    ),
-)
-
-SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-
-
-class Config:
-    """Effective settings; one attribute per row of :data:`SETTINGS`."""
-
-    repo: str | None
-    compression: str
-    compression_level: int
-    compression_threads: int
-    encryption: str
-    encryption_key_file: str | None
-    encryption_keyring: str | None
-    encryption_cipher: str
-    agent: bool
-    archive_lookahead: int
-    push_concurrency: int
-    background_idle: float
-    fetch_error_exit: str
-    fetch_prefetch: int
-    pgdata: str | None
-    retry_deadline: float
-    retry_attempt_timeout: float
-    s3_region: str | None
-    s3_endpoint_url: str | None
-    s3_force_path_style: bool
-    s3_profile: str | None
-    s3_sse: str
-    s3_sse_kms_key_id: str | None
-    s3_storage_class: str | None
-    s3_checksum: str
-    s3_part_size: int
-    gcs_credentials_file: str | None
-    gcs_project: str | None
-    gcs_endpoint_url: str | None
-    gcs_anonymous: bool
-    gcs_chunk_size: int
-    azure_account_url: str | None
-    azure_account_name: str | None
-    azure_connection_string: str | None
-    azure_account_key: str | None
-    azure_sas_token: str | None
-    azure_block_size: int
-    index_on_push: bool
-    log_format: str
-    log_level: str
+    )
+    # --- variables that are not file settings ---
+    config: str | None = setting(
+        None,
+        "Config file to read (an explicitly named file must exist); the `--config` flag "
+        "overrides it. Default: /etc/walship/walship.toml if it exists, else none. Not a "
+        "file setting.",
+        in_file=False,
+    )
+    agent_dir: str | None = setting(
+        None,
+        "Deprecated, ignored: the directory of the removed walship agent. Still accepted "
+        "so that an old environment is not an error. Not a file setting.",
+        in_file=False,
+    )
 
     def __init__(self, **values: object) -> None:
         for s in SETTINGS:
@@ -430,35 +393,81 @@ class Config:
         return value
 
 
+#: annotation of a row in :class:`Config` -> the value type
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _table() -> tuple[Setting, ...]:
+    """The rows of :class:`Config`, named and typed from its annotations."""
+    rows = []
+    for name, annotation in Config.__annotations__.items():
+        row = Config.__dict__.get(name)
+        kind, _, none = str(annotation).partition(" | ")
+        if not isinstance(row, Setting) or kind not in _TYPES or none not in ("", "None"):
+            raise TypeError(f"Config.{name}: declare it as `{name}: T = setting(...)`")
+        row.name, row.type, row.optional = name, _TYPES[kind], none == "None"
+        default = row.default
+        if not (default is None and row.optional) and type(default) is not row.type:
+            raise TypeError(f"Config.{name}: default {default!r} is not a {kind}")
+        rows.append(row)
+    return tuple(rows)
+
+
+#: The settings table, in the order of :class:`Config`'s body.
+SETTINGS: tuple[Setting, ...] = _table()
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+# ------------------------------------------------------------------ parsers
+# One parser per value type, for every source: a TOML value (str, int, bool,
+# float, or anything else tomllib returns), an environment variable or a flag
+# (str). Each raises ValueError for a value it does not take.
+
+
+def _parse_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise ValueError
+    return int(raw)
+
+
+def _parse_float(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError
+    return float(raw)
+
+
+def _parse_str(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError
+    return raw
+
+
+PARSERS: dict[type, Callable[[object], object]] = {
+    bool: _parse_bool,
+    int: _parse_int,
+    float: _parse_float,
+    str: _parse_str,
+}
+
+
 def _convert(name: str, raw: object, source: str, meta: Setting) -> object:
-    kind = meta.type
     shown = "(hidden)" if meta.secret else repr(raw)
     where = f"setting {name!r} from {source}"
     try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                value: object = raw
-            elif isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
-                value = True
-            elif isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
-                value = False
-            else:
-                raise ValueError
-        elif kind is int:
-            if isinstance(raw, bool):
-                raise ValueError
-            value = int(raw) if isinstance(raw, (int, str)) else _raise()
-        elif kind is float:
-            if isinstance(raw, bool):
-                raise ValueError
-            value = float(raw) if isinstance(raw, (int, float, str)) else _raise()
-        else:
-            if not isinstance(raw, str):
-                raise ValueError
-            value = raw
+        value = PARSERS[meta.type](raw)
     except ValueError:
         raise ConfigError(
-            f"{where} has bad value {shown}", hint=f"expected a {kind.__name__}"
+            f"{where} has bad value {shown}", hint=f"expected a {meta.type.__name__}"
         ) from None
     choices = meta.choices
     if choices and value not in choices:
@@ -472,18 +481,30 @@ def _convert(name: str, raw: object, source: str, meta: Setting) -> object:
     return value
 
 
-def _raise() -> object:
-    raise ValueError
-
-
-def _flatten(table: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
+def _flatten(
+    table: Mapping[str, object],
+    source: str,
+    out: dict[str, object] | None = None,
+    spelled: dict[str, str] | None = None,
+    section: str = "",
+) -> dict[str, object]:
+    """``{"s3": {"region": x}}`` -> ``{"s3_region": x}``; a name given twice is an error."""
+    out = {} if out is None else out
+    spelled = {} if spelled is None else spelled
     for key, value in table.items():
-        name = f"{prefix}{key}"
+        name = f"{section.replace('.', '_')}_{key}" if section else key
         if isinstance(value, dict):
-            out.update(_flatten(value, name + "_"))
-        else:
-            out[name] = value
+            _flatten(value, source, out, spelled, f"{section}.{key}" if section else key)
+            continue
+        here = f"[{section}] {key}" if section else key
+        if name in spelled:
+            raise ConfigError(
+                f"setting {name!r} is given twice in {source}: as {spelled[name]!r} "
+                f"and as {here!r}",
+                hint="keep one of them",
+            )
+        spelled[name] = here
+        out[name] = value
     return out
 
 
@@ -586,7 +607,7 @@ def read_toml(path: str) -> dict[str, object]:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return _flatten(data)
+    return _flatten(data, path)
 
 
 def load(
@@ -599,9 +620,20 @@ def load(
     env = os.environ if env is None else env
     by_name = SETTINGS_BY_NAME
     known = sorted(by_name)
-    values: dict[str, object] = {}
 
-    path = config_path or env.get(ENV_CONFIG) or None
+    from_env: dict[str, object] = {}
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name not in by_name:
+            raise _unknown(name, f"environment variable {var}", known)
+        if text == "":
+            continue
+        from_env[name] = _convert(name, text, f"environment variable {var}", by_name[name])
+
+    values: dict[str, object] = {}
+    path = config_path or str(from_env.get("config") or "")
     if path:
         file_values, source = read_toml(path), path
     elif os.path.exists(SYSTEM_CONFIG_PATH):
@@ -609,26 +641,38 @@ def load(
     else:
         file_values, source = {}, ""
     for name, raw in file_values.items():
-        if name not in by_name:
-            raise _unknown(name, source, known)
-        values[name] = _convert(name, raw, source, by_name[name])
+        row = by_name.get(name)
+        if row is None:
+            raise _unknown(name, source, [n for n in known if by_name[n].in_file])
+        if not row.in_file:
+            raise ConfigError(
+                f"{name!r} in {source} is not a file setting",
+                hint=f"set it as {row.env} instead (see docs/configuration.md)",
+            )
+        values[name] = _convert(name, raw, source, row)
 
-    for var, raw in env.items():
-        if not var.startswith(ENV_PREFIX) or var in ENV_ONLY:
-            continue
-        name = var[len(ENV_PREFIX) :].lower()
-        if name not in by_name:
-            raise _unknown(name, f"environment variable {var}", known)
-        if raw == "":
-            continue
-        values[name] = _convert(name, raw, f"environment variable {var}", by_name[name])
-
+    values.update(from_env)
+    if path:
+        values["config"] = path
     for name, raw in (overrides or {}).items():
         if raw is None:
             continue
         values[name] = _convert(name, raw, "the command line", by_name[name])
 
     return Config(**values)
+
+
+def from_environment(name: str, env: Mapping[str, str] | None = None) -> object:
+    """Setting ``name`` from its environment variable alone, when the configuration
+    as a whole could not be loaded: its value, or its default if unset or invalid."""
+    row = SETTINGS_BY_NAME[name]
+    raw = (os.environ if env is None else env).get(row.env, "")
+    if raw == "":
+        return row.default
+    try:
+        return _convert(name, raw, f"environment variable {row.env}", row)
+    except ConfigError:
+        return row.default
 
 
 def markdown_table() -> str:
@@ -647,5 +691,6 @@ def markdown_table() -> str:
             else ("(none)" if f.default is None else f"`{f.default!r}`".replace("'", '"'))
         )
         doc = f.doc + (" **Secret**: never echoed." if f.secret else "")
-        rows.append(f"| `{f.name}` | `{ENV_PREFIX}{f.name.upper()}` | {kind} | {default} | {doc} |")
+        name = f"`{f.name}`" if f.in_file else "(environment only)"
+        rows.append(f"| {name} | `{f.env}` | {kind} | {default} | {doc} |")
     return "\n".join(rows) + "\n"

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import Protocol
 
     class Stream(Protocol):
-        """Where lines go: stderr, a test's buffer, the read-ahead helper's file."""
+        """Where lines go: stderr, a test's buffer, the background process's log file."""
 
         def write(self, text: str, /) -> int: ...
 

@@ -10,9 +10,10 @@ listing. Every object but repository.json is an envelope (codec/envelope.py).
 
 from __future__ import annotations
 
+import json
 import time
 
-from . import __version__, minijson
+from . import __version__
 from .errors import (
     AlreadyExists,
     ContainerNotFound,
@@ -63,8 +64,6 @@ class Identity:
         self.pg_version = pg_version
 
     def to_json(self) -> bytes:
-        import json  # written once per repository; reading uses minijson
-
         return (
             json.dumps(
                 {
@@ -87,7 +86,7 @@ def read_identity(backend: Backend) -> Identity | None:
     except NotFound:
         return None
     try:
-        doc = minijson.loads(data)
+        doc = json.loads(data)
         return Identity(
             int(doc["system_identifier"]), int(doc["wal_segment_size"]), doc.get("pg_version")
         )

@@ -5,8 +5,8 @@ cluster): it is written to a temporary file beside DEST, fsynced and renamed.
 Only an authoritative "absent" from the store, in a repository that exists
 (its ``repository.json`` is there: checked only when the file is absent),
 becomes :class:`~walship.errors.NotFound`; every other failure, a missing
-repository included, is a real error that the CLI maps to the abort exit code
-(docs/exit-codes.md).
+repository included, is a real error, whose exit code fetch_error_exit decides
+(walship/commands/fetch.py, ``error_exit``; docs/exit-codes.md).
 """
 
 from __future__ import annotations

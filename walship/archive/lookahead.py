@@ -17,6 +17,7 @@ it names). It holds:
     r/<name>        one record per file pushed (one line, see :class:`Record`)
     r/<name>.busy   the background process is pushing that file right now
     r/.tmp-*        a record being written (temp + fsync + rename)
+    f/              fetch read-ahead (walship/archive/prefetch.py)
 
 A record is written only after the object is durable in the repository,
 and holds (dev, inode, size, mtime_ns, ctime_ns) of the file as stat'ed
@@ -40,7 +41,11 @@ if TYPE_CHECKING:
     from ..config import Config
 
 SPOOL = ".walship"
+#: where fetch read-ahead spooled segments before the one background process (walship
+#: 0.1 before issue 11); a push outside recovery removes it
+LEGACY_READAHEAD = ".walship-prefetch"
 RECORDS = "r"
+READAHEAD = "f"
 LOCK = "lock"
 LOG = "log"
 BUSY = ".busy"
@@ -86,10 +91,6 @@ def tag_of(cfg: Config) -> str:
 
     text = identity_text(cfg).encode("utf-8", "surrogateescape")
     return str(_sha256.sha256(text).hexdigest()[:16])
-
-
-def spool_dir(pg_wal: str, cfg: Config) -> str:
-    return os.path.join(pg_wal, SPOOL, tag_of(cfg))
 
 
 Stat = tuple[int, int, int, int, int]
@@ -147,6 +148,7 @@ class Spool:
         self.tag = tag_of(cfg)
         self.path = os.path.join(pg_wal, SPOOL, self.tag)
         self.records = os.path.join(self.path, RECORDS)
+        self.readahead = os.path.join(self.path, READAHEAD)
         self.status = os.path.join(pg_wal, "archive_status")
 
     # ---------------------------------------------------------- records

@@ -25,16 +25,17 @@ The raw digest and size are also stored as backend metadata
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from .. import minijson
 from ..errors import IntegrityError, KeyNotConfigured
 from . import compress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
-    from typing import Any
+    from collections.abc import Iterable, Iterator
 
 MAGIC = b"\x89WALSHP\n"
 FORMAT = 1
@@ -46,25 +47,38 @@ META_SHA256 = "walship-raw-sha256"
 META_SIZE = "walship-raw-size"
 
 
-# Encryptor, Decryptor and DecryptorFactory live in walship.codec._protocols,
-# which imports ``typing``: type checkers see them here, and at run time they
-# are loaded on first use (PEP 562), so push and fetch never import ``typing``.
-if TYPE_CHECKING:
-    from ._protocols import Decryptor as Decryptor
-    from ._protocols import DecryptorFactory as DecryptorFactory
-    from ._protocols import Encryptor as Encryptor
-else:
+class Encryptor(Protocol):
+    """Encrypts one object body. Created per object by walship.codec.crypto."""
 
-    def __getattr__(name: str) -> object:
-        if name in ("Encryptor", "Decryptor", "DecryptorFactory"):
-            from . import _protocols
+    def header(self) -> dict[str, Any]:
+        """The JSON object stored as ``header["encryption"]``."""
+        ...
 
-            return getattr(_protocols, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def start(self, aad: bytes) -> bytes:
+        """Bind to the serialized header (associated data); returns leading bytes."""
+        ...
+
+    def update(self, data: bytes) -> bytes: ...
+
+    def finalize(self) -> bytes: ...
+
+
+class Decryptor(Protocol):
+    def start(self, aad: bytes) -> None: ...
+
+    def update(self, data: bytes) -> bytes: ...
+
+    def finalize(self) -> bytes:
+        """Return the remaining plaintext; raise DecryptionError if truncated."""
+        ...
+
+
+#: (encryption header, object name) -> Decryptor
+DecryptorFactory = Callable[[dict[str, Any], str], Decryptor]
 
 
 def serialize_header(header: dict[str, Any]) -> bytes:
-    body = minijson.dumps(header, separators=(",", ":")).encode()
+    body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     if len(body) > MAX_HEADER:
         raise ValueError("object header too large")
     return MAGIC + struct.pack(">I", len(body)) + body
@@ -307,7 +321,7 @@ def read_header(chunks: Iterator[bytes], where: str) -> tuple[dict[str, Any], by
         raise IntegrityError(f"{where}: implausible header length {length}")
     body = buf.read_exact(length, where)
     try:
-        header = minijson.loads(body)
+        header = json.loads(body)
     except ValueError:
         raise IntegrityError(f"{where}: corrupt object header") from None
     if not isinstance(header, dict):

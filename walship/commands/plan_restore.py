@@ -119,12 +119,12 @@ def _executable() -> str:
     return shutil.which("walship") or "walship"
 
 
-def restore_command(args: argparse.Namespace) -> str:
+def restore_command(args: argparse.Namespace, cfg: Config) -> str:
     """The restore_command line to paste: same executable, config and repository."""
     import shlex
 
     parts = [_executable()]
-    path = getattr(args, "config", None) or os.environ.get("WALSHIP_CONFIG")
+    path = cfg.config
     if path:
         parts += ["--config", os.path.abspath(path)]
     repo = getattr(args, "repo", None)
@@ -134,14 +134,18 @@ def restore_command(args: argparse.Namespace) -> str:
 
 
 def _plan(
-    args: argparse.Namespace, inv: planner.Inventory, target: planner.Target, timeline: str | int
+    args: argparse.Namespace,
+    cfg: Config,
+    inv: planner.Inventory,
+    target: planner.Target,
+    timeline: str | int,
 ) -> planner.Plan:
     return planner.plan(
         inv,
         target,
         timeline=timeline,
         backup=args.backup,
-        restore_command=restore_command(args),
+        restore_command=restore_command(args, cfg),
         action=args.action,
     )
 
@@ -173,7 +177,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             inv, _ = load_inventory(cfg, backend)
         except RepositoryNotFound as exc:
             return no_repository(args, backend.url, exc)
-        plan = _plan(args, inv, target, timeline)
+        plan = _plan(args, cfg, inv, target, timeline)
         needs_index = plan.verdict == planner.NEEDS_INDEX or plan.unindexed is not None
         if needs_index and not args.no_index:
             # index what is missing (as `walship index` would), then plan again: also when
@@ -187,7 +191,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 log.warning("plan.index-failed", f"could not index: {exc.one_line()}")
             else:
                 inv, _ = load_inventory(cfg, backend)
-                plan = _plan(args, inv, target, timeline)
+                plan = _plan(args, cfg, inv, target, timeline)
     finally:
         backend.close()
     if args.json:

@@ -32,9 +32,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     pg_wal = lookahead.pg_wal_of(path) if cfg.archive_lookahead > 0 else None
     spool = lookahead.Spool(pg_wal, cfg) if pg_wal is not None else None
     if spool is not None:
-        spool.relay_log()
         started = time.monotonic()
         record = spool.acknowledged(args.name, path) or spool.wait_for_background(args.name, path)
+        # after the record: what the background process logged about this file (written
+        # before its record) reaches the server log with this call
+        spool.relay_log()
         if record is not None:
             log.info(
                 "push.done",
@@ -42,20 +44,23 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 sha256=record.sha256,
                 ms=round((time.monotonic() - started) * 1000, 1),
             )
-            _after(spool, args)
+            _after(spool, args, cfg)
             return 0
         # a backlog and nobody pushing ahead: start the background process now,
         # so that it is ready (imports done, first pushes under way) by the time
         # this push ends, instead of starting only then
-        _start_background(spool, args, spool.ready())
+        _start_background(spool, args, cfg, spool.ready())
     _push(args, cfg, path, spool)
     if spool is not None:
-        _after(spool, args)
+        _after(spool, args, cfg)
     pgdata = cfg.pgdata or os.getcwd()
-    if os.path.isdir(os.path.join(pgdata, "pg_wal", ".walship-prefetch")):
-        from ..archive import prefetch  # a spool left by a finished recovery
+    pg_wal_dir = os.path.join(pgdata, "pg_wal")
+    if os.path.isdir(lookahead.Spool(pg_wal_dir, cfg).readahead) or os.path.isdir(
+        os.path.join(pg_wal_dir, lookahead.LEGACY_READAHEAD)
+    ):
+        from ..archive import prefetch  # a read-ahead spool left by a finished recovery
 
-        prefetch.remove_stale(pgdata)
+        prefetch.remove_stale(cfg, pgdata)
     return 0
 
 
@@ -85,7 +90,7 @@ def _push(args: argparse.Namespace, cfg: Config, path: str, spool: lookahead.Spo
             log.debug("lookahead.record", f"no record for {args.name}: {exc}")
 
 
-def _after(spool: lookahead.Spool, args: argparse.Namespace) -> None:
+def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> None:
     """Report the backlog; start the background process when files are waiting."""
     ready = spool.ready()
     if log.enabled("debug"):
@@ -97,12 +102,18 @@ def _after(spool: lookahead.Spool, args: argparse.Namespace) -> None:
             oldest=backlog.oldest or "-",
             oldest_age_s=round(backlog.oldest_age or 0.0, 1),
         )
-    _start_background(spool, args, ready)
+    _start_background(spool, args, cfg, ready)
 
 
-def _start_background(spool: lookahead.Spool, args: argparse.Namespace, ready: list[str]) -> None:
+def _start_background(
+    spool: lookahead.Spool, args: argparse.Namespace, cfg: Config, ready: list[str]
+) -> None:
     """Start the background process when files other than this one wait."""
     if any(n != args.name for n in ready) and not spool.background_running():
         from .. import background
 
-        background.start(spool, args.config, args.repo, args.log_format)
+        try:
+            os.makedirs(spool.records, mode=0o700, exist_ok=True)  # asks for look-ahead
+        except OSError:
+            pass  # background.start reports it
+        background.start(spool, cfg.config, args.repo, args.log_format)

@@ -17,36 +17,9 @@ docs/ and the PostgreSQL WAL reference for the rules these implement.
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
+from typing import NamedTuple
 
 from ..errors import InvalidWalError
-
-# The named tuples below are declared as typing.NamedTuple for type checkers
-# and built with collections.namedtuple at run time: importing ``typing`` costs
-# more than a push spends on everything else before it reads the file.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import NamedTuple
-
-    class _SegmentName(NamedTuple):
-        tli: int
-        segno: int
-
-    class _LongPageHeader(NamedTuple):
-        magic: int
-        info: int
-        tli: int
-        pageaddr: int
-        system_identifier: int
-        seg_size: int
-        xlog_blcksz: int
-
-else:
-    _SegmentName = namedtuple("SegmentName", ("tli", "segno"))
-    _LongPageHeader = namedtuple(
-        "LongPageHeader",
-        ("magic", "info", "tli", "pageaddr", "system_identifier", "seg_size", "xlog_blcksz"),
-    )
 
 XLOG_BLCKSZ = 8192
 SIZE_OF_LONG_PHD = 40
@@ -122,10 +95,11 @@ def timeline_of(name: str) -> int:
     return int(name[:8], 16)
 
 
-class SegmentName(_SegmentName):
+class SegmentName(NamedTuple):
     """A WAL segment: timeline and segment number (needs the segment size)."""
 
-    __slots__ = ()
+    tli: int
+    segno: int
 
     def name(self, seg_size: int) -> str:
         return segment_file_name(self.tli, self.segno, seg_size)
@@ -187,10 +161,16 @@ def segno_of_end_lsn(lsn: int, seg_size: int) -> int:
     return (lsn - 1) // seg_size
 
 
-class LongPageHeader(_LongPageHeader):
+class LongPageHeader(NamedTuple):
     """The long page header at the start of a segment (fields as in PostgreSQL)."""
 
-    __slots__ = ()
+    magic: int
+    info: int
+    tli: int
+    pageaddr: int
+    system_identifier: int
+    seg_size: int
+    xlog_blcksz: int
 
     @property
     def pg_version(self) -> int | None:

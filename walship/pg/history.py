@@ -11,56 +11,20 @@ keeps its own imports as light as :mod:`walship.pg`.
 
 from __future__ import annotations
 
-from collections import namedtuple
+from typing import NamedTuple
 
 from ..errors import InvalidWalError
 from . import FileKind, parse_lsn
 
-# typing.NamedTuple for type checkers, collections.namedtuple at run time
-# (see walship/pg/__init__.py)
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import NamedTuple
-
-    class _HistoryEntry(NamedTuple):
-        parent_tli: int
-        switchpoint: int
-        reason: str
-
-    class _BackupFile(NamedTuple):
-        label: str
-        start_lsn: int
-        stop_lsn: int
-        checkpoint_lsn: int
-        start_tli: int
-        stop_tli: int
-        start_time: int | None
-        stop_time: int | None
-
-else:
-    _HistoryEntry = namedtuple("HistoryEntry", ("parent_tli", "switchpoint", "reason"))
-    _BackupFile = namedtuple(
-        "BackupFile",
-        (
-            "label",
-            "start_lsn",
-            "stop_lsn",
-            "checkpoint_lsn",
-            "start_tli",
-            "stop_tli",
-            "start_time",
-            "stop_time",
-        ),
-    )
-
-
 # --- timeline history files -------------------------------------------------
 
 
-class HistoryEntry(_HistoryEntry):
+class HistoryEntry(NamedTuple):
     """``parent_tli`` was valid up to (excluding) ``switchpoint``."""
 
-    __slots__ = ()
+    parent_tli: int
+    switchpoint: int
+    reason: str
 
 
 def parse_history(text: str, tli: int) -> list[HistoryEntry]:
@@ -106,14 +70,21 @@ def parse_backup_history(text: str) -> dict[str, str]:
     return fields
 
 
-class BackupFile(_BackupFile):
+class BackupFile(NamedTuple):
     """What a ``.backup`` file says about its base backup (LSNs as ints, times in µs UTC).
 
     Replay starts at ``start_lsn`` (the checkpoint's redo pointer); the backup
     is consistent from ``stop_lsn`` (the end of its BACKUP_END record).
     """
 
-    __slots__ = ()
+    label: str
+    start_lsn: int
+    stop_lsn: int
+    checkpoint_lsn: int
+    start_tli: int
+    stop_tli: int
+    start_time: int | None
+    stop_time: int | None
 
 
 def _lsn_field(fields: dict[str, str], key: str, where: str) -> int:

@@ -28,27 +28,12 @@ directory is :class:`ContainerNotFound`, never :class:`NotFound`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol
+
 CREATE = "create"
 OVERWRITE = "overwrite"
 PUT_MODES = (CREATE, OVERWRITE)
-
-# The protocols live in walship.storage._protocols, which imports ``typing``:
-# type checkers see them here, and at run time they are loaded on first use
-# (PEP 562), so the push/fetch path never imports ``typing``.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
-
-    from ._protocols import Backend as Backend
-    from ._protocols import ObjectStream as ObjectStream
-else:
-
-    def __getattr__(name: str) -> object:
-        if name in ("Backend", "ObjectStream"):
-            from . import _protocols
-
-            return getattr(_protocols, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ObjectInfo:
@@ -70,6 +55,42 @@ class ObjectInfo:
 
     def __repr__(self) -> str:
         return f"ObjectInfo(key={self.key!r}, size={self.size}, metadata={self.metadata!r})"
+
+
+class ObjectStream(Protocol):
+    """A readable object body: iterate for chunks, then close."""
+
+    info: ObjectInfo
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A repository store (see :mod:`walship.storage.base` for the contract)."""
+
+    #: Human-readable location for messages, e.g. ``s3://bucket/prefix``.
+    url: str
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        mode: str = CREATE,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo: ...
+
+    def open(self, key: str) -> ObjectStream: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def delete(self, keys: Iterable[str]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Store:

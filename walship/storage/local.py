@@ -14,10 +14,10 @@ JSON, then the body; metadata thus lives and dies atomically with the body.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import struct
 
-from .. import minijson
 from ..errors import (
     AlreadyExists,
     ConfigError,
@@ -112,7 +112,7 @@ class LocalBackend(Store):
             raise IntegrityError(f"{where} has an implausible metadata length")
         raw = fh.read(length)
         try:
-            meta = minijson.loads(raw)
+            meta = json.loads(raw)
         except ValueError:
             raise IntegrityError(f"{where} has corrupt metadata") from None
         if not isinstance(meta, dict):
@@ -144,7 +144,7 @@ class LocalBackend(Store):
         path = self._path(key)
         directory, base = os.path.split(path)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{base}-{os.getpid()}-{os.urandom(4).hex()}")
-        header = minijson.dumps(meta).encode()
+        header = json.dumps(meta, sort_keys=True).encode()
         size = 0
         try:
             self._makedirs(directory)
