@@ -24,11 +24,23 @@ One run, identical WAL for every tool:
    SIGHUP that makes the archiver use it. The drain ends when
    pg_wal/archive_status has no ``.ready`` left; pg_stat_archiver must count
    them all archived. Recorded: seg/s, MiB/s of WAL, the stored size of the
-   repository, then (server stopped with ``-m immediate``, so the segments
-   stay in pg_wal) the fast path: whole-process calls of the archive_command,
-   as PostgreSQL makes them (``sh -c`` in the data directory), for a segment
-   already archived, median over ``--fast-reps`` calls.
-3. Per tool, a copy of the base backup (its pg_wal emptied) recovers through
+   repository, and the peak resident memory (VmHWM) of the tool's background
+   process (walship's, pgBackRest's async process), sampled from /proc
+   during the drain.
+3. Per tool, the fast path: whole-process calls of the archive_command, as
+   PostgreSQL makes them (``sh -c`` in the data directory), median over
+   ``--fast-reps`` calls. For the tools that push ahead (walship, pgBackRest
+   async) it is the call for a segment that is still ``.ready`` and that the
+   tool's background process already pushed: on a fresh copy of the snapshot
+   (archiving held, so every segment stays ``.ready``) the archive_command
+   runs once for the first segment, which starts the background process; once
+   it has pushed the others ahead (walship: their records in the spool;
+   pgBackRest: their ``.ok`` in its spool) and gone quiet, the calls for the
+   next segments are timed. For the others (cp, gzip, pgBackRest sync,
+   barman-cloud) it is another call for a segment already archived (after
+   the drain, the server stopped with ``-m immediate`` so the segments stay
+   in pg_wal): they have no fast path, every call does the work.
+4. Per tool, a copy of the base backup (its pg_wal emptied) recovers through
    the tool's restore_command to the end of the archive, i.e. replays the whole
    workload; restore time is "starting archive recovery" to "archive recovery
    complete" in the server log. The restored data is compared with the source.
@@ -36,8 +48,8 @@ One run, identical WAL for every tool:
 Tools (``--tools``): cp, gzip, pgbackrest-sync, pgbackrest-async, walship
 (local repositories); walship-s3, barman-s3 (the moto S3 server on
 127.0.0.1). Every server is stopped by its pid; processes the servers left
-behind (a walship agent, pgBackRest's async process, read-ahead helpers) are
-found by a token in their environment and signalled through a pidfd.
+behind (walship's background process, pgBackRest's async process) are found
+by a token in their environment and signalled through a pidfd.
 """
 
 from __future__ import annotations
@@ -88,9 +100,8 @@ STALL_SECONDS = 60.0
 # (system(): /bin/sh -c in the data directory), timed from the parent
 TIMER = r"""
 import json, subprocess, sys, time
-cmd, reps = sys.argv[1], int(sys.argv[2])
 out = []
-for _ in range(reps):
+for cmd in json.loads(sys.argv[1]):
     t = time.perf_counter()
     p = subprocess.run(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -189,6 +200,60 @@ def sweep_leftovers(token: str, spare: set[int], timeout: float = 10.0) -> list[
     return found
 
 
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def _vm_hwm_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory (VmHWM) of a tool's background processes during a drain.
+
+    VmHWM is the process's own high-water mark, so sampling it now and then
+    (and once more at the end: these processes outlive the drain) gives its
+    peak. Only processes proven to be ours are read: this run's token in
+    their environment, and the tool's background command line.
+    """
+
+    def __init__(self, token: str, tool: Tool, spare: set[int]) -> None:
+        self.marker = f"{TOKEN_VAR}={token}".encode()
+        self.tool = tool
+        self.spare = spare | {os.getpid()}
+        self.peaks: dict[int, int] = {}  # pid -> KiB
+
+    def sample(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in self.spare:
+                continue
+            pid = int(entry)
+            if not self.tool.is_background(_cmdline(pid)) or not _has_token(pid, self.marker):
+                continue
+            kib = _vm_hwm_kib(pid)
+            if kib is not None:
+                self.peaks[pid] = max(kib, self.peaks.get(pid, 0))
+
+    def result(self) -> dict[str, Any]:
+        if not self.peaks:
+            return {}
+        return {
+            "background_peak_rss_mib": max(self.peaks.values()) / 1024,
+            "background_processes": len(self.peaks),
+        }
+
+
 # --- the S3 test server -----------------------------------------------------------
 @dataclass
 class S3:
@@ -234,6 +299,15 @@ class S3:
         }
 
 
+@dataclass
+class FastSetup:
+    """How to time a tool's fast path: its archive_command on the fresh copy and
+    the names its background process has pushed ahead (empty while it is busy)."""
+
+    command: str
+    pushed_ahead: Any  # Callable[[str], set[str]]
+
+
 # --- tools ------------------------------------------------------------------------
 @dataclass
 class Ctx:
@@ -241,7 +315,6 @@ class Ctx:
     walship: str
     barman_bin: str
     s3: S3 | None
-    agent_dir: str
 
 
 class Tool:
@@ -267,8 +340,17 @@ class Tool:
     def restore_command(self, datadir: str) -> str:
         raise NotImplementedError
 
-    def before_fast_path(self, datadir: str, segment: str) -> str:
-        return ""
+    @property
+    def pushes_ahead(self) -> bool:
+        return False
+
+    def is_background(self, cmdline: list[bytes]) -> bool:
+        """Whether a process (of this run) is the tool's background process."""
+        return False
+
+    def fast_path_setup(self, datadir: str) -> FastSetup | None:
+        """For a tool that pushes ahead: how to make it push ahead on ``datadir``."""
+        return None
 
     def stored_bytes(self) -> int:
         return tree_bytes(self.repo)
@@ -313,7 +395,9 @@ class PgBackRest(Tool):
         self.logdir = ctx.wd.mkdir(f"pgbr-log-{tag}")
         self.lockdir = ctx.wd.mkdir(f"pgbr-lock-{tag}")
 
-    def config(self, datadir: str, port: int, sockdir: str, label: str) -> str:
+    def config(
+        self, datadir: str, port: int, sockdir: str, label: str, spool: str | None = None
+    ) -> str:
         lines = [
             "[global]",
             f"repo1-path={self.repo}",
@@ -322,7 +406,7 @@ class PgBackRest(Tool):
             f"lock-path={self.lockdir}",
         ]
         if self.asynchronous:
-            lines += ["archive-async=y", "process-max=2", f"spool-path={self.spool}"]
+            lines += ["archive-async=y", "process-max=2", f"spool-path={spool or self.spool}"]
         lines += [
             "[bench]",
             f"pg1-path={datadir}",
@@ -345,18 +429,27 @@ class PgBackRest(Tool):
         conf = self.config(datadir, 5432, "/tmp", "restore")
         return self._cmd(conf, "archive-get", "%f", '"%p"')
 
-    def before_fast_path(self, datadir: str, segment: str) -> str:
+    @property
+    def pushes_ahead(self) -> bool:
+        return self.asynchronous
+
+    def is_background(self, cmdline: list[bytes]) -> bool:
+        return self.asynchronous and any(b"archive-push:async" in a for a in cmdline)
+
+    def fast_path_setup(self, datadir: str) -> FastSetup | None:
         if not self.asynchronous:
-            return ""
-        # the state a push ahead leaves: <spool>/archive/<stanza>/out/<segment>.ok
-        out = os.path.join(self.spool, "archive", "bench", "out")
-        ok = os.path.join(out, f"{segment}.ok")
-        if os.path.exists(ok):
-            return "the segment's .ok was in the spool"
-        os.makedirs(out, exist_ok=True)
-        open(ok, "w").close()
-        shutil.chown(ok, "postgres", "postgres")
-        return "wrote the segment's empty .ok into the spool (the async process had cleaned it)"
+            return None
+        # a fresh spool: the drain's left .ok files behind for the same names
+        spool = self.ctx.wd.mkdir(f"spool-{self.tag}-fast")
+        conf = self.config(datadir, 5432, "/tmp", "fast", spool=spool)
+        out = os.path.join(spool, "archive", "bench", "out")
+
+        def pushed_ahead(_datadir: str) -> set[str]:
+            # what the async process leaves for a segment it pushed: <name>.ok
+            entries = os.listdir(out) if os.path.isdir(out) else []
+            return {e[: -len(".ok")] for e in entries if e.endswith(".ok") and len(e) == 27}
+
+        return FastSetup(self._cmd(conf, "archive-push", "%p"), pushed_ahead)
 
 
 class Walship(Tool):
@@ -382,13 +475,34 @@ class Walship(Tool):
         self.conf = pgh.walship_config(ctx.wd, settings, name=f"walship-{tag}.toml")
 
     def env(self) -> dict[str, str]:
-        env = {"WALSHIP_AGENT_DIR": self.ctx.agent_dir}
         if self.s3:
             assert self.ctx.s3 is not None
-            env.update(self.ctx.s3.env())
-        return env
+            return self.ctx.s3.env()
+        return {}
 
-    def archive_command(self, cluster: pgh.Cluster) -> str:
+    @property
+    def pushes_ahead(self) -> bool:
+        return True
+
+    def is_background(self, cmdline: list[bytes]) -> bool:
+        return any(b"walship.background" in a for a in cmdline)
+
+    def fast_path_setup(self, datadir: str) -> FastSetup:
+        return FastSetup(self.archive_command(None), self._pushed_ahead)
+
+    @staticmethod
+    def _pushed_ahead(datadir: str) -> set[str]:
+        root = os.path.join(datadir, "pg_wal", ".walship")
+        names: set[str] = set()
+        for tag in os.listdir(root) if os.path.isdir(root) else []:
+            records = os.path.join(root, tag, "r")
+            entries = os.listdir(records) if os.path.isdir(records) else []
+            if any(e.endswith(".busy") for e in entries):
+                return set()  # still pushing: not quiet yet
+            names.update(e for e in entries if len(e) == 24)
+        return names
+
+    def archive_command(self, cluster: pgh.Cluster | None) -> str:
         return f"{self.ctx.walship} --config {self.conf} push %p %f"
 
     def restore_command(self, datadir: str) -> str:
@@ -553,7 +667,7 @@ def copy_tree(src: str, dest: str) -> None:
     pgh.run(["cp", "-a", src, dest])
 
 
-def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
+def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -> dict[str, Any]:
     name = f"drain-{tool.tag}"
     cluster = pgh.Cluster(MAJOR, ctx.wd, name)
     copy_tree(snap.datadir, cluster.datadir)
@@ -575,7 +689,11 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
         t0 = time.monotonic()
         os.kill(pid, signal.SIGHUP)  # our server, by its pid: the archiver wakes and archives
         last_change, left = t0, waiting
+        next_sample = t0
         while True:
+            if time.monotonic() >= next_sample:
+                memory.sample()
+                next_sample = time.monotonic() + 0.25
             now_left = len(ready_files(cluster.datadir))
             now = time.monotonic()
             if now_left == 0:
@@ -589,6 +707,7 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
                 )
             time.sleep(0.01)
         seconds = now - t0
+        memory.sample()  # the background processes outlive the drain: their final peak
         row = cluster.psql(
             "SELECT archived_count, failed_count, coalesce(last_archived_wal, '') "
             "FROM pg_stat_archiver"
@@ -606,20 +725,21 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
             failed=failed,
             last_archived=last,
             stored_bytes=tool.stored_bytes(),
+            **memory.result(),
         )
-        segment = snap.segments[len(snap.segments) // 2]
-        note = tool.before_fast_path(cluster.datadir, segment)
-        if note:
-            result["fast_path_note"] = note
-        try:
-            fast = fast_path(cluster.datadir, command, segment, reps)
-        except RuntimeError as exc:
-            result["fast_path_error"] = str(exc)
-        else:
-            result.update(
-                fast_path_ms=statistics.median(fast) * 1000,
-                fast_path_all_ms=[round(t * 1000, 2) for t in fast],
-            )
+        if not tool.pushes_ahead:
+            # no fast path: another call for a segment it archived (still in pg_wal)
+            segment = snap.segments[len(snap.segments) // 2]
+            try:
+                fast = time_calls(cluster.datadir, command, [segment] * reps)
+            except RuntimeError as exc:
+                result["fast_path_error"] = str(exc)
+            else:
+                result.update(
+                    fast_path_kind="another call for an archived segment",
+                    fast_path_ms=statistics.median(fast) * 1000,
+                    fast_path_all_ms=[round(t * 1000, 2) for t in fast],
+                )
     finally:
         cluster.stop("immediate")
         for key in env:
@@ -628,17 +748,76 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
     return result
 
 
-def fast_path(datadir: str, command: str, segment: str, reps: int) -> list[float]:
-    if not os.path.exists(os.path.join(datadir, "pg_wal", segment)):
-        # never call a tool for a missing file: `gzip -c %p > repo/%f.gz` would empty the copy
-        raise RuntimeError(f"fast path: {segment} is no longer in pg_wal")
-    cmd = command.replace("%p", f"pg_wal/{segment}").replace("%f", segment)
-    proc = pgh.run(["/usr/bin/python3.11", "-c", TIMER, cmd, str(reps)], cwd=datadir)
+def time_calls(datadir: str, command: str, segments: list[str]) -> list[float]:
+    """Whole-process calls of ``command``, one per segment, timed; seconds each."""
+    return [t for t, _ in timed_calls(datadir, command, segments)]
+
+
+def timed_calls(datadir: str, command: str, segments: list[str]) -> list[tuple[float, str]]:
+    cmds = []
+    for segment in segments:
+        if not os.path.exists(os.path.join(datadir, "pg_wal", segment)):
+            # never call a tool for a missing file: `gzip -c %p > repo/%f.gz` would empty it
+            raise RuntimeError(f"fast path: {segment} is no longer in pg_wal")
+        cmds.append(command.replace("%p", f"pg_wal/{segment}").replace("%f", segment))
+    proc = pgh.run(["/usr/bin/python3.11", "-c", TIMER, json.dumps(cmds)], cwd=datadir)
     calls = json.loads(proc.stdout)
-    bad = [(rc, err) for _, rc, err in calls if rc != 0]
+    bad = [(cmd, rc, err) for cmd, (_, rc, err) in zip(cmds, calls, strict=True) if rc != 0]
     if bad:
-        raise RuntimeError(f"fast path: {cmd!r} exited {bad[0][0]}: {bad[0][1].strip()}")
-    return [t for t, _, _ in calls]
+        cmd, rc, err = bad[0]
+        raise RuntimeError(f"fast path: {cmd!r} exited {rc}: {err.strip()}")
+    return [(t, err) for t, _, err in calls]
+
+
+def fast_path_ahead(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str, Any]:
+    """The call for a segment still ``.ready`` that the tool already pushed ahead.
+
+    A fresh copy of the snapshot (archiving held: nothing marks a segment
+    done, so every one stays ``.ready``); the archive_command for the first
+    segment starts the tool's background process, which pushes the others
+    ahead; once it is quiet, the calls for the next segments are timed.
+    """
+    datadir = os.path.join(ctx.wd.path, f"fast-{tool.tag}")
+    copy_tree(snap.datadir, datadir)
+    env = tool.env()
+    os.environ.update(env)
+    try:
+        setup = tool.fast_path_setup(datadir)
+        assert setup is not None
+        first, timed = snap.segments[0], snap.segments[1 : 1 + reps]
+        time_calls(datadir, setup.command, [first])  # a normal push; starts the background
+        deadline = time.monotonic() + 300
+        seen: set[str] = set()
+        stable_since = time.monotonic()
+        while True:
+            now_seen = setup.pushed_ahead(datadir)
+            now = time.monotonic()
+            if now_seen != seen:
+                seen, stable_since = now_seen, now
+            elif set(timed) <= seen and now - stable_since > 1.0:
+                break  # pushed ahead, and the background process is quiet
+            if now > deadline:
+                raise RuntimeError(
+                    f"fast path: {len(set(timed) - seen)} of {len(timed)} segments"
+                    " not pushed ahead after 300 s"
+                )
+            time.sleep(0.05)
+        calls = timed_calls(datadir, setup.command, timed)
+        still_ready = set(ready_files(datadir))
+        if not set(timed) <= still_ready:
+            raise RuntimeError("fast path: a timed segment is no longer .ready")
+        if isinstance(tool, Walship) and not all("(ahead)" in err for _, err in calls):
+            raise RuntimeError("fast path: a timed walship call did not acknowledge from a record")
+        fast = [t for t, _ in calls]
+        return {
+            "fast_path_kind": "a call for a .ready segment already pushed ahead",
+            "fast_path_ms": statistics.median(fast) * 1000,
+            "fast_path_all_ms": [round(t * 1000, 2) for t in fast],
+        }
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+        shutil.rmtree(datadir, ignore_errors=True)
 
 
 def restore(ctx: Ctx, snap: Snapshot, tool: Tool) -> dict[str, Any]:
@@ -748,6 +927,12 @@ def fast_ms(row: dict[str, Any]) -> str:
     return f"{row['fast_path_ms']:.1f}" if "fast_path_ms" in row else "failed"
 
 
+def peak_mib(row: dict[str, Any]) -> str:
+    if "background_peak_rss_mib" not in row:
+        return "-"
+    return f"{row['background_peak_rss_mib']:.0f} MiB"
+
+
 def table(results: list[dict[str, Any]], snaps: dict[str, Snapshot]) -> str:
     lines = []
     for workload, snap in snaps.items():
@@ -759,15 +944,18 @@ def table(results: list[dict[str, Any]], snaps: dict[str, Snapshot]) -> str:
             f"WAL/zstd-3 ratio {snap.zstd_ratio:.2f}"
         )
         lines.append("")
-        lines.append("| tool | drain seg/s | MiB/s | stored | fast path ms (median) | restore s |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        lines.append(
+            "| tool | drain seg/s | MiB/s | stored | fast path ms (median) "
+            "| background peak RSS | restore s |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['tool']} | failed: {r['error'].splitlines()[0][:80]} |||||")
+                lines.append(f"| {r['tool']} | failed: {r['error'].splitlines()[0][:80]} ||||||")
                 continue
             lines.append(
                 f"| {r['tool']} | {r['seg_per_s']:.1f} | {r['mib_per_s']:.0f} "
-                f"| {fmt_size(r['stored_bytes'])} | {fast_ms(r)} "
+                f"| {fmt_size(r['stored_bytes'])} | {fast_ms(r)} | {peak_mib(r)} "
                 f"| {r['restore_s']:.2f} |"
             )
         lines.append("")
@@ -811,6 +999,7 @@ def main() -> int:
         print(f"bench_drain: {problem}", file=sys.stderr)
         return 2
 
+    load_start = os.getloadavg()
     token = uuid.uuid4().hex
     os.environ[TOKEN_VAR] = token  # inherited by everything started from here on
     wd = pgh.Workdir("walship-bench-drain-")
@@ -826,7 +1015,7 @@ def main() -> int:
             running = launch.start_moto()
             spare.update(s.pid for s in running.servers)
             s3 = S3(running.endpoint, launch.S3_KEY_ID, launch.S3_SECRET, running)
-        ctx = Ctx(wd, args.walship, args.barman, s3, wd.mkdir("agents"))
+        ctx = Ctx(wd, args.walship, args.barman, s3)
         for workload in workloads:
             log(f"{workload}: making a backlog of {args.segments} segments")
             snap = make_snapshot(wd, workload, args.segments)
@@ -843,8 +1032,16 @@ def main() -> int:
                     tool = make_tool(name, ctx, tag)
                     row["settings"] = tool.settings
                     log(f"{workload}/{name}: draining")
-                    row.update(drain(ctx, snap, tool, args.fast_reps))
-                    leftovers = sweep_leftovers(token, spare)
+                    row["load_1m_before"] = os.getloadavg()[0]
+                    memory = PeakMemory(token, tool, spare)
+                    row.update(drain(ctx, snap, tool, args.fast_reps, memory))
+                    sweep_leftovers(token, spare)
+                    if tool.pushes_ahead:
+                        try:
+                            row.update(fast_path_ahead(ctx, snap, tool, args.fast_reps))
+                        except RuntimeError as exc:
+                            row["fast_path_error"] = str(exc)
+                        sweep_leftovers(token, spare)
                     log(
                         f"{workload}/{name}: {row['seg_per_s']:.1f} seg/s, "
                         f"fast path {fast_ms(row)} ms; restoring"
@@ -879,6 +1076,7 @@ def main() -> int:
         "machine": {
             "arch": platform.machine(),
             "cpus": os.cpu_count(),
+            "loadavg_start": load_start,
             "loadavg_end": os.getloadavg(),
             "python": platform.python_version(),
         },
@@ -906,7 +1104,12 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, snaps))
-    print(f"total {report['total_s']:.0f}s, load average at the end {os.getloadavg()[0]:.1f}")
+    loads = [r["load_1m_before"] for r in results if "load_1m_before" in r]
+    print(
+        f"total {report['total_s']:.0f}s; load average (1 min) at the start {load_start[0]:.1f}, "
+        f"before each drain {min(loads, default=0):.1f}-{max(loads, default=0):.1f}, "
+        f"at the end {os.getloadavg()[0]:.1f}"
+    )
     return 1 if any("error" in r for r in results) else 0
 
 

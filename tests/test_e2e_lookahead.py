@@ -170,7 +170,7 @@ def test_a_backlog_drains_with_look_ahead_to_s3(work: Workdir, s3_repo_env: dict
             settings[k[len("WALSHIP_") :].lower()] = v == "true" if v in ("true", "false") else v
         else:
             os.environ[k] = v  # credentials: inherited by the server and walship
-    _drain(work, settings, segments=24)
+    _drain(work, settings, segments=64)  # the proof asks for >= 64, local and S3
 
 
 # ---------------------------------------------------------------- kill -9

@@ -238,6 +238,37 @@ def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> N
         or m in ("hashlib", "_hashlib", "json", "typing", "tomllib", "threading")
     ]
     assert forbidden == []
+    # The launcher pip writes for a console-script entry point imports re (and
+    # with it enum, functools, collections: ~5 ms a call); bin/walship does not.
+    # Without site (-S: an editable install's finder imports re at start-up),
+    # walship found through PYTHONPATH, what is imported is the command's doing.
+    import walship
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(walship.__file__)))
+    bare = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-X",
+            "importtime",
+            *WALSHIP,
+            "push",
+            f"pg_wal/{names[2]}",
+            names[2],
+        ],
+        cwd=site.pgdata,
+        env={**site.env, "PYTHONPATH": package_parent},
+        capture_output=True,
+        text=True,
+    )
+    assert bare.returncode == 0 and "(ahead)" in bare.stderr, bare.stderr
+    imported = {
+        line.split("|")[2].strip()
+        for line in bare.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    heavy = {"re", "enum", "functools", "collections", "contextlib", "runpy", "importlib.util"}
+    assert heavy & imported == set()
 
 
 def test_the_background_process_imports_nothing_from_the_callers_directory(
@@ -290,3 +321,29 @@ def test_the_background_process_exits_when_idle(tmp_path: Path) -> None:
         assert "idle for 1 s: exiting" in site.log()
     finally:
         site.stop_background()
+
+
+def _background_pids(site: Site) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"walship.background" in a for a in argv) and str(site.pg_wal).encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def test_the_background_process_runs_with_two_malloc_arenas(site: Site) -> None:
+    # each pushing thread's own glibc arena kept its freed segment buffers: the
+    # peak memory grew by ~8 MiB per push at once (docs/benchmarks.md)
+    assert "MALLOC_ARENA_MAX" not in site.env
+    _pushed_ahead(site)
+    pids = _background_pids(site)
+    assert len(pids) == 1
+    environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+    assert b"MALLOC_ARENA_MAX=2" in environ
+    assert f"MALLOC_MMAP_THRESHOLD_={4 << 20}".encode() in environ

@@ -230,12 +230,21 @@ def _fast_args(argv: Sequence[str], command: str | None) -> Any:
         return None
     if len(rest) != len(recorder.positionals) or any(a.startswith("-") for a in rest):
         return None
-    import types
-
     values["command"] = command
     values.update(recorder.defaults)
     values.update(zip(recorder.positionals, rest, strict=True))
-    return types.SimpleNamespace(**values)
+    return _Args(values)
+
+
+class _Args:
+    """What ``argparse.Namespace`` would be for the same argv (argparse and
+    ``types`` are not imported on the fast path)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.__dict__!r})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

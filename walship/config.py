@@ -193,7 +193,7 @@ class Config:
     push_concurrency: int = setting(
         0,
         "Files the background process pushes at once (0: one per core for a local "
-        "repository, four per core up to 16 for S3, GCS and Azure).",
+        "repository, one per core plus one, up to 16, for S3, GCS and Azure).",
         minimum=0,
         maximum=64,
     )

@@ -25,6 +25,8 @@ from ..pg import FileKind, check_segment_header, classify, parse_long_header
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ..config import Config
     from ..storage.base import Backend
 
@@ -71,6 +73,13 @@ def _digest(path: str, cfg: Config) -> tuple[int, str, bytes, list[bytes] | None
         raise WalshipError(f"source file {path} is not readable by this user") from None
 
 
+def _handed_over(pieces: list[bytes]) -> Iterator[bytes]:
+    """The pieces in order, each dropped from ``pieces`` as it is handed on."""
+    pieces.reverse()
+    while pieces:
+        yield pieces.pop()
+
+
 def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
     started = time.monotonic()
     kind = classify(name)
@@ -110,7 +119,11 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
     for attempt in (1, 2):
         try:
             chunks = envelope.file_chunks(path, size)
-            info = objects.put_object(cfg, backend, key, header, chunks, compressed=body)
+            # handed over, not kept: while the store holds the object's bytes (a
+            # remote backend joins them into one request body) this list does not
+            # hold a second copy. A second attempt compresses the file again.
+            compressed = _handed_over(body) if body is not None and attempt == 1 else None
+            info = objects.put_object(cfg, backend, key, header, chunks, compressed=compressed)
             result.stored_size = info.size
             break
         except AlreadyExists:

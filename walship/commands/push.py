@@ -46,6 +46,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             )
             _after(spool, args, cfg)
             return 0
+        # a backlog and nobody pushing ahead: start the background process now,
+        # so that it is ready (imports done, first pushes under way) by the time
+        # this push ends, instead of starting only then
+        _start_background(spool, args, cfg, spool.ready())
     _push(args, cfg, path, spool)
     if spool is not None:
         _after(spool, args, cfg)
@@ -89,7 +93,6 @@ def _push(args: argparse.Namespace, cfg: Config, path: str, spool: lookahead.Spo
 def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> None:
     """Report the backlog; start the background process when files are waiting."""
     ready = spool.ready()
-    waiting = [n for n in ready if n != args.name]
     if log.enabled("debug"):
         backlog = lookahead.backlog(spool.status)
         log.debug(
@@ -99,7 +102,14 @@ def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> Non
             oldest=backlog.oldest or "-",
             oldest_age_s=round(backlog.oldest_age or 0.0, 1),
         )
-    if waiting and not spool.background_running():
+    _start_background(spool, args, cfg, ready)
+
+
+def _start_background(
+    spool: lookahead.Spool, args: argparse.Namespace, cfg: Config, ready: list[str]
+) -> None:
+    """Start the background process when files other than this one wait."""
+    if any(n != args.name for n in ready) and not spool.background_running():
         from .. import background
 
         try:
