@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import time
 
 SEG = 16 << 20
 SYSID = 7312345678901234567
@@ -39,3 +42,15 @@ def environment_without_settings() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+
+
+def remove_tree(path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+    """``rm -rf`` that tolerates a process still writing into the tree (a
+    background process notices its spool is gone only on its next step)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        assert time.monotonic() < deadline, f"{path} could not be removed"
+        time.sleep(0.05)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import environment_without_settings, make_segment, segment_name
+from helpers import environment_without_settings, make_segment, remove_tree, segment_name
 
 #: the console script, as PostgreSQL runs it (``python -m`` would put the
 #: working directory on sys.path of the calling process itself)
@@ -94,7 +94,7 @@ class Site:
                 locks.append(os.open(spool / "lock", os.O_RDONLY))
             except OSError:
                 pass
-        subprocess.run(["rm", "-rf", str(self.pg_wal / ".walship")], check=True)
+        remove_tree(self.pg_wal / ".walship")
         deadline = time.monotonic() + timeout
         for fd in locks:
             try:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SYSID, environment_without_settings, make_segment, segment_name
+from helpers import SYSID, environment_without_settings, make_segment, remove_tree, segment_name
 
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")  # the console script
 
@@ -139,7 +139,7 @@ def lock_held(path: Path) -> bool:
 def site(tmp_path: Path) -> Iterator[Site]:
     s = Site(tmp_path)
     yield s
-    subprocess.run(["rm", "-rf", str(s.pg_wal / ".walship")], check=True)
+    remove_tree(s.pg_wal / ".walship")
     s.wait_background_gone()
 
 
@@ -207,7 +207,7 @@ def test_the_read_ahead_helper_imports_nothing_from_the_callers_directory(site: 
 #: run as a subreaper: orphans of its descendants become its children
 _REAPER = textwrap.dedent(
     """
-    import ctypes, fcntl, glob, json, os, signal, subprocess, sys, time
+    import ctypes, fcntl, glob, json, os, shutil, signal, subprocess, sys, time
 
     PR_SET_CHILD_SUBREAPER = 36
     assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
@@ -255,7 +255,12 @@ _REAPER = textwrap.dedent(
         assert time.monotonic() < deadline, "background process did not exit"
         time.sleep(0.05)
     assert start(p["names"][1]).returncode == 0
-    subprocess.run(["rm", "-rf", os.path.join(p["pgdata"], "pg_wal", ".walship")], check=True)
+    spool_root = os.path.join(p["pgdata"], "pg_wal", ".walship")
+    for _ in range(600):  # the process may still be writing into it: retry
+        shutil.rmtree(spool_root, ignore_errors=True)
+        if not os.path.lexists(spool_root):
+            break
+        time.sleep(0.05)
     deadline = time.monotonic() + 30
     while True:
         try:

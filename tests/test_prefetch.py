@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SYSID, environment_without_settings, make_segment, segment_name
+from helpers import SYSID, environment_without_settings, make_segment, remove_tree, segment_name
 
 from walship.archive.lookahead import Spool
 from walship.config import Config
@@ -50,7 +50,7 @@ def site(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield {"repo": str(repo), "pgdata": str(pgdata), **{f"env:{k}": v for k, v in env.items()}}
     # the background process exits by itself once its spool is gone
     lock = Path(Spool(str(pgdata / "pg_wal"), Config(repo=str(repo))).path, "lock")
-    subprocess.run(["rm", "-rf", str(pgdata / "pg_wal" / ".walship")], check=True)
+    remove_tree(pgdata / "pg_wal" / ".walship")
     deadline = time.monotonic() + 30
     while _lock_held(lock):
         assert time.monotonic() < deadline, "background process still running"
