@@ -54,3 +54,20 @@ def remove_tree(path: str | os.PathLike[str], timeout: float = 30.0) -> None:
             return
         assert time.monotonic() < deadline, f"{path} could not be removed"
         time.sleep(0.05)
+
+
+def lock_held(path: str | os.PathLike[str]) -> bool:
+    """Whether a process holds a flock on ``path`` (never blocks; absent: False)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import environment_without_settings, make_segment, remove_tree, segment_name
+from helpers import environment_without_settings, lock_held, make_segment, remove_tree, segment_name
 
 #: the console script, as PostgreSQL runs it (``python -m`` would put the
 #: working directory on sys.path of the calling process itself)
@@ -107,20 +107,6 @@ class Site:
                         time.sleep(0.05)
             finally:
                 os.close(fd)
-
-
-def lock_held(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def object_path(repo: Path, name: str) -> Path:

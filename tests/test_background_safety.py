@@ -32,7 +32,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SYSID, environment_without_settings, make_segment, remove_tree, segment_name
+from helpers import (
+    SYSID,
+    environment_without_settings,
+    lock_held,
+    make_segment,
+    remove_tree,
+    segment_name,
+)
 
 WALSHIP = os.path.join(os.path.dirname(sys.executable), "walship")  # the console script
 
@@ -117,22 +124,6 @@ class Site:
         while self.background_running():
             assert time.monotonic() < deadline, "background process still running"
             time.sleep(0.05)
-
-
-def lock_held(path: Path) -> bool:
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture

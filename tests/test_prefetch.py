@@ -20,7 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SYSID, environment_without_settings, make_segment, remove_tree, segment_name
+from helpers import (
+    SYSID,
+    environment_without_settings,
+    lock_held,
+    make_segment,
+    remove_tree,
+    segment_name,
+)
 
 from walship.archive.lookahead import Spool
 from walship.config import Config
@@ -52,7 +59,7 @@ def site(tmp_path: Path) -> Iterator[dict[str, str]]:
     lock = Path(Spool(str(pgdata / "pg_wal"), Config(repo=str(repo))).path, "lock")
     remove_tree(pgdata / "pg_wal" / ".walship")
     deadline = time.monotonic() + 30
-    while _lock_held(lock):
+    while lock_held(lock):
         assert time.monotonic() < deadline, "background process still running"
         time.sleep(0.05)
 
@@ -81,20 +88,6 @@ def _fetch(site: dict[str, str], segno: int, **extra: str) -> subprocess.Complet
     )
 
 
-def _lock_held(lock: Path) -> bool:
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def _busy(spool: Path) -> list[str]:
     """A request waiting or being served, or a segment being fetched."""
     try:
@@ -109,7 +102,7 @@ def _wait_helper(spool: Path, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while _busy(spool):
         assert time.monotonic() < deadline, f"read-ahead still busy: {_busy(spool)}"
-        assert _lock_held(spool.parent / "lock"), "no background process serves the request"
+        assert lock_held(spool.parent / "lock"), "no background process serves the request"
         time.sleep(0.02)
 
 
@@ -324,7 +317,7 @@ def test_the_end_of_recovery_ends_a_running_read_ahead_without_a_signal(
     assert not writer.is_alive()
     time.sleep(1.0)  # its rename into f/ fails; the next request would find f/ gone
     assert not spool.exists()
-    assert _lock_held(spool.parent / "lock") and _background_pid(site) == pid
+    assert lock_held(spool.parent / "lock") and _background_pid(site) == pid
     log = spool.parent / "log"  # (the history fetch relayed what was there before)
     assert not log.exists() or "prefetch of" not in log.read_text(errors="replace")
     obj.unlink()
@@ -392,7 +385,7 @@ def test_the_helper_does_not_hold_the_callers_output(site: dict[str, str]) -> No
         _out, err = proc.communicate(timeout=30)  # EOF on both: nobody else holds them
         assert proc.returncode == 0, err
         assert dest.read_bytes() == make_segment(1)
-        assert _lock_held(spool.parent / "lock")  # blocked on the FIFO
+        assert lock_held(spool.parent / "lock")  # blocked on the FIFO
         pid = _background_pid(site)
         for fd in (0, 1, 2):
             assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
