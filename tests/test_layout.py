@@ -24,7 +24,7 @@ KNOWN_CYCLES: set[frozenset[str]] = set()
 IMPORTLIB_ALLOWED = {"storage/registry.py"}
 
 BASE = {"__init__", "errors", "log", "config", "proc"}
-LOWER = BASE | {"pg", "storage", "codec", "repository"}
+LOWER = BASE | {"pg", "storage", "codec", "repository", "manifest", "pgsql"}
 
 #: top-level unit (package or module of walship) -> units it may import
 ALLOWED: dict[str, set[str]] = {
@@ -41,13 +41,21 @@ ALLOWED: dict[str, set[str]] = {
     "codec": BASE | {"storage"},
     # where things live in a repository, and its identity record
     "repository": BASE | {"pg", "storage", "codec"},
+    # base-backup manifests and keys (pure): read by restore, written by backup
+    "manifest": {"errors", "pg"},
+    # the SQL session (psycopg's only importer)
+    "pgsql": BASE,
     # the segment index reads archived segments through repository, not archive
     "index": LOWER,
     "restore": LOWER | {"index"},
     # push may index what it archived (index_on_push)
     "archive": LOWER | {"index"},
     "background": LOWER | {"index", "archive"},
-    "commands": LOWER | {"index", "archive", "restore", "background"},
+    # backup-push/fetch, the catalog, retention: the planner chooses backups
+    "backup": LOWER | {"index", "restore"},
+    # check, status, metrics, drill
+    "ops": LOWER | {"index", "archive", "restore", "backup"},
+    "commands": LOWER | {"index", "archive", "restore", "background", "backup", "ops"},
     # cli -> commands only: the background process is started by commands/push.py
     "cli": BASE | {"commands"},
     "__main__": {"cli"},

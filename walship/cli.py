@@ -41,6 +41,14 @@ COMMANDS: dict[str, str] = {
     "wal-show": "show timelines, archived ranges, gaps, backups",
     "verify": "check WAL continuity, histories and backups",
     "index": "index archived segments for restore planning",
+    "backup-push": "take a base backup of the running server into the repository",
+    "backup-list": "list complete base backups, oldest first",
+    "backup-fetch": "restore a base backup into an empty directory, ready to recover",
+    "delete": "apply the retention policy: dry run unless --confirm",
+    "check": "check everything a restore depends on, on the database host",
+    "status": "archiving, backups and the restorable window, for operators and monitoring",
+    "metrics": "Prometheus metrics: a textfile for node_exporter, or served for a scrape",
+    "drill": "restore the latest backup into a scratch server and measure RTO",
     "archive-status": "how far archiving is behind: waiting .ready files, the oldest one's age",
     "show-config": "print the effective settings (secrets hidden)",
     "config-docs": "print the settings reference table (Markdown)",
@@ -65,6 +73,22 @@ def load(command: str) -> Command:
             from .commands import verify as module
         case "index":
             from .commands import index as module
+        case "backup-push":
+            from .commands import backup_push as module
+        case "backup-list":
+            from .commands import backup_list as module
+        case "backup-fetch":
+            from .commands import backup_fetch as module
+        case "delete":
+            from .commands import delete as module
+        case "check":
+            from .commands import check as module
+        case "status":
+            from .commands import status as module
+        case "metrics":
+            from .commands import metrics as module
+        case "drill":
+            from .commands import drill as module
         case "archive-status":
             from .commands import archive_status as module
         case "show-config":

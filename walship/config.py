@@ -227,6 +227,14 @@ class Config:
         "Data directory, for fetch_error_exit = 'auto' and the cluster check on fetch. "
         "Default: the current directory (PostgreSQL runs restore_command there).",
     )
+    # --- the server (backup-push, check, status, drill) ---
+    conninfo: str | None = setting(
+        None,
+        "libpq connection string for the commands that talk to the server (backup-push, "
+        "check, status, drill). Default: libpq's own environment (PGHOST, PGPORT, PGUSER, "
+        "PGSERVICE, ...). Keep passwords in ~/.pgpass or PGPASSFILE, not here.",
+        secret=True,
+    )
     # --- remote storage: retries (S3, GCS, Azure) ---
     retry_deadline: float = setting(
         30.0,

@@ -1,0 +1,1 @@
+"""Operations: check, status, metrics, drill (docs/operations.md)."""
