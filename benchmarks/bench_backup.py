@@ -312,13 +312,14 @@ class Tool:
         self.ctx = ctx
         self.tag = tag
         self.repo = ctx.wd.mkdir(f"repo-{tag}")
+        self.prepared = False
 
     def archive_command(self) -> str | None:
         """The archive_command this tool's backups need (None: archiving not needed)."""
         return None
 
     def prepare(self) -> None:
-        """Untimed set-up with the server running and the archive_command set."""
+        """Untimed set-up with the server running, before its archive_command is set."""
 
     def backup(self) -> Measured:
         raise NotImplementedError
@@ -327,6 +328,7 @@ class Tool:
         raise NotImplementedError
 
     def stored_bytes(self) -> int:
+        """Bytes of the tool's backups so far (a backup's size: the growth across it)."""
         return tree_bytes(self.repo)
 
     def verify(self, dest: str) -> str | None:
@@ -424,6 +426,9 @@ class PgBaseBackup(Tool):
         super().__init__(ctx, tag)
         self.out = os.path.join(self.repo, "base")
 
+    def stored_bytes(self) -> int:
+        return tree_bytes(self.out) if os.path.isdir(self.out) else 0
+
     def backup(self) -> Measured:
         if os.path.exists(self.out):
             pgh.run(["rm", "-rf", self.out])
@@ -507,18 +512,19 @@ def run_size(
                 dest = os.path.join(wd.path, f"restore-{tool_name}")
                 try:
                     tool = made.get(tool_name)
-                    command = None
                     if tool is None:
                         tool = made[tool_name] = make_tool(tool_name, ctx, f"s{scale}-{tool_name}")
+                    if not tool.prepared:  # before its archive_command: pgBackRest's
+                        tool.prepare()  # archive-push fails until stanza-create
+                        tool.prepared = True
                     command = tool.archive_command()
                     if command is not None:
                         set_archive_command(cluster, command)
                     wait_archiver_idle(cluster)
-                    if rep == 0:
-                        tool.prepare()
                     row["settings"] = tool.settings
                     row["load_1m_before"] = os.getloadavg()[0]
                     log(f"s{scale}/{tool_name} #{rep + 1}: backup")
+                    stored_before = tool.stored_bytes()
                     backup = tool.backup()
                     row.update(
                         backup_s=backup.seconds,
@@ -526,7 +532,7 @@ def run_size(
                         backup_peak_mib=backup.tree_peak_mib,
                         backup_maxrss_mib=backup.maxrss_mib,
                         backup_processes=backup.processes,
-                        stored_bytes=tool.stored_bytes(),
+                        stored_bytes=tool.stored_bytes() - stored_before,
                     )
                     pgh.run(["rm", "-rf", dest])
                     os.makedirs(dest, mode=0o700)
