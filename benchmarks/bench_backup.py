@@ -88,6 +88,7 @@ GIB = 1 << 30
 MAJOR = 15
 ALL_TOOLS = ("walship", "pgbackrest", "pg_basebackup")
 CACHE_DEFAULT = "/var/tmp/walship-bench-backup"
+CACHE_VERSION = "v2"  # bumped when the way the clusters are made changes
 #: pgbench -i data per scale unit (accounts heap 13.1 MiB + its index 2.1 MiB + the rest)
 MIB_PER_SCALE = 15.6
 SAMPLE_SECONDS = 0.1
@@ -220,7 +221,7 @@ def scale_for(size_gib: float) -> int:
 
 def cached_cluster(wd: pgh.Workdir, cache: str, scale: int, rebuild: bool) -> str:
     """The stopped data directory of a checksummed PG 15 cluster after pgbench -i -s scale."""
-    path = os.path.join(cache, f"pg{MAJOR}-s{scale}")
+    path = os.path.join(cache, f"pg{MAJOR}-s{scale}-{CACHE_VERSION}")
     done = path + ".complete"
     if os.path.exists(done) and os.path.isdir(path) and not rebuild:
         return path
@@ -257,7 +258,19 @@ def cached_cluster(wd: pgh.Workdir, cache: str, scale: int, rebuild: bool) -> st
     try:
         cluster.start()
         cluster.pgbench("-i", "-s", str(scale), "-q")
-        cluster.psql("CHECKPOINT")
+        # the load's WAL (as much as the data) is not kept: checkpoints with a
+        # small max_wal_size remove it, so each run copies the data alone
+        for sql in (
+            "ALTER SYSTEM SET max_wal_size = '32MB'",
+            "ALTER SYSTEM SET min_wal_size = '32MB'",
+            "SELECT pg_reload_conf()",
+            "CHECKPOINT",
+            "SELECT pg_switch_wal()",
+            "CHECKPOINT",
+            "ALTER SYSTEM RESET ALL",
+            "SELECT pg_reload_conf()",
+        ):
+            cluster.psql(sql)
     finally:
         cluster.stop()
     os.makedirs(cache, exist_ok=True)
