@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from backuputil import Spec, write_backup
+
 from walship import cli, repository
 from walship.backup import fetch
 from walship.codec import objects
@@ -172,7 +172,7 @@ def test_latest_with_target_chooses_the_backup_before_it(
     )
     assert code == 0, err
     assert f"backup {first.name}" in out
-    assert f"START WAL LOCATION: 0/2000028" in (tmp_path / "a" / "backup_label").read_text()
+    assert "START WAL LOCATION: 0/2000028" in (tmp_path / "a" / "backup_label").read_text()
     code, out, err = run_cli(capsys, "--repo", url, "backup-fetch", "LATEST", str(tmp_path / "b"))
     assert code == 0, err
     assert f"backup {second.name}" in out
@@ -293,7 +293,7 @@ def test_wrong_key_refused_before_writing(
     assert "key" in err and not target.exists()
     good = tmp_path / "g.toml"
     good.write_text(f'repo = "{url}"\nencryption_keyring = "{key}"\n')
-    code, out, err = run_cli(capsys, "--config", str(good), "backup-fetch", m.name, str(target))
+    code, _out, err = run_cli(capsys, "--config", str(good), "backup-fetch", m.name, str(target))
     assert code == 0, err
     assert (target / "base/1/1259").read_bytes() == FILES["base/1/1259"]
     auto = (target / "postgresql.auto.conf").read_text()
@@ -400,6 +400,7 @@ def test_walship_manifest_wins_over_its_backup_file(
     )
     _put_wal(cfg, backend, "000000010000000000000002.00000028.backup", label.encode(), "backup")
     code, out, _ = run_cli(capsys, "--repo", url, "wal-show", "--json")
+    assert code == 0
     assert [b["name"] for b in json.loads(out)["backups"]] == [m.name]
 
 
