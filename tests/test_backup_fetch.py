@@ -433,3 +433,31 @@ def test_verify_checks_parts_and_deep_digests(
     code, out, err = run_cli(capsys, "--repo", url, "verify")
     assert code == 20 and "1 of its" in out and "missing" in out
     assert manifest_key(m.name) in {i.key for i in backend.list("basebackups/")}
+
+
+def test_restored_copy_passes_pg_verifybackup(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    url, cfg, backend = repo
+    files = dict(FILES)
+    files["pg_tblspc/16385/PG_15_202209061/5/16386"] = os.urandom(1500)
+    ts = tmp_path / "ts"
+    m = write_backup(
+        cfg, backend, spec(files=files, tablespaces=[Tablespace(16385, str(ts), "ts1")])
+    )
+    target = tmp_path / "r"
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(target))
+    assert code == 0, err
+    verify = "/usr/lib/postgresql/15/bin/pg_verifybackup"
+    proc = subprocess.run(
+        [verify, "--no-parse-wal", str(target)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and it would notice a damaged file: the manifest is not a formality
+    (ts / "PG_15_202209061/5/16386").write_bytes(b"other")
+    proc = subprocess.run(
+        [verify, "--no-parse-wal", str(target)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0 and "16386" in proc.stderr

@@ -474,13 +474,8 @@ class Restore:
         result = Result(self.m.name, self.root, len(files), self.m.raw_size)
         result.tablespaces = dict(self.locations)
         if pg_manifest:
-            try:
-                data = self.pg_manifest()
-            except ImportError:  # until walship.pg.backup_manifest is merged
-                log.warning("backup-fetch.no-pg-manifest", "backup_manifest not written")
-            else:
-                _write_new(os.path.join(self.root, PG_MANIFEST), data, 0o600)
-                result.pg_manifest = True
+            _write_new(os.path.join(self.root, PG_MANIFEST), self.pg_manifest(), 0o600)
+            result.pg_manifest = True
         if finish is not None:
             finish(self.root)
         # last: pg_control into place, backup_label, then the marker goes
@@ -526,10 +521,10 @@ class Restore:
 
     def pg_manifest(self) -> bytes:
         """The restored copy's PostgreSQL-format backup_manifest."""
-        from ..pg import backup_manifest  # type: ignore[attr-defined]
+        from ..pg import backup_manifest
 
         m = self.m
-        return backup_manifest.render(  # type: ignore[no-any-return]
+        return backup_manifest.render(
             self.pg_files(),
             [(m.timeline, m.start_lsn, m.stop_lsn)],
             pg_version=m.pg_version,
