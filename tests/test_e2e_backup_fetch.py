@@ -144,11 +144,16 @@ def test_unreachable_target_is_refused_before_writing(work: Workdir) -> None:
         primary.psql("CREATE TABLE t AS SELECT 1 AS x")
         before = primary.psql("SELECT now()::text")
         time.sleep(1.1)
-        row = backup_push(primary, cfg, "only")
+        primary.psql("INSERT INTO t VALUES (2)")  # the commit that decides the target
+        row = backup_push(primary, cfg, "only")  # its data is past the target
+        primary.wait_archived(primary.switch_wal())
         dest = os.path.join(work.path, "restored")
         proc = walship(cfg, "backup-fetch", row["name"], dest, "--target-time", before, check=False)
         assert proc.returncode == 10, proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1 and "not reachable" in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+        assert (
+            len(errors) == 1 and "not reachable" in errors[0] and "nothing was written" in errors[0]
+        )
         assert not os.path.exists(dest)
     finally:
         stop_all([primary])

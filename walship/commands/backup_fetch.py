@@ -89,7 +89,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="parts downloaded and written at once (default: the number of cores)",
+        help="parts downloaded and written at once (default: the backup_workers setting; "
+        "0 there: the number of cores)",
     )
     parser.add_argument(
         "--no-index",
@@ -315,7 +316,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             manifest,
             root,
             tablespaces=mapping,
-            workers=args.workers,
+            workers=args.workers or cfg.backup_workers,
             progress=_progress(),  # type: ignore[arg-type]
         )
         result = job.run(finish=finish)
