@@ -461,3 +461,68 @@ def test_restored_copy_passes_pg_verifybackup(
         [verify, "--no-parse-wal", str(target)], capture_output=True, text=True, check=False
     )
     assert proc.returncode != 0 and "16386" in proc.stderr
+
+
+def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from walship.storage.registry import open_backend
+
+    repo_dir = tmp_path / "repo"
+    cfg = Config(repo=str(repo_dir), compression="none")
+    backend = open_backend(str(repo_dir), cfg)
+    backend.put(repository.IDENTITY_KEY, [repository.Identity(42, S, 15).to_json()])
+    for s in range(1, 4):
+        _put_wal(cfg, backend, segment_file_name(1, s, S), b"seg", "segment")
+    big = {f"base/1/{n}": os.urandom(40 << 20) for n in range(16384, 16387)}
+    m = write_backup(cfg, backend, spec(files={**FILES, **big}, part_size=8 << 20))
+    target = tmp_path / "r"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "walship",
+            "--repo",
+            str(repo_dir),
+            "backup-fetch",
+            m.name,
+            str(target),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            sizes = [p.stat().st_size for p in (target / "base" / "1").glob("1638*")]
+            if any(sizes):
+                break
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)  # our own child, by its pid
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    assert (target / fetch.MARKER).exists()
+    assert not (target / "global" / "pg_control").exists()
+    assert not (target / "backup_label").exists()
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "walship",
+            "--repo",
+            str(repo_dir),
+            "backup-fetch",
+            m.name,
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert code.returncode == 2 and "is not empty" in code.stderr

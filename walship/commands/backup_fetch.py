@@ -29,6 +29,8 @@ from ..pg import format_lsn
 from ..storage.registry import open_backend
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..backup.fetch import Result
     from ..config import Config
     from ..manifest import Manifest
@@ -208,7 +210,7 @@ def _settings(
     )
 
 
-def _progress() -> object:
+def _progress() -> Callable[[int, int], None] | None:
     """A progress line on a terminal (stderr), nothing otherwise."""
     if not sys.stderr.isatty() or not log.enabled("info"):
         return None
@@ -317,7 +319,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             root,
             tablespaces=mapping,
             workers=args.workers or cfg.backup_workers,
-            progress=_progress(),  # type: ignore[arg-type]
+            progress=_progress(),
         )
         result = job.run(finish=finish)
     finally:
