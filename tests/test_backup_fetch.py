@@ -526,3 +526,33 @@ def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
         check=False,
     )
     assert code.returncode == 2 and "is not empty" in code.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--target-time", "2026-11-23 14:30:00"],
+            "--target-time '2026-11-23 14:30:00' has no time zone",
+        ),
+        (["--target-xid", "abc"], "--target-xid 'abc' is not a number"),
+        (
+            ["--target-name", "x", "--target-inclusive", "off"],
+            "--target-inclusive off applies only",
+        ),
+        (["--workers", "-1"], "--workers must be"),
+    ],
+)
+def test_bad_target_flags_named_in_backup_fetch_terms(
+    repo: tuple[str, Config, MemoryBackend],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str,
+) -> None:
+    url = repo[0]
+    code, _out, err = run_cli(
+        capsys, "--repo", url, "backup-fetch", "LATEST", str(tmp_path / "r"), *flags
+    )
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()

@@ -104,6 +104,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _target(args: argparse.Namespace) -> planner.Target:
     from . import plan_restore
 
+    if args.target_inclusive == "off" and not (
+        args.target_time or args.target_lsn or args.target_xid
+    ):
+        raise UsageError(
+            "--target-inclusive off applies only to --target-time, --target-lsn and --target-xid",
+            hint="PostgreSQL ignores recovery_target_inclusive otherwise; leave it out",
+        )
     ns = argparse.Namespace(
         time=args.target_time,
         lsn=args.target_lsn,
@@ -112,8 +119,13 @@ def _target(args: argparse.Namespace) -> planner.Target:
         immediate=args.target_immediate,
         inclusive=args.target_inclusive,
     )
-    target = plan_restore.parse_target(ns)
-    return target
+    try:
+        return plan_restore.parse_target(ns)
+    except UsageError as exc:  # worded for plan-restore's flags
+        text = exc.message
+        for flag in ("--time", "--lsn", "--xid", "--name"):
+            text = text.replace(f"{flag} ", f"--target-{flag[2:]} ")
+        raise UsageError(text, hint="see 'walship backup-fetch --help'") from None
 
 
 def _plan(
