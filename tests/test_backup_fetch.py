@@ -385,6 +385,14 @@ def test_wal_show_and_plan_restore_list_walship_backups(
     assert f"{m.name} (walship backup)" in out
     code, out, _ = run_cli(capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--json")
     assert code == 0 and json.loads(out)["backup"]["name"] == m.name
+    code, out, _ = run_cli(
+        capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--action", "promote"
+    )
+    assert code == 0
+    assert (
+        f"restore    walship backup-fetch {m.name} DIR --target-lsn 0/4000000 "
+        "--target-action promote" in out
+    ), out
 
 
 def test_walship_manifest_wins_over_its_backup_file(
