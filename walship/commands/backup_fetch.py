@@ -264,6 +264,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     mapping = restore.parse_tablespace_map(args.tablespace_map)
     root = os.path.abspath(args.dir)
     restore.check_target(root)  # before any request: the most common mistake
+    if os.geteuid() == 0:
+        log.warning(
+            "backup-fetch.root",
+            "running as root: the restored files will belong to root, and PostgreSQL "
+            "refuses a data directory it does not own; run as the server's user "
+            "(runuser -u postgres -- walship ...) or chown -R the directory afterwards",
+        )
     command, omitted = plan_restore.restore_command_and_omitted(cfg, getattr(args, "repo", None))
     backend = open_backend(cfg.require("repo"), cfg)
     try:
