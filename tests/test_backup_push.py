@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from backupkit import (
     server_env,
     sha256,
     start_walship,
+    walship_cmd,
 )
 from e2e import archiving_primary, sha256_file
 from pgharness import Cluster, Workdir, archive_command, free_port, run, walship_config
@@ -586,5 +588,50 @@ def test_primary_wal_wait_timeout(work: Workdir) -> None:
         assert "walship archive-status" in line and "backup_wal_timeout" in line
         leftovers = scan(cfg)
         assert leftovers.complete == [] and len(leftovers.incomplete) == 1
+    finally:
+        primary.stop("immediate")
+
+
+def test_progress_on_a_terminal_and_bounded_memory(work: Workdir) -> None:
+    primary, cfg = _primary(15, work)
+    try:
+        primary.pgbench("-i", "-s", "10", "-q")  # ~160 MB
+        master, slave = pty.openpty()
+        measure = (
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        env = {**os.environ, **server_env(primary), "WALSHIP_COMPRESSION_LEVEL": "12"}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", measure, *walship_cmd(cfg, "backup-push", "--fast")],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            env=env,
+            cwd="/tmp",
+            **(
+                {"user": "postgres", "group": "postgres", "extra_groups": []}
+                if os.geteuid() == 0
+                else {}
+            ),  # type: ignore[arg-type]
+        )
+        os.close(slave)
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            tty += chunk
+        os.close(master)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        done, peak_kib = out.splitlines()
+        assert done.startswith("backup ") and "consistent at LSN" in done
+        text = tty.decode()
+        assert re.search(r"MiB of [0-9.]+ MiB \(\d+%\), [0-9.]+ [KMG]?i?B/s, ETA \d+ s", text), text
+        assert int(peak_kib) < 200 * 1024, f"peak RSS {int(peak_kib) // 1024} MiB"
     finally:
         primary.stop("immediate")
