@@ -569,3 +569,29 @@ def test_bad_target_flags_named_in_backup_fetch_terms(
     )
     assert code == 2 and message in err and one_error(err), err
     assert not (tmp_path / "r").exists()
+
+
+def test_planner_source_reads_manifests_without_their_file_lists(
+    repo: tuple[str, Config, MemoryBackend],
+) -> None:
+    from walship.manifest import Manifest
+    from walship.restore.backups import WalshipManifestSource
+
+    _url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    m.label = 'tricky ,"directories": label'
+    data = m.to_json()
+    b = WalshipManifestSource().parse(manifest_key(m.name), data)
+    assert b.label == m.label and b.name == m.name and b.source == "walship"
+    assert (b.start_lsn, b.stop_lsn, b.checkpoint_lsn) == (
+        m.start_lsn,
+        m.stop_lsn,
+        m.checkpoint_lsn,
+    )
+    assert [k for k, _s, _d in b.parts] == [part_key(m.name, p.index) for p in m.parts]
+    # a manifest laid out otherwise (files first) is read whole
+    doc = json.loads(data)
+    reordered = {"files": doc.pop("files"), **doc}
+    again = WalshipManifestSource().parse(manifest_key(m.name), json.dumps(reordered).encode())
+    assert again == b
+    assert Manifest.from_json(data, "x").files  # the real manifest still has its files
