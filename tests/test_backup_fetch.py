@@ -595,3 +595,14 @@ def test_planner_source_reads_manifests_without_their_file_lists(
     again = WalshipManifestSource().parse(manifest_key(m.name), json.dumps(reordered).encode())
     assert again == b
     assert Manifest.from_json(data, "x").files  # the real manifest still has its files
+
+
+def test_no_repository_named_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "r"
+    code, _out, err = run_cli(
+        capsys, "--repo", str(tmp_path / "no-repo"), "backup-fetch", "LATEST", str(target)
+    )
+    assert code == 1 and one_error(err) and "does not exist" in err
+    assert not target.exists()
