@@ -606,3 +606,14 @@ def test_no_repository_named_before_anything_is_written(
     )
     assert code == 1 and one_error(err) and "does not exist" in err
     assert not target.exists()
+
+
+def test_no_backup_manifest_for_postgresql_12(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path
+) -> None:
+    _url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    m.pg_version = 120017
+    result = fetch.Restore(cfg, backend, m, str(tmp_path / "r")).run()
+    assert not result.pg_manifest and not (tmp_path / "r" / "backup_manifest").exists()
+    assert (tmp_path / "r" / "backup_label").exists()

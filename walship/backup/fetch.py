@@ -473,7 +473,8 @@ class Restore:
         self._sync(files)
         result = Result(self.m.name, self.root, len(files), self.m.raw_size)
         result.tablespaces = dict(self.locations)
-        if pg_manifest:
+        major = self.m.pg_version // 10000 if self.m.pg_version >= 10000 else self.m.pg_version
+        if pg_manifest and major >= 13:  # PostgreSQL 12 has no backup manifests
             _write_new(os.path.join(self.root, PG_MANIFEST), self.pg_manifest(), 0o600)
             result.pg_manifest = True
         if finish is not None:
