@@ -107,6 +107,10 @@ def pgdata(tmp_path: Path) -> Path:
     _write(location / "PG_15_202209061" / "5" / "16401", b"T" * 16384)
     _write(location / "PG_14_202107181" / "5" / "16401", b"old version")
     (d / "pg_tblspc" / "16400").symlink_to(location)
+    (d / "pg_wal").rename(tmp_path / "wal")  # pg_wal as a link (initdb -X): followed
+    (d / "pg_wal").symlink_to(tmp_path / "wal")
+    (d / "linked_conf.conf").symlink_to(d / "postgresql.conf")
+    (d / "log").symlink_to(tmp_path)  # a link to a directory: not followed (here it loops)
     return d
 
 
@@ -120,6 +124,7 @@ def test_walk_applies_postgresql_rules(pgdata: Path, tmp_path: Path) -> None:
         "base/5/16384_fsm",
         "base/5/16385_init",
         "postgresql.conf",
+        "linked_conf.conf",
         "current_logfiles",
         "empty",
         "pg_tblspc/16400/PG_15_202209061/5/16401",
@@ -129,6 +134,7 @@ def test_walk_applies_postgresql_rules(pgdata: Path, tmp_path: Path) -> None:
     assert not any(d.startswith(("pg_replslot/", "base/pgsql_tmp")) for d in dirs)
     assert {"pg_tblspc", "pg_tblspc/16400", "pg_tblspc/16400/PG_15_202209061/5"} <= dirs
     assert found.links == {16400: str(tmp_path / "ts")}
+    assert found.skipped == ["log"]
     ts = next(f for f in found.files if f.path.startswith("pg_tblspc/"))
     assert ts.tablespace == 16400
 
