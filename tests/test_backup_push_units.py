@@ -241,9 +241,7 @@ def _manifest(name: str, start_lsn: int, stop_lsn: int, stop_time: str) -> Manif
     )
 
 
-def _listing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str
-) -> tuple[int, str, str]:
+def _listing(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
     from walship import cli
 
     code = cli.main(["--config", os.devnull, "--repo", REPO, "backup-list", *extra])
