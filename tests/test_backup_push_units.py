@@ -303,3 +303,12 @@ def test_backup_list_rows_wal_ok_and_leftovers(
     code, out, err = _listing(capsys, "--json")
     assert code == 1 and len(json.loads(out)) == 2
     assert "backup 20261202T020000Z:" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("label", ["two\nlines", "x" * 1024])
+def test_label_checked_before_connecting(label: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from walship import cli
+
+    code = cli.main(["--config", os.devnull, "--repo", REPO, "backup-push", "--label", label])
+    _out, err = capsys.readouterr()
+    assert code == 2 and "--label must be one line of at most 1023 bytes" in err
