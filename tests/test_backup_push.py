@@ -174,7 +174,20 @@ def test_sigkill_midway_then_next_push_and_backup_list(work: Workdir) -> None:
                 parts_dir[:] = [os.path.join(root, names[0])]
             return bool(names) and len(os.listdir(os.path.join(root, names[0]))) >= 3
 
-        # zstd level 19: slow enough to be killed midway
+        # zstd level 19: slow enough to be stopped midway. Ctrl-C first: it ends promptly
+        slow = server_env(primary, WALSHIP_COMPRESSION_LEVEL="19")
+        interrupted = start_walship(cfg, "backup-push", "--fast", env=slow)
+        try:
+            _wait("3 parts written", some_parts)
+        finally:
+            interrupted.send_signal(signal.SIGINT)
+            _out, err = interrupted.communicate(timeout=30)
+        assert interrupted.returncode == 130, err
+        assert one_line(err).endswith("interrupted")
+        assert len(scan(cfg).incomplete) == 1
+        for leftover in parts_dir:
+            subprocess.run(["rm", "-rf", leftover], check=True)
+        parts_dir.clear()
         killed = start_walship(
             cfg, "backup-push", "--fast", env=server_env(primary, WALSHIP_COMPRESSION_LEVEL="19")
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -107,6 +108,10 @@ def pgdata(tmp_path: Path) -> Path:
     _write(location / "PG_15_202209061" / "5" / "16401", b"T" * 16384)
     _write(location / "PG_14_202107181" / "5" / "16401", b"old version")
     (d / "pg_tblspc" / "16400").symlink_to(location)
+    (d / "pg_wal").rename(tmp_path / "wal")  # pg_wal as a link (initdb -X): followed
+    (d / "pg_wal").symlink_to(tmp_path / "wal")
+    (d / "linked_conf.conf").symlink_to(d / "postgresql.conf")
+    (d / "log").symlink_to(tmp_path)  # a link to a directory: not followed (here it loops)
     return d
 
 
@@ -120,6 +125,7 @@ def test_walk_applies_postgresql_rules(pgdata: Path, tmp_path: Path) -> None:
         "base/5/16384_fsm",
         "base/5/16385_init",
         "postgresql.conf",
+        "linked_conf.conf",
         "current_logfiles",
         "empty",
         "pg_tblspc/16400/PG_15_202209061/5/16401",
@@ -129,6 +135,7 @@ def test_walk_applies_postgresql_rules(pgdata: Path, tmp_path: Path) -> None:
     assert not any(d.startswith(("pg_replslot/", "base/pgsql_tmp")) for d in dirs)
     assert {"pg_tblspc", "pg_tblspc/16400", "pg_tblspc/16400/PG_15_202209061/5"} <= dirs
     assert found.links == {16400: str(tmp_path / "ts")}
+    assert found.skipped == ["log"]
     ts = next(f for f in found.files if f.path.startswith("pg_tblspc/"))
     assert ts.tablespace == 16400
 
@@ -210,3 +217,98 @@ def test_changed_files_copied_at_their_walk_size(pgdata: Path) -> None:
 def test_part_size_is_whole_mebibytes() -> None:
     assert writer.effective_part_size((3 << 20) + 12345) == 3 << 20
     assert writer.effective_part_size(1) == 1 << 20
+
+
+def _manifest(name: str, start_lsn: int, stop_lsn: int, stop_time: str) -> Manifest:
+    return Manifest(
+        name,
+        f"label {name}",
+        150004,
+        77,
+        16 << 20,
+        8192,
+        start_lsn,
+        stop_lsn,
+        start_lsn + 0x60,
+        1,
+        1,
+        "2026-12-02T00:30:00.000000Z",
+        stop_time,
+        False,
+        False,
+        "START WAL LOCATION: x",
+        None,
+    )
+
+
+def _listing(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    from walship import cli
+
+    code = cli.main(["--config", os.devnull, "--repo", REPO, "backup-list", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+REPO = f"mem://list-{uuid.uuid4().hex}"
+
+
+def test_backup_list_rows_wal_ok_and_leftovers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from walship import repository
+    from walship.backup.push import write_manifest
+    from walship.codec import objects as objs
+
+    cfg = Config(repo=REPO)
+    backend = MemoryBackend(REPO.removeprefix("mem://"))
+    code, out, err = _listing(capsys)
+    assert code == 1 and "has no repository.json" in err  # not an empty list
+    repository.ensure_identity(backend, repository.Identity(77, 16 << 20, 15))
+    code, out, err = _listing(capsys)
+    assert (code, out, err) == (0, "no complete base backup\n", "")
+
+    newer = _manifest("20261202T010000Z", 0x5000028, 0x6000100, "2026-12-02T01:00:09.500000Z")
+    older = _manifest("20261202T003000Z", 0x2000028, 0x2000100, "2026-12-02T00:30:04.000000Z")
+    for m in (newer, older):
+        write_manifest(cfg, backend, m)
+    # the WAL of the older one only (segment 2); segment 6 of the newer one is missing
+    for seg in ("000000010000000000000002", "000000010000000000000005"):
+        header = objs.new_header(seg, "segment", 1, "0" * 64, cfg)
+        objs.put_object(cfg, backend, repository.key_for(seg), header, [b"x"])
+    backend.put("basebackups/20261202T020000Z/part-000000", [b"leftover"])
+
+    code, out, err = _listing(capsys)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["name", "label", "stop"]
+    assert lines[1].startswith("20261202T003000Z  label 20261202T003000Z  2026-12-02 00:30:04Z")
+    assert lines[1].split()[-1] == "ok" and lines[1].split()[-2] == "4s"
+    assert lines[2].startswith("20261202T010000Z") and lines[2].endswith("MISSING")
+    assert lines[3] == "1 incomplete backup (leftovers): walship delete --garbage"
+
+    code, out, err = _listing(capsys, "--json")
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["20261202T003000Z", "20261202T010000Z"]
+    assert rows[0] | {"duration_s": 4.0} == rows[0]
+    assert {k: rows[1][k] for k in ("start_lsn", "stop_lsn", "timeline", "wal_ok")} == {
+        "start_lsn": "0/5000028",
+        "stop_lsn": "0/6000100",
+        "timeline": 1,
+        "wal_ok": False,
+    }
+    assert rows[1]["stop_time"] == "2026-12-02T01:00:09.500000Z"
+
+    # an unreadable manifest: reported, exit 1, the others still listed
+    backend.put("basebackups/20261202T020000Z/manifest.json", [b"not an envelope"])
+    code, out, err = _listing(capsys, "--json")
+    assert code == 1 and len(json.loads(out)) == 2
+    assert "backup 20261202T020000Z:" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("label", ["two\nlines", "x" * 1024])
+def test_label_checked_before_connecting(label: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from walship import cli
+
+    code = cli.main(["--config", os.devnull, "--repo", REPO, "backup-push", "--label", label])
+    _out, err = capsys.readouterr()
+    assert code == 2 and "--label must be one line of at most 1023 bytes" in err
