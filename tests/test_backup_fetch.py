@@ -617,3 +617,18 @@ def test_no_backup_manifest_for_postgresql_12(
     result = fetch.Restore(cfg, backend, m, str(tmp_path / "r")).run()
     assert not result.pg_manifest and not (tmp_path / "r" / "backup_manifest").exists()
     assert (tmp_path / "r" / "backup_label").exists()
+
+
+def test_missing_parents_are_created_and_unwritable_ones_refused(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    deep = tmp_path / "a" / "b" / "data"
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(deep))
+    assert code == 0, err
+    assert (deep / "backup_label").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(blocker / "d"))
+    assert code == 2 and one_error(err) and "not a directory" in err

@@ -115,9 +115,13 @@ def check_target(root: str, what: str = "target directory") -> None:
             hint="choose another directory or empty this one",
         )
     if state is None:
+        # created with its missing parents (as pg_basebackup -D does): the nearest
+        # existing ancestor must be a directory this user can write in
         parent = os.path.dirname(os.path.abspath(root)) or "/"
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
-            raise UsageError(f"cannot create {what} {root}: {parent} does not exist")
+            raise UsageError(f"cannot create {what} {root}: {parent} is not a directory")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"cannot create {what} {root}: {parent} is not writable by this user")
     elif not os.access(root, os.W_OK | os.X_OK):
@@ -266,7 +270,7 @@ class Restore:
 
     def _layout(self) -> None:
         if not os.path.exists(self.root):
-            os.mkdir(self.root, 0o700)
+            os.makedirs(self.root, 0o700)
         os.chmod(self.root, 0o700)
         self._started = True
         with open(os.path.join(self.root, MARKER), "w") as fh:
@@ -279,7 +283,7 @@ class Restore:
             os.makedirs(os.path.join(self.root, "pg_tblspc"), 0o700, exist_ok=True)
         for oid, location in sorted(self.locations.items()):
             if not os.path.exists(location):
-                os.mkdir(location, 0o700)
+                os.makedirs(location, 0o700)
             os.symlink(location, os.path.join(self.root, "pg_tblspc", str(oid)))
         dirs = sorted({d.path for d in self.m.directories} | self._parents())
         for d in dirs:
