@@ -146,6 +146,7 @@ def test_cli_standby_and_no_target(
     assert (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
     auto = (target / "postgresql.auto.conf").read_text()
     assert "recovery_target_lsn = ''" in auto and "recovery_target_action" not in auto
+    assert "recovery_target_timeline = 'latest'" in auto  # follows later promotions
 
 
 def test_latest_with_target_chooses_the_backup_before_it(

@@ -313,6 +313,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             else:
                 manifest = catalog.find(cfg, backend, "LATEST")
         settings = _settings(args, target, plan, command)
+        if args.standby and args.target_timeline.strip().lower() == "latest":
+            # a standby follows the primary onto the timelines it creates later: the plan's
+            # explicit number (today's latest) would stop it at the next promotion
+            settings["recovery_target_timeline"] = "'latest'"
         if omitted:
             log.warning(
                 "backup-fetch.secrets",
