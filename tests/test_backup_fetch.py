@@ -477,7 +477,8 @@ def test_restored_copy_passes_pg_verifybackup(
     assert proc.returncode != 0 and "16386" in proc.stderr
 
 
-def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signo", [9, 2], ids=["SIGKILL", "SIGINT"])
+def test_restore_killed_midway_never_looks_complete(tmp_path: Path, signo: int) -> None:
     import signal
     import subprocess
     import sys
@@ -517,10 +518,15 @@ def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
             if any(sizes):
                 break
             time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)  # our own child, by its pid
+        proc.send_signal(signo)  # our own child, by its pid
+        killed = time.monotonic()
     finally:
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    if signo == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    else:  # Ctrl-C: the workers stop between chunks, queued parts are cancelled
+        assert proc.returncode == 130, "the restore ended before it could be interrupted"
+        assert time.monotonic() - killed < 10
     assert (target / fetch.MARKER).exists()
     assert not (target / "global" / "pg_control").exists()
     assert not (target / "backup_label").exists()

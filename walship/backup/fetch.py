@@ -206,6 +206,7 @@ class Restore:
         self._done = 0
         self._lock = threading.Lock()
         self._started = False
+        self._stop = threading.Event()
 
     # --- 1. checks that write nothing -------------------------------------------------
 
@@ -330,6 +331,8 @@ class Restore:
         try:
             with objects.open_object(self.cfg, self.backend, key) as obj:
                 for chunk in obj.raw:
+                    if self._stop.is_set():
+                        return  # another worker failed, or Ctrl-C: its error is raised
                     view = memoryview(chunk)
                     cpos = 0
                     while cpos < len(view):
@@ -402,23 +405,32 @@ class Restore:
             )
 
     def _pool(self, func: Callable[..., None], jobs: list[tuple[object, ...]]) -> None:
-        """Run jobs on the workers; the first error stops handing out the rest."""
+        """Run jobs on the workers; the first error (or Ctrl-C) stops the rest.
+
+        Running jobs see :attr:`_stop` between chunks; queued ones are cancelled.
+        """
         if not jobs:
             return
         failed: list[BaseException] = []
-        stop = threading.Event()
 
         def guarded(args: tuple[object, ...]) -> None:
-            if stop.is_set():
+            if self._stop.is_set():
                 return
             try:
                 func(*args)
             except BaseException as exc:
-                stop.set()
+                self._stop.set()
                 failed.append(exc)
 
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
-            list(pool.map(guarded, jobs))
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)))
+        try:
+            for future in [pool.submit(guarded, job) for job in jobs]:
+                future.result()
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         if failed:
             raise failed[0]
 
@@ -435,6 +447,14 @@ class Restore:
         self.preflight()
         try:
             return self._run(started, pg_manifest, finish)
+        except KeyboardInterrupt:
+            if self._started:
+                log.warning(
+                    "backup-fetch.interrupted",
+                    f"{self.root} is incomplete (marked by {MARKER}, no global/pg_control): "
+                    "remove it and run backup-fetch again",
+                )
+            raise
         except (WalshipError, OSError) as exc:
             if not self._started:
                 if isinstance(exc, OSError):
