@@ -390,7 +390,9 @@ def test_wal_show_and_plan_restore_list_walship_backups(
     code, out, _ = run_cli(capsys, "--repo", url, "wal-show")
     assert f"{m.name} (walship backup)" in out
     code, out, _ = run_cli(capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--json")
-    assert code == 0 and json.loads(out)["backup"]["name"] == m.name
+    doc = json.loads(out)
+    assert code == 0 and doc["backup"]["name"] == m.name
+    assert doc["backup_fetch"] == f"walship backup-fetch {m.name} DIR --target-lsn 0/4000000"
     code, out, _ = run_cli(
         capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--action", "promote"
     )
