@@ -499,8 +499,9 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         shown = ", ".join(
             f"{f['path']} block {f['block']}" for f in ctx.checksum_failures[:SHOWN_FAILURES]
         )
+        report = log.warning if opts.allow_checksum_failures else log.debug  # else: one line
         for f in ctx.checksum_failures:
-            log.warning(
+            report(
                 "backup.checksum",
                 f"page checksum failure in {f['path']} block {f['block']}",
                 path=f["path"],
@@ -510,8 +511,8 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
             raise WalshipError(
                 f"backup {name}: {len(ctx.checksum_failures)} page(s) failed their checksum "
                 f"({shown}); the backup is not recorded",
-                hint="the data files are corrupt: investigate (and restore those relations); "
-                "--allow-checksum-failures records the backup anyway",
+                hint="the data files are corrupt: investigate (and restore those relations; "
+                "-v lists every page); --allow-checksum-failures records the backup anyway",
             )
     seg = server.wal_segment_size
     stop_segment = segment_file_name(stop_tli, segno_of_end_lsn(stop_lsn, seg), seg)
