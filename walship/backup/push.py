@@ -389,7 +389,11 @@ def _stop(conn: Any, server: Server) -> tuple[int, str, str | None]:
             sql = "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
         lsn, labelfile, spcmap = _one(conn, sql)
     except psycopg.Error as exc:
-        raise _sql_error("pg_backup_stop failed", exc) from None
+        err = _sql_error("pg_backup_stop failed", exc)
+        raise ServerCheckError(
+            f"{err.message}; the backup is not recorded",
+            hint=err.hint or "take the backup again",
+        ) from None
     return parse_lsn(lsn), str(labelfile), (str(spcmap) if spcmap else None)
 
 
