@@ -281,7 +281,9 @@ def test_tablespace_recorded(work: Workdir) -> None:
         primary.psql(
             "CREATE TABLE far TABLESPACE extra AS SELECT g FROM generate_series(1, 50000) g"
         )
+        primary.psql("CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 5000) g")
         primary.psql("CHECKPOINT")
+        unlogged = primary.psql("SELECT pg_relation_filepath('scratch')")
         oid = int(primary.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'"))
         relpath = primary.psql("SELECT pg_relation_filepath('far')")
         proc = _push(primary, cfg, "--fast")
@@ -297,6 +299,10 @@ def test_tablespace_recorded(work: Workdir) -> None:
         dirs = {d.path: d for d in m.directories}
         assert dirs[f"pg_tblspc/{oid}"].tablespace == oid
         assert "pg_tblspc" in dirs
+        # an unlogged relation: only its init fork (the server rebuilds the rest from it)
+        paths = {f.path for f in m.files}
+        assert os.path.exists(os.path.join(primary.datadir, unlogged))
+        assert unlogged not in paths and f"{unlogged}_init" in paths
     finally:
         primary.stop("immediate")
 
@@ -349,6 +355,36 @@ def test_standby_backup_and_wal_timeout(work: Workdir) -> None:
         assert m.from_standby and "BACKUP FROM: standby" in m.backup_label
         assert m.timeline == m.stop_timeline == 1
         assert "pg_wal/archive_status" in {d.path for d in m.directories}
+        # the standby is promoted while its backup is copied: the backup fails
+        repo = os.path.join(work.path, "repo")
+        before = set(os.listdir(os.path.join(repo, "basebackups")))
+        slow = start_walship(
+            cfg,
+            "backup-push",
+            "--fast",
+            env=server_env(
+                standby,
+                WALSHIP_COMPRESSION_LEVEL="19",
+                WALSHIP_BACKUP_WORKERS="1",
+                WALSHIP_BACKUP_PART_SIZE=str(1 << 20),
+            ),
+        )
+        try:
+            _wait(
+                "a part of the next backup",
+                lambda: any(
+                    os.listdir(os.path.join(repo, "basebackups", n))
+                    for n in set(os.listdir(os.path.join(repo, "basebackups"))) - before
+                ),
+            )
+            run([standby.bin("pg_ctl"), "-D", standby.datadir, "-w", "promote"])
+        finally:
+            _out, err = slow.communicate(timeout=300)
+        assert slow.returncode == 1, err
+        line = one_line(err)
+        assert "the standby was promoted during online backup" in line
+        assert "the backup is not recorded" in line
+        assert [b.name for b in manifests(cfg)] == [m.name]
     finally:
         stop.set()
         if switcher is not None:

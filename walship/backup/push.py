@@ -389,7 +389,11 @@ def _stop(conn: Any, server: Server) -> tuple[int, str, str | None]:
             sql = "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
         lsn, labelfile, spcmap = _one(conn, sql)
     except psycopg.Error as exc:
-        raise _sql_error("pg_backup_stop failed", exc) from None
+        err = _sql_error("pg_backup_stop failed", exc)
+        raise ServerCheckError(
+            f"{err.message}; the backup is not recorded",
+            hint=err.hint or "take the backup again",
+        ) from None
     return parse_lsn(lsn), str(labelfile), (str(spcmap) if spcmap else None)
 
 
@@ -468,8 +472,8 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         part_size = writer.effective_part_size(cfg.backup_part_size)
         progress = writer.Progress(found.size)
         checker = writer.Checker(start_lsn, server.block_size) if server.data_checksums else None
-        ctx = writer.Context(cfg, backend, name, part_size, progress, checker)
         workers = cfg.backup_workers or os.cpu_count() or 1
+        ctx = writer.Context(cfg, backend, name, part_size, progress, checker, workers)
         reporter = _Reporter(progress, opts.progress, opts.verbose)
         try:
             file_entries, part_entries = _copy(
@@ -499,8 +503,9 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         shown = ", ".join(
             f"{f['path']} block {f['block']}" for f in ctx.checksum_failures[:SHOWN_FAILURES]
         )
+        report = log.warning if opts.allow_checksum_failures else log.debug  # else: one line
         for f in ctx.checksum_failures:
-            log.warning(
+            report(
                 "backup.checksum",
                 f"page checksum failure in {f['path']} block {f['block']}",
                 path=f["path"],
@@ -510,8 +515,8 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
             raise WalshipError(
                 f"backup {name}: {len(ctx.checksum_failures)} page(s) failed their checksum "
                 f"({shown}); the backup is not recorded",
-                hint="the data files are corrupt: investigate (and restore those relations); "
-                "--allow-checksum-failures records the backup anyway",
+                hint="the data files are corrupt: investigate (and restore those relations; "
+                "-v lists every page); --allow-checksum-failures records the backup anyway",
             )
     seg = server.wal_segment_size
     stop_segment = segment_file_name(stop_tli, segno_of_end_lsn(stop_lsn, seg), seg)
