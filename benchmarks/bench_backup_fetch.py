@@ -140,7 +140,8 @@ def main() -> None:
                 results[kind].append(timed(cmd(dest)))
                 log(f"{kind} rep {rep}: {results[kind][-1]} ({du(dest) / 1e6:.0f} MB)")
                 pgh.run(["rm", "-rf", dest])
-        print(f"\nraw data: {raw / 1e6:,.0f} MB (pgbench scale {args.scale}), {os.cpu_count()} cores")
+        cores = os.cpu_count()
+        print(f"\nraw data: {raw / 1e6:,.0f} MB (pgbench scale {args.scale}), {cores} cores")
         print("| restore | seconds (median) | MB/s raw | peak RSS |")
         print("|---|---|---|---|")
         for kind, runs in results.items():
