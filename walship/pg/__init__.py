@@ -11,6 +11,7 @@ path). The rest of the package is imported only where it is used:
 * :mod:`walship.pg.records` -- the WAL page and record reader
 * :mod:`walship.pg.checksum` -- data page checksums (numpy), which files carry them
 * :mod:`walship.pg.backup_manifest` -- PostgreSQL's ``backup_manifest`` file
+* :mod:`walship.pg.recovery` -- recovery settings and signal files (restores)
 
 Nothing in this package imports from walship but :mod:`walship.errors`. See
 docs/ and the PostgreSQL WAL reference for the rules these implement.
