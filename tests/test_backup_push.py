@@ -16,6 +16,7 @@ from datetime import datetime
 
 import pytest
 from backupkit import (
+    as_server_user,
     file_bytes,
     load_config,
     manifests,
@@ -584,6 +585,8 @@ def test_bad_inputs_refused_before_copying(work: Workdir) -> None:
             capture_output=True,
             text=True,
             env={**os.environ, **server_env(primary)},
+            cwd="/tmp",
+            **as_server_user(),  # type: ignore[arg-type]
         )
         line = _refused(blocked)
         assert "psycopg, which is not installed" in line and "walship[backup]" in line
@@ -658,11 +661,7 @@ def test_progress_on_a_terminal_and_bounded_memory(work: Workdir) -> None:
             text=True,
             env=env,
             cwd="/tmp",
-            **(
-                {"user": "postgres", "group": "postgres", "extra_groups": []}
-                if os.geteuid() == 0
-                else {}
-            ),  # type: ignore[arg-type]
+            **as_server_user(),  # type: ignore[arg-type]
         )
         os.close(slave)
         tty = b""
