@@ -345,6 +345,10 @@ def test_standby_backup_and_wal_timeout(work: Workdir) -> None:
         assert "needed to make the backup consistent" in line
         assert "within 3 s" in line and "primary" in line and "pg_switch_wal()" in line
         assert scan(cfg).complete == []
+        # the primary's data directory is the same cluster, but not this server's
+        wrong = _push(standby, cfg, "--pgdata", primary.datadir)
+        assert wrong.returncode == 1
+        assert f"{primary.datadir} is not the server's data directory" in one_line(wrong.stderr)
         # with the primary switching segments, the standby's backup completes
         switcher = threading.Thread(target=_switching, args=(primary, stop), daemon=True)
         switcher.start()
