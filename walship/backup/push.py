@@ -46,6 +46,7 @@ from . import catalog, files, writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..config import Config
@@ -340,19 +341,36 @@ class _Reporter:
 # ------------------------------------------------------------------ the backup
 
 
+#: seconds between checks, during the copy, that a standby was not promoted
+PROMOTION_CHECK = 5.0
+
+
 def _copy(
-    cfg: Config, ctx: writer.Context, jobs: list[list[files.Source]], workers: int
+    ctx: writer.Context,
+    jobs: list[list[files.Source]],
+    workers: int,
+    still_standby: Callable[[], bool] | None = None,
 ) -> tuple[list[Any], list[Any]]:
+    """Run the jobs; on a standby, fail early if it is promoted meanwhile."""
     file_entries: list[Any] = []
     part_entries: list[Any] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship-backup")
     try:
         futures = [pool.submit(writer.run_job, ctx, job) for job in jobs]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in done:
-            exc = f.exception()
-            if exc is not None and not isinstance(exc, writer._Aborted):
-                raise exc
+        while True:
+            done, pending = wait(futures, timeout=PROMOTION_CHECK, return_when=FIRST_EXCEPTION)
+            for f in done:
+                exc = f.exception()
+                if exc is not None and not isinstance(exc, writer._Aborted):
+                    raise exc
+            if not pending:
+                break
+            if still_standby is not None and not still_standby():
+                raise WalshipError(
+                    f"backup {ctx.name}: the standby was promoted during the backup; the "
+                    "backup is not recorded",
+                    hint="take the backup again (of the new primary, or of a standby)",
+                )
         for f in futures:
             res = f.result()
             file_entries.extend(res.files)
@@ -477,7 +495,12 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         reporter = _Reporter(progress, opts.progress, opts.verbose)
         try:
             file_entries, part_entries = _copy(
-                cfg, ctx, writer.plan(found.files, part_size), workers
+                ctx,
+                writer.plan(found.files, part_size),
+                workers,
+                (lambda: bool(_one(conn, "SELECT pg_is_in_recovery()")[0]))
+                if server.standby
+                else None,
             )
         finally:
             reporter.close()
