@@ -189,6 +189,24 @@ def test_sigkill_midway_then_next_push_and_backup_list(work: Workdir) -> None:
         for leftover in parts_dir:
             subprocess.run(["rm", "-rf", leftover], check=True)
         parts_dir.clear()
+        # the server ends the backup's session: the copy stops within seconds
+        cut = start_walship(cfg, "backup-push", "--fast", env=slow)
+        try:
+            _wait("3 parts written", some_parts)
+            primary.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'walship backup-push'"
+            )
+            terminated = time.monotonic()
+        finally:
+            _out, err = cut.communicate(timeout=300)
+        assert time.monotonic() - terminated < 20
+        assert cut.returncode == 1
+        line = one_line(err)
+        assert "lost the session holding the backup" in line and "not recorded" in line
+        for leftover in parts_dir:
+            subprocess.run(["rm", "-rf", leftover], check=True)
+        parts_dir.clear()
         killed = start_walship(
             cfg, "backup-push", "--fast", env=server_env(primary, WALSHIP_COMPRESSION_LEVEL="19")
         )
