@@ -80,6 +80,32 @@ def test_multipart_roundtrip_and_conditional_complete(
     assert read_all(backend.open("big/obj")) == b"small"
 
 
+@pytest.mark.parametrize("server", ["moto", "seaweedfs"])
+def test_object_just_over_the_part_size_is_one_put(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    # a 16 MiB segment stored uncompressed is 16 MiB plus its header: one PUT,
+    # not a multipart upload of a full part and a few hundred bytes
+    env = request.getfixturevalue("s3_repo_env" if server == "moto" else "seaweedfs_repo_env")
+    backend = _multipart_backend(env)
+    data = os.urandom(5 * MIB + 300)
+    backend.put("seg/obj", [data[i : i + MIB] for i in range(0, len(data), MIB)])
+    etag = backend.client.head_object(Bucket=backend.bucket, Key=backend.prefix + "seg/obj")[
+        "ETag"
+    ].strip('"')
+    assert etag == hashlib.md5(data).hexdigest()  # a single PUT's ETag; multipart's ends "-2"
+    assert read_all(backend.open("seg/obj")) == data
+    # beyond the slack it is a multipart upload, its first part 1 MiB larger
+    data = os.urandom(6 * MIB + 1)
+    backend.put("seg/big", [data])
+    etag = backend.client.head_object(Bucket=backend.bucket, Key=backend.prefix + "seg/big")[
+        "ETag"
+    ].strip('"')
+    first, rest = hashlib.md5(data[: 6 * MIB]).digest(), hashlib.md5(data[6 * MIB :]).digest()
+    assert etag == hashlib.md5(first + rest).hexdigest() + "-2"
+    assert read_all(backend.open("seg/big")) == data
+
+
 def test_part_sizes_cover_5_tib() -> None:
     from walship.storage.parts import capacity
 

@@ -64,6 +64,13 @@ DeleteAnswer = tuple[int, str, str] | None
 
 _DELETED = (200, 202, 204)
 
+#: an object up to this much larger than the part size is still one request, and
+#: a larger one's first part is this much larger: a 16 MiB WAL segment stored
+#: uncompressed (or incompressible) plus the object header is one PUT, not an
+#: upload of a full part and a part of a few hundred bytes (five requests
+#: instead of one). A multiple of GCS's 256 KiB chunk alignment.
+ONE_REQUEST_SLACK = 1 << 20
+
 
 def parse_url(url: str, noun: str = "bucket") -> tuple[str, str]:
     """``scheme://name/a/b`` -> ("name", "a/b/"); ``noun`` names the missing part."""
@@ -288,7 +295,7 @@ class RemoteBackend(Store):
         full = self.prefix + key
         where = self._where(key)
         reader = PartReader(chunks)
-        first = reader.read(self.part_size)
+        first = reader.read(min(self.part_size + ONE_REQUEST_SLACK, self.MAX_PART))
         try:
             if reader.exhausted and self._one_request(first):
                 what = f"PUT {where}"
