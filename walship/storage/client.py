@@ -64,12 +64,17 @@ DeleteAnswer = tuple[int, str, str] | None
 
 _DELETED = (200, 202, 204)
 
-#: an object up to this much larger than the part size is still one request, and
-#: a larger one's first part is this much larger: a 16 MiB WAL segment stored
-#: uncompressed (or incompressible) plus the object header is one PUT, not an
-#: upload of a full part and a part of a few hundred bytes (five requests
-#: instead of one). A multiple of GCS's 256 KiB chunk alignment.
-ONE_REQUEST_SLACK = 1 << 20
+#: see :func:`one_request_slack`; GCS's chunk alignment
+SLACK_STEP = 256 << 10
+
+
+def one_request_slack(part_size: int) -> int:
+    """Bytes above the part size an object may have and still be one request (and
+    a larger object's first part has): a sixteenth of the part size, in steps of
+    256 KiB (1 MiB for 16 MiB parts). So a 16 MiB WAL segment stored uncompressed
+    (or incompressible) with its object header is one PUT, not an upload of a
+    full part and a part of a few hundred bytes: five requests instead of one."""
+    return part_size // 16 // SLACK_STEP * SLACK_STEP
 
 
 def parse_url(url: str, noun: str = "bucket") -> tuple[str, str]:
@@ -295,7 +300,7 @@ class RemoteBackend(Store):
         full = self.prefix + key
         where = self._where(key)
         reader = PartReader(chunks)
-        first = reader.read(min(self.part_size + ONE_REQUEST_SLACK, self.MAX_PART))
+        first = reader.read(min(self.part_size + one_request_slack(self.part_size), self.MAX_PART))
         try:
             if reader.exhausted and self._one_request(first):
                 what = f"PUT {where}"
