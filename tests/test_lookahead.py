@@ -337,6 +337,26 @@ def _background_pids(site: Site) -> list[int]:
     return pids
 
 
+def _thread_nice(pid: int) -> dict[int, int]:
+    """Each thread's niceness (Linux keeps one per thread): tid -> nice."""
+    nice = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        nice[int(tid)] = int(stat.rsplit(")", 1)[1].split()[16])
+    return nice
+
+
+def test_only_the_threads_that_push_ahead_run_at_a_lower_priority(site: Site) -> None:
+    # the archiver's calls come first (nice +5 on the pushing threads); the process
+    # itself, and the threads that fetch ahead, keep the caller's priority
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    _pushed_ahead(site)
+    (pid,) = _background_pids(site)
+    nice = _thread_nice(pid)
+    assert nice[pid] == base, nice
+    assert base + 5 in nice.values(), nice
+
+
 def test_the_background_process_runs_with_two_malloc_arenas(site: Site) -> None:
     # each pushing thread's own glibc arena kept its freed segment buffers: the
     # peak memory grew by ~8 MiB per push at once (docs/benchmarks.md)

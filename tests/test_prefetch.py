@@ -195,6 +195,22 @@ def test_a_claimed_fetch_imports_no_storage_codec_or_hashing(site: dict[str, str
     assert _restored(site) == make_segment(2)
 
 
+def test_the_threads_that_fetch_ahead_keep_the_callers_priority(site: dict[str, str]) -> None:
+    # the startup process waits for them (each call claims what they fetched): unlike
+    # the threads that push ahead, they are not niced
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(_spool(site))
+    pid = _background_pid(site)
+    nice = {
+        int(tid): int(
+            Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16]
+        )
+        for tid in os.listdir(f"/proc/{pid}/task")
+    }
+    assert len(nice) >= 2 and set(nice.values()) == {base}, nice
+
+
 def test_a_damaged_spooled_file_is_not_used(site: dict[str, str]) -> None:
     spool = _spool(site)
     assert _fetch(site, 1).returncode == 0
