@@ -1046,7 +1046,15 @@ def main() -> int:
     parser.add_argument("--tools", default=",".join(ALL_TOOLS))
     parser.add_argument("--fast-reps", type=int, default=11, help="fast-path calls per tool")
     parser.add_argument(
-        "--restore-reps", type=int, default=1, help="restores per tool (the median is reported)"
+        "--restore-reps",
+        type=int,
+        default=1,
+        help="restores of each --restore-reps-tools tool (the median is reported)",
+    )
+    parser.add_argument(
+        "--restore-reps-tools",
+        default="pgbackrest-async,walship",
+        help="the tools restored --restore-reps times (the others once)",
     )
     parser.add_argument(
         "--s3-server",
@@ -1064,8 +1072,9 @@ def main() -> int:
     args.walship = os.path.abspath(args.walship)
     args.barman = os.path.abspath(args.barman)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    restore_tools = {t.strip() for t in args.restore_reps_tools.split(",") if t.strip()}
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    for t in tools:
+    for t in [*tools, *restore_tools]:
         if t not in ALL_TOOLS:
             print(
                 f"bench_drain: unknown tool {t!r}; choose from {','.join(ALL_TOOLS)}",
@@ -1129,7 +1138,8 @@ def main() -> int:
                         f"{workload}/{name}: {row['seg_per_s']:.1f} seg/s, "
                         f"fast path {fast_ms(row)} ms; restoring"
                     )
-                    runs = [restore(ctx, snap, tool, i) for i in range(args.restore_reps)]
+                    reps = args.restore_reps if name in restore_tools else 1
+                    runs = [restore(ctx, snap, tool, i) for i in range(reps)]
                     runs.sort(key=lambda r: float(r["restore_s"]))
                     row.update(runs[(len(runs) - 1) // 2])  # the median run (lower middle)
                     row["restore_all_s"] = [r["restore_s"] for r in runs]
