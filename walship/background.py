@@ -381,6 +381,9 @@ class _Lookahead:
         self.inflight: dict[str, Future[None]] = {}
         self.retry_at: dict[str, float] = {}
         self.recorded: set[str] = set()
+        from .archive.push import ConfirmedIdentities
+
+        self.identities = ConfirmedIdentities()
 
     def clean_start(self) -> None:
         """Remove what a killed predecessor left: temp records and busy markers."""
@@ -455,7 +458,7 @@ class _Lookahead:
             if not settled(before, started):
                 self.retry_at[name] = time.monotonic() + 0.1  # changed a moment ago
                 return
-            result = push.push(self.cfg, self.proc.backend(), path, name)
+            result = push.push(self.cfg, self.proc.backend(), path, name, self.identities)
             if result.already:
                 # the same line as a push of its own (a re-push after a crash, a standby
                 # with archive_mode=always); logged before the record is written, so the
