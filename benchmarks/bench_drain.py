@@ -44,12 +44,15 @@ One run, identical WAL for every tool:
    the tool's restore_command to the end of the archive, i.e. replays the whole
    workload; restore time is "starting archive recovery" to "archive recovery
    complete" in the server log. The restored data is compared with the source.
+   ``--restore-reps N`` restores the ``--restore-reps-tools`` N times (median).
 
 Tools (``--tools``): cp, gzip, pgbackrest-sync, pgbackrest-async, walship
-(local repositories); walship-s3, barman-s3 (the moto S3 server on
-127.0.0.1). Every server is stopped by its pid; processes the servers left
-behind (walship's background process, pgBackRest's async process) are found
-by a token in their environment and signalled through a pidfd.
+(local repositories); walship-s3, barman-s3 (one S3 test server on 127.0.0.1
+for both: moto, or SeaweedFS with ``--s3-server seaweedfs``; its CPU during
+each drain and restore is recorded: it shares the cores). Every server is
+stopped by its pid; processes the servers left behind (walship's background
+process, pgBackRest's async process) are found by a token in their
+environment and signalled through a pidfd.
 """
 
 from __future__ import annotations
