@@ -64,18 +64,6 @@ DeleteAnswer = tuple[int, str, str] | None
 
 _DELETED = (200, 202, 204)
 
-#: see :func:`one_request_slack`; GCS's chunk alignment
-SLACK_STEP = 256 << 10
-
-
-def one_request_slack(part_size: int) -> int:
-    """Bytes above the part size an object may have and still be one request (and
-    a larger object's first part has): a sixteenth of the part size, in steps of
-    256 KiB (1 MiB for 16 MiB parts). So a 16 MiB WAL segment stored uncompressed
-    (or incompressible) with its object header is one PUT, not an upload of a
-    full part and a part of a few hundred bytes: five requests instead of one."""
-    return part_size // 16 // SLACK_STEP * SLACK_STEP
-
 
 def parse_url(url: str, noun: str = "bucket") -> tuple[str, str]:
     """``scheme://name/a/b`` -> ("name", "a/b/"); ``noun`` names the missing part."""
@@ -94,6 +82,19 @@ def answer_text(what: str, status: int, code: str, message: str = "") -> str:
     """``what`` and a store's error answer, in one line."""
     parts = [f"{what}:", f"HTTP {status}" if status else "", code, message]
     return " ".join(p for p in parts if p)
+
+
+#: see :func:`one_request_slack`; GCS's chunk alignment
+SLACK_STEP = 256 << 10
+
+
+def one_request_slack(part_size: int) -> int:
+    """Bytes above the part size an object may have and still be one request (and
+    a larger object's first part has): a sixteenth of the part size, in steps of
+    256 KiB (1 MiB for 16 MiB parts). So a 16 MiB WAL segment stored uncompressed
+    (or incompressible) with its object header is one PUT, not an upload of a
+    full part and a part of a few hundred bytes: five requests instead of one."""
+    return part_size // 16 // SLACK_STEP * SLACK_STEP
 
 
 class RemoteBackend(Store):
