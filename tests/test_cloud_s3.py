@@ -80,6 +80,53 @@ def test_multipart_roundtrip_and_conditional_complete(
     assert read_all(backend.open("big/obj")) == b"small"
 
 
+@pytest.mark.parametrize("server", ["moto", "seaweedfs"])
+def test_object_just_over_the_part_size_is_one_put(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    # a 16 MiB segment stored uncompressed is 16 MiB plus its header: one PUT,
+    # not a multipart upload of a full part and a few hundred bytes
+    env = request.getfixturevalue("s3_repo_env" if server == "moto" else "seaweedfs_repo_env")
+    backend = _multipart_backend(env)
+    data = os.urandom(5 * MIB + 300)
+    backend.put("seg/obj", [data[i : i + MIB] for i in range(0, len(data), MIB)])
+    etag = backend.client.head_object(Bucket=backend.bucket, Key=backend.prefix + "seg/obj")[
+        "ETag"
+    ].strip('"')
+    assert etag == hashlib.md5(data).hexdigest()  # a single PUT's ETag; multipart's ends "-2"
+    assert read_all(backend.open("seg/obj")) == data
+    # beyond the slack (a sixteenth of the part, in 256 KiB steps) it is a multipart
+    # upload whose first part is that much larger
+    first_size = 5 * MIB + 256 * 1024
+    data = os.urandom(first_size + 1)
+    backend.put("seg/big", [data])
+    etag = backend.client.head_object(Bucket=backend.bucket, Key=backend.prefix + "seg/big")[
+        "ETag"
+    ].strip('"')
+    first = hashlib.md5(data[:first_size]).digest()
+    rest = hashlib.md5(data[first_size:]).digest()
+    assert etag == hashlib.md5(first + rest).hexdigest() + "-2"
+    assert read_all(backend.open("seg/big")) == data
+
+
+def test_body_is_signed_over_http_only(s3_repo_env: dict[str, str]) -> None:
+    # over http the SHA-256 in the signature is the body's only end-to-end check
+    backend = backend_for(s3_repo_env)
+    sent: list[str] = []
+
+    def seen(request: Any, **_: object) -> None:
+        sent.append(request.headers["X-Amz-Content-SHA256"].decode())
+
+    backend.client.meta.events.register("before-send.s3.PutObject", seen)
+    data = os.urandom(MIB)
+    backend.put("signed/obj", [data])
+    assert sent == [hashlib.sha256(data).hexdigest()]
+    assert "payload_signing_enabled" not in (backend.client.meta.config.s3 or {})
+    # over https TLS protects the body: no SHA-256 of every body on both sides
+    tls = backend_for({**s3_repo_env, "WALSHIP_S3_ENDPOINT_URL": "https://127.0.0.1:9"})
+    assert tls.client.meta.config.s3["payload_signing_enabled"] is False
+
+
 def test_part_sizes_cover_5_tib() -> None:
     from walship.storage.parts import capacity
 

@@ -337,6 +337,26 @@ def _background_pids(site: Site) -> list[int]:
     return pids
 
 
+def _thread_nice(pid: int) -> dict[int, int]:
+    """Each thread's niceness (Linux keeps one per thread): tid -> nice."""
+    nice = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        nice[int(tid)] = int(stat.rsplit(")", 1)[1].split()[16])
+    return nice
+
+
+def test_only_the_threads_that_push_ahead_run_at_a_lower_priority(site: Site) -> None:
+    # the archiver's calls come first (nice +5 on the pushing threads); the process
+    # itself, and the threads that fetch ahead, keep the caller's priority
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    _pushed_ahead(site)
+    (pid,) = _background_pids(site)
+    nice = _thread_nice(pid)
+    assert nice[pid] == base, nice
+    assert base + 5 in nice.values(), nice
+
+
 def test_the_background_process_runs_with_two_malloc_arenas(site: Site) -> None:
     # each pushing thread's own glibc arena kept its freed segment buffers: the
     # peak memory grew by ~8 MiB per push at once (docs/benchmarks.md)
@@ -347,3 +367,35 @@ def test_the_background_process_runs_with_two_malloc_arenas(site: Site) -> None:
     environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
     assert b"MALLOC_ARENA_MAX=2" in environ
     assert f"MALLOC_MMAP_THRESHOLD_={4 << 20}".encode() in environ
+
+
+def test_pushes_ahead_recheck_the_repository_identity_at_least_every_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the background process confirms repository.json once per ConfirmedIdentities.TTL
+    # (not with one GET per push); a repository re-made by another cluster is seen
+    # at the next check, and a push without the cache (every call's own) at once
+    from helpers import SYSID
+
+    from walship import repository
+    from walship.archive import push
+    from walship.errors import ForeignClusterError
+
+    cfg = Config(repo=str(tmp_path / "repo"))
+    backend = open_backend(cfg.repo, cfg)
+    paths = []
+    for segno in range(1, 5):
+        path = tmp_path / segment_name(segno)
+        path.write_bytes(make_segment(segno))
+        paths.append(path)
+    ids = push.ConfirmedIdentities()
+    push.push(cfg, backend, str(paths[0]), paths[0].name, ids)
+    foreign = repository.Identity(SYSID + 1, len(make_segment(1)), 15)
+    backend.put(repository.IDENTITY_KEY, [foreign.to_json()], mode="overwrite")
+    push.push(cfg, backend, str(paths[1]), paths[1].name, ids)  # confirmed moments ago
+    with pytest.raises(ForeignClusterError):
+        push.push(cfg, backend, str(paths[2]), paths[2].name)
+    now = time.monotonic()
+    monkeypatch.setattr(push.time, "monotonic", lambda: now + push.ConfirmedIdentities.TTL + 1)
+    with pytest.raises(ForeignClusterError):
+        push.push(cfg, backend, str(paths[3]), paths[3].name, ids)

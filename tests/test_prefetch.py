@@ -155,6 +155,62 @@ def test_helper_fills_the_window_and_fetch_claims_from_it(site: dict[str, str]) 
     assert _spooled(spool) == set()
 
 
+def test_a_claimed_fetch_imports_no_storage_codec_or_hashing(site: dict[str, str]) -> None:
+    # what the startup process waits for on every spooled segment: the checks and a
+    # rename, not the repository's object format (which brings hashlib, json, ...)
+    spool = _spool(site)
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(spool)
+    Path(site["pgdata"], "pg_wal", "RECOVERYXLOG").unlink(missing_ok=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            *WALSHIP[1:],
+            "fetch",
+            segment_name(2),
+            "pg_wal/RECOVERYXLOG",
+        ],
+        env=_env(site),
+        cwd=site["pgdata"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "(prefetched)" in result.stderr, result.stderr
+    imported = {
+        line.split("|")[2].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "walship.archive.prefetch" in imported
+    forbidden = [
+        m
+        for m in imported
+        if m.split(".")[0] in ("zstandard", "cryptography")
+        or m.startswith(("walship.storage", "walship.codec"))
+        or m in ("walship.repository", "hashlib", "_hashlib", "json", "threading")
+    ]
+    assert forbidden == []
+    assert _restored(site) == make_segment(2)
+
+
+def test_the_threads_that_fetch_ahead_keep_the_callers_priority(site: dict[str, str]) -> None:
+    # the startup process waits for them (each call claims what they fetched): unlike
+    # the threads that push ahead, they are not niced
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(_spool(site))
+    pid = _background_pid(site)
+    nice = {
+        int(tid): int(
+            Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16]
+        )
+        for tid in os.listdir(f"/proc/{pid}/task")
+    }
+    assert len(nice) >= 2 and set(nice.values()) == {base}, nice
+
+
 def test_a_damaged_spooled_file_is_not_used(site: dict[str, str]) -> None:
     spool = _spool(site)
     assert _fetch(site, 1).returncode == 0

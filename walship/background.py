@@ -58,9 +58,12 @@ REQUEST_ACTIVE_SECONDS = 2.0
 RETRY_SECONDS = 30.0
 #: the background process's log file is rotated beyond this size
 LOG_LIMIT = 1 << 20
-#: niceness added to the background process: PostgreSQL's archiver waits on each
-#: call in turn, so a call (mostly interpreter start-up) must not queue for a
-#: core behind the pushes ahead, which use what the calls leave
+#: niceness added to the threads that push ahead: PostgreSQL's archiver waits on
+#: each call in turn, so a call (mostly interpreter start-up) must not queue for a
+#: core behind the pushes ahead, which use what the calls leave. Not to the
+#: threads that fetch ahead: there the startup process waits for them (each
+#: restore_command call claims what they fetched), so they run at the caller's
+#: priority, like the calls themselves.
 NICE = 5
 #: glibc malloc arenas of the background process (MALLOC_ARENA_MAX, unless set)
 MALLOC_ARENAS = 2
@@ -161,6 +164,24 @@ class _FileLog:
         pass
 
 
+#: Linux keeps a niceness per thread (setpriority on a thread id); elsewhere it
+#: is the process's
+_PER_THREAD_NICE = sys.platform.startswith("linux")
+
+
+def _lower_priority() -> None:
+    """Add :data:`NICE` to this thread's niceness (on Linux; else the process's).
+    Threads it starts inherit it (the push's hashing thread)."""
+    try:
+        if _PER_THREAD_NICE:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + NICE)
+        else:
+            os.nice(NICE)
+    except OSError:
+        pass
+
+
 def _code_stamp() -> tuple[int, int]:
     st = os.stat(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py"))
     return (st.st_ino, st.st_mtime_ns)
@@ -175,10 +196,8 @@ def main() -> None:
 
         safe_sys_path()  # nothing relative (so nothing of the caller's directory)
         os.umask(0o077)
-        try:
-            os.nice(NICE)  # the archiver's own calls (one at a time) come first
-        except OSError:
-            pass
+        if not _PER_THREAD_NICE:
+            _lower_priority()  # the whole process: the pushes ahead are what it mostly does
         lock_fd, pg_wal, pgdata, config_path, repo, log_format = sys.argv[1:7]
         _serve(int(lock_fd), pg_wal, pgdata, config_path or None, repo or None, log_format or None)
     except BaseException:
@@ -255,7 +274,7 @@ def _unlink(path: str) -> None:
 
 
 class _Process:
-    """The main loop: both roles share one thread pool and one backend."""
+    """The main loop: both roles share one backend; each has its own threads."""
 
     def __init__(self, cfg: Config, spool: Spool, reload: Callable[[], Config | None]) -> None:
         self.cfg = cfg
@@ -291,9 +310,20 @@ class _Process:
         idle = float(self.cfg.background_idle)
         last_work = time.monotonic()
         next_check = next_scan = 0.0
-        workers = self.push.workers + self.read.workers
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship")
-        log.debug("background.ready", "background process ready", workers=workers)
+        # pushes ahead at a lower priority than fetches ahead (see NICE)
+        pushers = ThreadPoolExecutor(
+            max_workers=self.push.workers,
+            thread_name_prefix="walship-push",
+            initializer=_lower_priority if _PER_THREAD_NICE else None,
+        )
+        fetchers = ThreadPoolExecutor(
+            max_workers=self.read.workers, thread_name_prefix="walship-fetch"
+        )
+        log.debug(
+            "background.ready",
+            "background process ready",
+            workers=self.push.workers + self.read.workers,
+        )
         try:
             while True:
                 now = time.monotonic()
@@ -305,9 +335,9 @@ class _Process:
                     next_check = now + 1.0
                 woken = self.wake.is_set()
                 self.wake.clear()  # before the scan: a push ending during it wakes the next
-                busy = self.read.step(pool)
+                busy = self.read.step(fetchers)
                 if now >= next_scan or woken:  # archive_status is listed less often
-                    busy = self.push.step(pool) or busy
+                    busy = self.push.step(pushers) or busy
                     next_scan = now + (POLL_SECONDS if self.push.inflight else IDLE_POLL_SECONDS)
                 elif self.push.inflight:
                     busy = True
@@ -321,7 +351,8 @@ class _Process:
                 else:
                     self.wake.wait(max(0.0, min(next_scan, next_check) - time.monotonic()))
         finally:
-            pool.shutdown(wait=True)
+            pushers.shutdown(wait=True)
+            fetchers.shutdown(wait=True)
             if self._backend is not None:
                 self._backend.close()
 
@@ -350,6 +381,9 @@ class _Lookahead:
         self.inflight: dict[str, Future[None]] = {}
         self.retry_at: dict[str, float] = {}
         self.recorded: set[str] = set()
+        from .archive.push import ConfirmedIdentities
+
+        self.identities = ConfirmedIdentities()
 
     def clean_start(self) -> None:
         """Remove what a killed predecessor left: temp records and busy markers."""
@@ -424,7 +458,7 @@ class _Lookahead:
             if not settled(before, started):
                 self.retry_at[name] = time.monotonic() + 0.1  # changed a moment ago
                 return
-            result = push.push(self.cfg, self.proc.backend(), path, name)
+            result = push.push(self.cfg, self.proc.backend(), path, name, self.identities)
             if result.already:
                 # the same line as a push of its own (a re-push after a crash, a standby
                 # with archive_mode=always); logged before the record is written, so the

@@ -15,14 +15,12 @@ import os
 import struct
 import time
 
-from .. import repository
-from ..codec import objects
-from ..codec.envelope import Background
 from ..errors import ContainerNotFound, ForeignClusterError, IntegrityError, NotFound, WalshipError
 from ..pg import FileKind, classify, parse_long_header
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ..codec.envelope import Background
     from ..config import Config
     from ..storage.base import Backend
 
@@ -63,6 +61,8 @@ class _Writeback:
         if self.pending < WRITEBACK_EVERY or (self.syncs and self.syncs[-1].running):
             return
         self.pending = 0
+        from ..codec.envelope import Background
+
         self.syncs.append(Background(os.fdatasync, self.fd))
 
     def join(self) -> None:
@@ -85,6 +85,11 @@ class FetchResult:
 
 
 def fetch(cfg: Config, backend: Backend, name: str, dest: str) -> FetchResult:
+    # here, not at the top: a read-ahead claim (archive/prefetch.py) imports this
+    # module for control_system_identifier only, on every spooled segment
+    from .. import repository
+    from ..codec import objects
+
     started = time.monotonic()
     kind = classify(name)
     key = repository.key_for(name)
@@ -168,6 +173,8 @@ def _check_segment(
                 hint="restore_command points at another cluster's repository",
             )
         return
+    from .. import repository
+
     repo = repository.read_identity(backend)
     if repo is not None:
         repository.check_identity(

@@ -33,6 +33,30 @@ if TYPE_CHECKING:
 MAX_TEXT_FILE = 1 << 20
 
 
+class ConfirmedIdentities:
+    """Repository identities a long-lived process confirmed lately (the background
+    process's pushes ahead): each push checks the cluster against
+    ``repository.json``, one GET, which for a small object costs about as much
+    as the PUT (docs/benchmarks.md, "Draining a backlog"). A confirmation
+    holds for :attr:`TTL` seconds: ``repository.json`` is create-only, so within
+    that time only a repository removed and re-made by another cluster could
+    answer differently, and the next check after it sees that.
+    """
+
+    TTL = 10.0
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[int, int], float] = {}
+
+    def fresh(self, mine: repository.Identity) -> bool:
+        key = (mine.system_identifier, mine.wal_segment_size)
+        return self._until.get(key, 0.0) > time.monotonic()
+
+    def confirm(self, mine: repository.Identity) -> None:
+        key = (mine.system_identifier, mine.wal_segment_size)
+        self._until = {key: time.monotonic() + self.TTL}  # one cluster per repository
+
+
 class PushResult:
     __slots__ = (
         "already",
@@ -80,7 +104,13 @@ def _handed_over(pieces: list[bytes]) -> Iterator[bytes]:
         yield pieces.pop()
 
 
-def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
+def push(
+    cfg: Config,
+    backend: Backend,
+    source: str,
+    name: str,
+    identities: ConfirmedIdentities | None = None,
+) -> PushResult:
     started = time.monotonic()
     kind = classify(name)
     path = os.path.abspath(source)
@@ -99,9 +129,11 @@ def push(cfg: Config, backend: Backend, source: str, name: str) -> PushResult:
                 f"{page.seg_size} bytes",
                 hint="the file is truncated or not a complete WAL segment",
             )
-        repository.ensure_identity(
-            backend, repository.Identity(page.system_identifier, page.seg_size, page.pg_version)
-        )
+        mine = repository.Identity(page.system_identifier, page.seg_size, page.pg_version)
+        if identities is None or not identities.fresh(mine):
+            repository.ensure_identity(backend, mine)
+            if identities is not None:
+                identities.confirm(mine)
         extra["system_identifier"] = str(page.system_identifier)
         extra["pg_version"] = page.pg_version
     else:

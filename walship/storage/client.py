@@ -84,6 +84,19 @@ def answer_text(what: str, status: int, code: str, message: str = "") -> str:
     return " ".join(p for p in parts if p)
 
 
+#: see :func:`one_request_slack`; GCS's chunk alignment
+SLACK_STEP = 256 << 10
+
+
+def one_request_slack(part_size: int) -> int:
+    """Bytes above the part size an object may have and still be one request (and
+    a larger object's first part has): a sixteenth of the part size, in steps of
+    256 KiB (1 MiB for 16 MiB parts). So a 16 MiB WAL segment stored uncompressed
+    (or incompressible) with its object header is one PUT, not an upload of a
+    full part and a part of a few hundred bytes: five requests instead of one."""
+    return part_size // 16 // SLACK_STEP * SLACK_STEP
+
+
 class RemoteBackend(Store):
     """A Backend over a remote object store; subclasses supply the hooks above."""
 
@@ -288,7 +301,7 @@ class RemoteBackend(Store):
         full = self.prefix + key
         where = self._where(key)
         reader = PartReader(chunks)
-        first = reader.read(self.part_size)
+        first = reader.read(min(self.part_size + one_request_slack(self.part_size), self.MAX_PART))
         try:
             if reader.exhausted and self._one_request(first):
                 what = f"PUT {where}"
