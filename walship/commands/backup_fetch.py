@@ -359,7 +359,7 @@ def _report(result: Result, settings: dict[str, str], args: argparse.Namespace) 
     out = sys.stdout
     out.write(
         f"restored backup {result.name} into {result.root} ({result.files} files, "
-        f"{result.bytes / 1e6:,.1f} MB, {result.seconds:.1f} s)\n"
+        f"{result.bytes / 2**20:,.1f} MiB, {result.seconds:.1f} s)\n"
     )
     for oid, where in sorted(result.tablespaces.items()):
         out.write(f"  tablespace {oid}: {where}\n")
