@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -291,7 +292,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             sys.stdout.flush()
             if not plan.reachable:
                 if not args.force:
-                    hint = plan.hint or "`walship plan-restore` explains; --force restores anyway"
+                    hint = _own_flags(plan.hint) or (
+                        "`walship plan-restore` explains; --force restores anyway"
+                    )
                     log.error(
                         "backup-fetch.unreachable",
                         f"{target.describe()} is not reachable: {plan.reason}; nothing was "
@@ -350,6 +353,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         sys.stderr.write("\n")
     _report(result, settings, args)
     return 0
+
+
+def _own_flags(hint: str | None) -> str | None:
+    """A planner hint in backup-fetch's words: the planner names plan-restore's
+    options (``--latest``, ``--timeline N``), which backup-fetch spells differently."""
+    if not hint:
+        return hint
+    hint = hint.replace("or --latest to replay", "or no --target-* option to replay")
+    return re.sub(r"--timeline\b", "--target-timeline", hint)
 
 
 def _report(result: Result, settings: dict[str, str], args: argparse.Namespace) -> None:
