@@ -662,3 +662,19 @@ def test_unreachable_hint_names_backup_fetch_options(
     assert "--latest" not in err, err
     assert "or no --target-* option to replay everything archived" in err, err
     assert not target.exists()
+
+
+def test_no_backup_hint_names_backup_push(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """WAL but no walship backup: backup-fetch says to take one with backup-push
+    (the planner's hint for plan-restore suggests pg_basebackup, whose backups
+    backup-fetch cannot restore)."""
+    url, _cfg, _backend = repo
+    target = tmp_path / "r"
+    code, out, err = run_cli(capsys, "--repo", url, "backup-fetch", "LATEST", str(target))
+    assert code == 10, err
+    assert "plan: no-backup: no walship base backup in the repository" in out
+    assert one_error(err) and "take one with `walship backup-push`" in err, err
+    assert "pg_basebackup" not in err, err
+    assert not target.exists()

@@ -285,6 +285,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 "backup-fetch.forced", "no WAL archive to plan with; restoring anyway (--force)"
             )
         else:
+            _in_own_words(plan)
             verdict = f"plan: {plan.verdict}: {plan.reason}"
             sys.stdout.write(verdict + "\n")
             if plan.caution:
@@ -292,9 +293,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             sys.stdout.flush()
             if not plan.reachable:
                 if not args.force:
-                    hint = _own_flags(plan.hint) or (
-                        "`walship plan-restore` explains; --force restores anyway"
-                    )
+                    hint = plan.hint or "`walship plan-restore` explains; --force restores anyway"
                     log.error(
                         "backup-fetch.unreachable",
                         f"{target.describe()} is not reachable: {plan.reason}; nothing was "
@@ -355,13 +354,25 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _own_flags(hint: str | None) -> str | None:
-    """A planner hint in backup-fetch's words: the planner names plan-restore's
-    options (``--latest``, ``--timeline N``), which backup-fetch spells differently."""
-    if not hint:
-        return hint
-    hint = hint.replace("or --latest to replay", "or no --target-* option to replay")
-    return re.sub(r"--timeline\b", "--target-timeline", hint)
+def _in_own_words(plan: planner.Plan) -> None:
+    """The planner's reason and hint in backup-fetch's terms.
+
+    The planner speaks for plan-restore: its hints name plan-restore's options
+    (``--latest``, ``--timeline N``), and with no backup at all it suggests
+    pg_basebackup, whose backups backup-fetch cannot restore (it plans with
+    walship's own backups only)."""
+    if plan.reachable:
+        return
+    if plan.backup is None and plan.reason == "no base backup in the repository":
+        plan.reason = "no walship base backup in the repository"
+        plan.hint = (
+            "take one with `walship backup-push` (backup-fetch restores walship's own "
+            "backups; `walship backup-list` lists them)"
+        )
+        return
+    if plan.hint:
+        hint = plan.hint.replace("or --latest to replay", "or no --target-* option to replay")
+        plan.hint = re.sub(r"--timeline\b", "--target-timeline", hint)
 
 
 def _report(result: Result, settings: dict[str, str], args: argparse.Namespace) -> None:
