@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -62,22 +63,39 @@ def run(
 ) -> str:
     """Run ``cmd`` (as postgres when root); its stdout and stderr as printed, stripped."""
     full = ["runuser", "-u", "postgres", "--", *cmd] if AS_ROOT else list(cmd)
+    proc = subprocess.Popen(
+        full,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     try:
-        proc = subprocess.run(
-            full,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        end(proc)
         raise DemoError(f"{cmd[0]} did not finish within {timeout}s") from None
+    except BaseException:
+        end(proc)
+        raise
     if proc.returncode != 0:
-        raise DemoError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}")
-    return proc.stdout.strip()
+        raise DemoError(f"{' '.join(cmd)} exited {proc.returncode}\n{out[-4000:]}")
+    return out.strip()
+
+
+def end(proc: subprocess.Popen[str]) -> None:
+    """Stop our own child (not yet reaped, so its pid is still ours): SIGTERM,
+    which runuser passes on, so that e.g. backup-push ends its backup; SIGKILL
+    only if it is still there after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:
@@ -414,6 +432,10 @@ def wait_for_background(work: str, timeout: float = 15) -> None:
         )
 
 
+def _interrupted(signo: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -425,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="make the scratch directory inside DIR (default /tmp)",
     )
     args = parser.parse_args(argv)
+    # stopped by a signal, the demo still stops its servers and removes its files
+    for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signo, _interrupted)
     work = make_workdir(args.workdir)
     try:
         demo(work)
