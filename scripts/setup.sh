@@ -2,7 +2,7 @@
 # Install what `make demo` / `make test` need on a Debian 12 machine, then
 # print the path of the Python virtual environment to use (the only stdout).
 #
-#   scripts/setup.sh demo   PostgreSQL 15 + a venv with walship
+#   scripts/setup.sh demo   PostgreSQL 15 + a venv with walship[backup] (psycopg)
 #   scripts/setup.sh test   also the test extras (and node/npm for the emulators)
 #
 # Idempotent: whatever is already there is kept. System packages need root
@@ -96,10 +96,11 @@ pip() {
     fi
 }
 
-extras=""
+# the demo runs walship backup-push, which needs the `backup` extra (psycopg)
+extras="[backup]"
 [ "$mode" = test ] && extras="[all,test]"
 stamp="$venv/.walship-setup-$mode"
-want="$(sha256sum "$root/pyproject.toml" | cut -c1-64) $editable"
+want="$(sha256sum "$root/pyproject.toml" | cut -c1-64) $editable $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "pip install walship$extras into $venv"
     pip install --upgrade pip

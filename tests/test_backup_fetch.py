@@ -643,3 +643,38 @@ def test_missing_parents_are_created_and_unwritable_ones_refused(
     blocker.write_text("x")
     code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(blocker / "d"))
     assert code == 2 and one_error(err) and "not a directory" in err
+
+
+def test_unreachable_hint_names_backup_fetch_options(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The planner's hints name plan-restore's options (--latest, --timeline);
+    backup-fetch has neither, so its refusal must name its own."""
+    url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    target = tmp_path / "r"
+    # past the end of the archive (segments 1-7)
+    code, _out, err = run_cli(
+        capsys, "--repo", url, "backup-fetch", m.name, str(target), "--target-lsn", "0/F0000000"
+    )
+    assert code == 12, err
+    assert one_error(err) and "not reachable" in err
+    assert "--latest" not in err, err
+    assert "or no --target-* option to replay everything archived" in err, err
+    assert not target.exists()
+
+
+def test_no_backup_hint_names_backup_push(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """WAL but no walship backup: backup-fetch says to take one with backup-push
+    (the planner's hint for plan-restore suggests pg_basebackup, whose backups
+    backup-fetch cannot restore)."""
+    url, _cfg, _backend = repo
+    target = tmp_path / "r"
+    code, out, err = run_cli(capsys, "--repo", url, "backup-fetch", "LATEST", str(target))
+    assert code == 10, err
+    assert "plan: no-backup: no walship base backup in the repository" in out
+    assert one_error(err) and "take one with `walship backup-push`" in err, err
+    assert "pg_basebackup" not in err, err
+    assert not target.exists()

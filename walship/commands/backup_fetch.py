@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -284,6 +285,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 "backup-fetch.forced", "no WAL archive to plan with; restoring anyway (--force)"
             )
         else:
+            _in_own_words(plan)
             verdict = f"plan: {plan.verdict}: {plan.reason}"
             sys.stdout.write(verdict + "\n")
             if plan.caution:
@@ -352,6 +354,27 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _in_own_words(plan: planner.Plan) -> None:
+    """The planner's reason and hint in backup-fetch's terms.
+
+    The planner speaks for plan-restore: its hints name plan-restore's options
+    (``--latest``, ``--timeline N``), and with no backup at all it suggests
+    pg_basebackup, whose backups backup-fetch cannot restore (it plans with
+    walship's own backups only)."""
+    if plan.reachable:
+        return
+    if plan.backup is None and plan.reason == "no base backup in the repository":
+        plan.reason = "no walship base backup in the repository"
+        plan.hint = (
+            "take one with `walship backup-push` (backup-fetch restores walship's own "
+            "backups; `walship backup-list` lists them)"
+        )
+        return
+    if plan.hint:
+        hint = plan.hint.replace("or --latest to replay", "or no --target-* option to replay")
+        plan.hint = re.sub(r"--timeline\b", "--target-timeline", hint)
+
+
 def _report(result: Result, settings: dict[str, str], args: argparse.Namespace) -> None:
     from ..backup.fetch import log_result
 
@@ -359,7 +382,7 @@ def _report(result: Result, settings: dict[str, str], args: argparse.Namespace) 
     out = sys.stdout
     out.write(
         f"restored backup {result.name} into {result.root} ({result.files} files, "
-        f"{result.bytes / 1e6:,.1f} MB, {result.seconds:.1f} s)\n"
+        f"{result.bytes / 2**20:,.1f} MiB, {result.seconds:.1f} s)\n"
     )
     for oid, where in sorted(result.tablespaces.items()):
         out.write(f"  tablespace {oid}: {where}\n")
