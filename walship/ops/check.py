@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import __version__, repository
 from ..config import SYSTEM_CONFIG_PATH
-from ..errors import WalshipError
+from ..errors import ContainerNotFound, WalshipError
 from ..pg import segno_of_lsn
 from . import records
 
@@ -561,9 +561,18 @@ class _Checker:
         return conn
 
     # repository ---------------------------------------------------------------
-    def repository(self, backend: Backend) -> bool:
+    def repository(self, backend: Backend, *, first: bool = False) -> bool | None:
+        """True when usable; None when there is no repository yet and ``first`` (the
+        caller switches WAL, which creates it, and asks again)."""
+        from ..errors import RepositoryNotFound
+
         try:
             identity = repository.require_identity(backend)
+        except RepositoryNotFound as exc:
+            if first:
+                return None
+            self.add(Result("repository", FAIL, exc.one_line()))
+            return False
         except WalshipError as exc:
             self.add(Result("repository", FAIL, exc.one_line()))
             return False
@@ -668,6 +677,8 @@ class _Checker:
         while True:
             try:
                 stored = objects.stored_digest(self.cfg, backend, key)
+            except ContainerNotFound:
+                stored = None  # a new repository: the first push creates it
             except WalshipError as exc:
                 self.add(Result("archive.now", FAIL, f"{name}: {exc.one_line()}"))
                 return
@@ -755,29 +766,53 @@ class _Checker:
             self.add(r)
 
     def keys(self, backend: Backend, inv: Inventory, listing: Any) -> None:
-        from ..codec import envelope, objects
+        """The objects a restore of ``latest`` reads first (the newest backup's own
+        object and the segment its WAL starts in) and the newest segment: each one's
+        key id must be configured, and the ones this host can decrypt must decrypt."""
+        from ..codec import envelope
 
-        keys = [k for _, k in listing.segments] or [k for _, k in listing.histories]
+        keys: list[str] = []
+        if inv.backups:
+            newest = max(inv.backups, key=lambda b: (b.stop_lsn, b.name))
+            if newest.key:
+                keys.append(newest.key)
+            start = inv.seg_name(newest.start_tli, segno_of_lsn(newest.start_lsn, inv.seg_size))
+            if any(name == start for name, _ in listing.segments):
+                keys.append(repository.key_for(start))
+        segs = [k for _, k in listing.segments] or [k for _, k in listing.histories]
+        if segs:
+            keys.append(max(segs))
+        keys = list(dict.fromkeys(keys))
         if not keys:
             return
-        key = max(keys)
-        try:
-            stream = backend.open(key)
+        seen: list[str] = []
+        plain = 0
+        for key in keys:
             try:
-                header, _, _ = envelope.read_header(iter(stream), f"{backend.url}/{key}")
-            finally:
-                stream.close()
-        except WalshipError as exc:
-            self.add(Result("encryption", FAIL, exc.one_line()))
-            return
-        enc = header.get("encryption")
-        if not enc:
+                stream = backend.open(key)
+                try:
+                    header, _, _ = envelope.read_header(iter(stream), f"{backend.url}/{key}")
+                finally:
+                    stream.close()
+            except WalshipError as exc:
+                self.add(Result("encryption", FAIL, exc.one_line()))
+                return
+            enc = header.get("encryption")
+            if not enc:
+                plain += 1
+                continue
+            verdict = self._key_of(backend, key, str(enc.get("key_id")))
+            if verdict is not None:
+                self.add(verdict)
+                return
+            seen.append(f"{key.rsplit('/', 1)[-1]} ({enc.get('key_id')})")
+        if not seen:
             if self.cfg.encryption != "none":
                 self.add(
                     Result(
                         "encryption",
                         WARN,
-                        f"the newest archived object {key} is not encrypted, although "
+                        f"the objects a restore reads first are not encrypted although "
                         f"encryption = {self.cfg.encryption}",
                         "check that archive_command uses this configuration",
                     )
@@ -785,45 +820,39 @@ class _Checker:
             else:
                 self.add(Result("encryption", OK, "none (objects are not encrypted)"))
             return
-        key_id = str(enc.get("key_id"))
+        extra = f"; {plain} plain" if plain else ""
+        self.add(Result("encryption", OK, f"the configured keys read {', '.join(seen)}{extra}"))
+
+    def _key_of(self, backend: Backend, key: str, key_id: str) -> Result | None:
+        """None when ``key_id`` is configured and the object decrypts (or cannot be
+        decrypted here by design: public-key mode); else the FAIL."""
+        from ..codec import objects
+
         try:
             from ..codec import crypto
 
             ring = crypto.keyring(self.cfg)
         except WalshipError as exc:
-            self.add(Result("encryption", FAIL, exc.one_line(), exc.hint))
-            return
+            return Result("encryption", FAIL, exc.one_line(), exc.hint)
         have = ring.keys.get(key_id)
         if have is None:
-            self.add(
-                Result(
-                    "encryption",
-                    FAIL,
-                    f"{key} is encrypted with key id {key_id}, which none of the configured "
-                    f"keys has ({ring.describe() or 'no key configured'}): a wrong or missing "
-                    "key; a restore would fail",
-                    "set encryption_key_file / encryption_keyring to the key with that id "
-                    "(`walship keygen --show FILE` prints a file's id)",
-                )
+            return Result(
+                "encryption",
+                FAIL,
+                f"{key} is encrypted with key id {key_id}, which none of the configured keys "
+                f"has ({ring.describe() or 'no key configured'}): a wrong or missing key; a "
+                "restore would fail",
+                "set encryption_key_file / encryption_keyring to the key file with that id "
+                "(`walship keygen --show FILE` prints a file's id)",
             )
-            return
         if not have.can_decrypt:
-            self.add(
-                Result(
-                    "encryption",
-                    OK,
-                    f"{key} is encrypted to key id {key_id} (public key here; reading needs the "
-                    "private key on the restore host)",
-                )
-            )
-            return
+            return None  # public key only: reading needs the private key, on the restore host
         try:
             with objects.open_object(self.cfg, backend, key) as obj:
                 next(iter(obj.raw), b"")
         except WalshipError as exc:
-            self.add(Result("encryption", FAIL, f"{key} does not decrypt: {exc.one_line()}"))
-            return
-        self.add(Result("encryption", OK, f"key id {key_id} decrypts {key}"))
+            return Result("encryption", FAIL, f"{key} does not decrypt: {exc.one_line()}")
+        return None
 
 
 def run_checks(
@@ -844,7 +873,12 @@ def run_checks(
             backend = None
         if backend is not None:
             try:
-                if c.repository(backend):
+                usable = c.repository(backend, first=conn is not None and not c.in_recovery)
+                if usable is None:  # nothing archived yet: the WAL switch creates it
+                    c.archive_now(conn, backend)
+                    if c.repository(backend):
+                        c.inventory(backend)
+                elif usable:
                     if conn is not None:
                         c.archive_now(conn, backend)
                     c.inventory(backend)
