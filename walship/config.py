@@ -746,6 +746,21 @@ def from_environment(name: str, env: Mapping[str, str] | None = None) -> object:
         return row.default
 
 
+def environment_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings given as ``WALSHIP_*`` variables (non-empty), as their raw text.
+
+    For commands that write a command line for another process to run with
+    the same settings (``backup-fetch``'s restore_command).
+    """
+    env = os.environ if env is None else env
+    out: dict[str, str] = {}
+    for row in SETTINGS:
+        text = env.get(row.env, "")
+        if text != "":
+            out[row.name] = text
+    return out
+
+
 def markdown_table() -> str:
     """The settings reference table for docs/configuration.md."""
     rows = [
