@@ -224,8 +224,9 @@ class Config:
     )
     pgdata: str | None = setting(
         None,
-        "Data directory, for fetch_error_exit = 'auto' and the cluster check on fetch. "
-        "Default: the current directory (PostgreSQL runs restore_command there).",
+        "Data directory, for fetch_error_exit = 'auto', the cluster check on fetch, "
+        "archive-status and backup-push. Default: the current directory (PostgreSQL runs "
+        "restore_command there); backup-push asks the server (data_directory).",
     )
     # --- the server (backup-push, check, status, drill) ---
     conninfo: str | None = setting(
@@ -297,6 +298,30 @@ class Config:
     drill_amcheck: bool = setting(
         True,
         "Run pg_amcheck (when installed with the server binaries) on the restored server.",
+    )
+    # --- base backups (docs/backups.md) ---
+    backup_workers: int = setting(
+        0,
+        "Files `walship backup-push` reads, compresses and uploads at once (0: one per core).",
+        minimum=0,
+        maximum=64,
+    )
+    backup_part_size: int = setting(
+        64 << 20,
+        "Raw bytes per part object of a base backup (rounded down to a multiple of 1 MiB): "
+        "small files are bundled into one part, larger files split across parts. Each "
+        "worker holds up to 8 MiB of a part's compressed bytes in memory, the rest in a "
+        "temp file.",
+        minimum=1 << 20,
+        maximum=1 << 30,
+    )
+    backup_wal_timeout: float = setting(
+        300.0,
+        "Seconds `walship backup-push` waits, after pg_backup_stop, for the WAL that makes "
+        "the backup consistent to reach the repository; then it fails and the backup is "
+        "not recorded.",
+        minimum=0.0,
+        maximum=86400.0,
     )
     # --- remote storage: retries (S3, GCS, Azure) ---
     retry_deadline: float = setting(
