@@ -254,8 +254,8 @@ class Config:
     metrics_cache: str | None = setting(
         None,
         "File where `walship metrics` keeps the repository summary it exports, so a scrape "
-        "does not list the repository (default: $XDG_CACHE_HOME/walship, else "
-        "~/.cache/walship, one file per repository).",
+        "does not list the repository (default: ~/.cache/walship/summary-<tag>.json, one "
+        "file per repository).",
     )
     metrics_cache_max_age: float = setting(
         300.0,

@@ -541,8 +541,7 @@ class _Checker:
         def their_repo_of(path: str) -> str | None:
             from ..config import load
 
-            env = {k: v for k, v in os.environ.items() if k != "WALSHIP_CONFIG"}
-            return load(config_path=path, env=env).repo
+            return load(config_path=path).repo  # (the named file wins over WALSHIP_CONFIG)
 
         def command_result(setting: str, text: str, sub: str, ph: list[str]) -> Result:
             return judge_command(

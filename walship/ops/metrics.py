@@ -185,8 +185,7 @@ def cache_path(cfg: Config) -> str:
         return str(cfg.metrics_cache)
     from ..archive.lookahead import tag_of
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "walship", f"summary-{tag_of(cfg)}.json")
+    return os.path.join(os.path.expanduser("~"), ".cache", "walship", f"summary-{tag_of(cfg)}.json")
 
 
 def _read_cache(path: str, repo: str) -> dict[str, Any] | None:
