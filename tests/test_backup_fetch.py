@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from backuputil import Spec, write_backup
+
 from walship import cli, repository
 from walship.backup import fetch
 from walship.codec import objects
@@ -172,7 +172,7 @@ def test_latest_with_target_chooses_the_backup_before_it(
     )
     assert code == 0, err
     assert f"backup {first.name}" in out
-    assert f"START WAL LOCATION: 0/2000028" in (tmp_path / "a" / "backup_label").read_text()
+    assert "START WAL LOCATION: 0/2000028" in (tmp_path / "a" / "backup_label").read_text()
     code, out, err = run_cli(capsys, "--repo", url, "backup-fetch", "LATEST", str(tmp_path / "b"))
     assert code == 0, err
     assert f"backup {second.name}" in out
@@ -293,7 +293,7 @@ def test_wrong_key_refused_before_writing(
     assert "key" in err and not target.exists()
     good = tmp_path / "g.toml"
     good.write_text(f'repo = "{url}"\nencryption_keyring = "{key}"\n')
-    code, out, err = run_cli(capsys, "--config", str(good), "backup-fetch", m.name, str(target))
+    code, _out, err = run_cli(capsys, "--config", str(good), "backup-fetch", m.name, str(target))
     assert code == 0, err
     assert (target / "base/1/1259").read_bytes() == FILES["base/1/1259"]
     auto = (target / "postgresql.auto.conf").read_text()
@@ -400,6 +400,7 @@ def test_walship_manifest_wins_over_its_backup_file(
     )
     _put_wal(cfg, backend, "000000010000000000000002.00000028.backup", label.encode(), "backup")
     code, out, _ = run_cli(capsys, "--repo", url, "wal-show", "--json")
+    assert code == 0
     assert [b["name"] for b in json.loads(out)["backups"]] == [m.name]
 
 
@@ -432,3 +433,126 @@ def test_verify_checks_parts_and_deep_digests(
     code, out, err = run_cli(capsys, "--repo", url, "verify")
     assert code == 20 and "1 of its" in out and "missing" in out
     assert manifest_key(m.name) in {i.key for i in backend.list("basebackups/")}
+
+
+def test_restored_copy_passes_pg_verifybackup(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    url, cfg, backend = repo
+    files = dict(FILES)
+    files["pg_tblspc/16385/PG_15_202209061/5/16386"] = os.urandom(1500)
+    ts = tmp_path / "ts"
+    m = write_backup(
+        cfg, backend, spec(files=files, tablespaces=[Tablespace(16385, str(ts), "ts1")])
+    )
+    target = tmp_path / "r"
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(target))
+    assert code == 0, err
+    verify = "/usr/lib/postgresql/15/bin/pg_verifybackup"
+    proc = subprocess.run(
+        [verify, "--no-parse-wal", str(target)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and it would notice a damaged file: the manifest is not a formality
+    (ts / "PG_15_202209061/5/16386").write_bytes(b"other")
+    proc = subprocess.run(
+        [verify, "--no-parse-wal", str(target)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0 and "16386" in proc.stderr
+
+
+def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from walship.storage.registry import open_backend
+
+    repo_dir = tmp_path / "repo"
+    cfg = Config(repo=str(repo_dir), compression="none")
+    backend = open_backend(str(repo_dir), cfg)
+    backend.put(repository.IDENTITY_KEY, [repository.Identity(42, S, 15).to_json()])
+    for s in range(1, 4):
+        _put_wal(cfg, backend, segment_file_name(1, s, S), b"seg", "segment")
+    big = {f"base/1/{n}": os.urandom(40 << 20) for n in range(16384, 16387)}
+    m = write_backup(cfg, backend, spec(files={**FILES, **big}, part_size=8 << 20))
+    target = tmp_path / "r"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "walship",
+            "--repo",
+            str(repo_dir),
+            "backup-fetch",
+            m.name,
+            str(target),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            sizes = [p.stat().st_size for p in (target / "base" / "1").glob("1638*")]
+            if any(sizes):
+                break
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)  # our own child, by its pid
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    assert (target / fetch.MARKER).exists()
+    assert not (target / "global" / "pg_control").exists()
+    assert not (target / "backup_label").exists()
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "walship",
+            "--repo",
+            str(repo_dir),
+            "backup-fetch",
+            m.name,
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert code.returncode == 2 and "is not empty" in code.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--target-time", "2026-11-23 14:30:00"],
+            "--target-time '2026-11-23 14:30:00' has no time zone",
+        ),
+        (["--target-xid", "abc"], "--target-xid 'abc' is not a number"),
+        (
+            ["--target-name", "x", "--target-inclusive", "off"],
+            "--target-inclusive off applies only",
+        ),
+        (["--workers", "-1"], "--workers must be"),
+    ],
+)
+def test_bad_target_flags_named_in_backup_fetch_terms(
+    repo: tuple[str, Config, MemoryBackend],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str,
+) -> None:
+    url = repo[0]
+    code, _out, err = run_cli(
+        capsys, "--repo", url, "backup-fetch", "LATEST", str(tmp_path / "r"), *flags
+    )
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()

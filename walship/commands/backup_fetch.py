@@ -29,6 +29,8 @@ from ..pg import format_lsn
 from ..storage.registry import open_backend
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..backup.fetch import Result
     from ..config import Config
     from ..manifest import Manifest
@@ -89,7 +91,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="parts downloaded and written at once (default: the number of cores)",
+        help="parts downloaded and written at once (default: the backup_workers setting; "
+        "0 there: the number of cores)",
     )
     parser.add_argument(
         "--no-index",
@@ -101,6 +104,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _target(args: argparse.Namespace) -> planner.Target:
     from . import plan_restore
 
+    if args.target_inclusive == "off" and not (
+        args.target_time or args.target_lsn or args.target_xid
+    ):
+        raise UsageError(
+            "--target-inclusive off applies only to --target-time, --target-lsn and --target-xid",
+            hint="PostgreSQL ignores recovery_target_inclusive otherwise; leave it out",
+        )
     ns = argparse.Namespace(
         time=args.target_time,
         lsn=args.target_lsn,
@@ -109,8 +119,13 @@ def _target(args: argparse.Namespace) -> planner.Target:
         immediate=args.target_immediate,
         inclusive=args.target_inclusive,
     )
-    target = plan_restore.parse_target(ns)
-    return target
+    try:
+        return plan_restore.parse_target(ns)
+    except UsageError as exc:  # worded for plan-restore's flags
+        text = exc.message
+        for flag in ("--time", "--lsn", "--xid", "--name"):
+            text = text.replace(f"{flag} ", f"--target-{flag[2:]} ")
+        raise UsageError(text, hint="see 'walship backup-fetch --help'") from None
 
 
 def _plan(
@@ -207,7 +222,7 @@ def _settings(
     )
 
 
-def _progress() -> object:
+def _progress() -> Callable[[int, int], None] | None:
     """A progress line on a terminal (stderr), nothing otherwise."""
     if not sys.stderr.isatty() or not log.enabled("info"):
         return None
@@ -315,8 +330,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             manifest,
             root,
             tablespaces=mapping,
-            workers=args.workers,
-            progress=_progress(),  # type: ignore[arg-type]
+            workers=args.workers or cfg.backup_workers,
+            progress=_progress(),
         )
         result = job.run(finish=finish)
     finally:
