@@ -317,11 +317,15 @@ def _walship_argv(cfg: Config) -> list[str]:
 
 
 def _last_line(text: str, prefer: tuple[str, ...] = ("FATAL", "PANIC", "error")) -> str:
+    """The line of a child's output that says what went wrong (walship's own prefix and
+    ``error=Class`` field stripped)."""
+    import re
+
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if any(p in ln for p in prefer):
-            return ln
-    return lines[-1] if lines else ""
+    line = next((ln for ln in reversed(lines) if any(p in ln for p in prefer)), "")
+    line = line or (lines[-1] if lines else "")
+    line = re.sub(r"^walship\[\d+\]: (ERROR|WARNING) ", "", line)
+    return re.sub(r" error=\w+$", "", line)
 
 
 class Drill:
@@ -349,7 +353,7 @@ class Drill:
 
     def step(self, name: str, status: str, detail: str) -> None:
         self.report["steps"].append({"name": name, "status": status, "detail": detail})
-        log.info(f"drill.{name}", f"{status} {name}: {detail}")
+        log.debug(f"drill.{name}", f"{status} {name}: {detail}")
 
     # planning --------------------------------------------------------------------------
     def plan(self, backend: Backend) -> tuple[Plan, Manifest]:
@@ -490,6 +494,7 @@ class Drill:
         with open(os.path.join(self.dir, "backup-fetch.log"), "wb") as out:
             self.fetch = subprocess.Popen(
                 argv,
+                preexec_fn=_die_with_parent,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -701,6 +706,15 @@ class Drill:
             else:
                 shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+
+def _die_with_parent() -> None:
+    """In the backup-fetch child: SIGTERM when the drill dies (Linux), so a crashed
+    drill leaves no writer in its scratch directory."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _os_user() -> str:
