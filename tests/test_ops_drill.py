@@ -172,7 +172,7 @@ def test_drill_restores_reports_and_cleans_up(work: Workdir) -> None:
 
         # --- SIGTERM while the scratch server runs: stopped, removed ----------------------
         proc = start_drill(primary, config)
-        pid, data = server_pid_when_started(drills, proc)
+        pid, _ = server_pid_when_started(drills, proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 130
         assert not alive(pid)
