@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 from e2e import archiving_primary, key_for, stop_all
-from pgharness import WALSHIP, Workdir, run, walship_config
+from pgharness import WALSHIP, Workdir, restore_cluster, restore_command, run, walship_config
 
 from walship.config import Config
 from walship.repository import IDENTITY_KEY, Identity
@@ -182,3 +182,42 @@ def test_check_wrong_encryption_key(work: Workdir) -> None:
     finally:
         stop_all([primary])
         shutil.rmtree(keys, ignore_errors=True)
+
+
+def test_check_on_a_standby(work: Workdir) -> None:
+    """On a standby: no WAL switch (SKIP), restore_command judged, the rest applies."""
+    repo = work.mkdir("repo")
+    config = walship_config(work, {"repo": repo})
+    primary = archiving_primary(MAJOR, work, config)
+    standby = None
+    try:
+        base = os.path.join(work.path, "base")
+        primary.basebackup(base)
+        last = primary.switch_wal()
+        primary.wait_archived(last)
+        standby = restore_cluster(
+            MAJOR,
+            work,
+            base,
+            "standby",
+            {"restore_command": restore_command(config), "archive_mode": "on"},
+            signal="standby.signal",
+        )
+        standby.start()
+        assert standby.is_in_recovery()
+        rc, doc, err = check(standby, config)
+        assert rc == 0, (doc, err)
+        checks = by_name(doc)
+        assert checks["server"]["detail"].startswith("standby")
+        assert checks["archive.now"]["status"] == "SKIP"
+        assert checks["restore_command"]["status"] == "OK"
+        assert checks["repository.identity"]["status"] == "OK"
+        assert checks["backup.restorable"]["status"] == "OK"
+        # a standby restoring from somewhere else is named
+        standby.psql("ALTER SYSTEM SET restore_command = 'cp /mnt/archive/%f %p'")
+        standby.psql("SELECT pg_reload_conf()")
+        rc, doc, _ = check(standby, config)
+        assert rc == 21
+        assert "does not call walship" in failed(doc)["restore_command"]
+    finally:
+        stop_all([c for c in (standby, primary) if c is not None])

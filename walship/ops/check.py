@@ -228,6 +228,15 @@ def judge_command(
     return Result(setting, OK, f"'{text}'")
 
 
+def _version(num: str | None) -> str:
+    """``150018`` -> ``15.18``."""
+    try:
+        n = int(num or "")
+    except ValueError:
+        return "?"
+    return f"{n // 10000}.{n % 10000}"
+
+
 def _system_config() -> str | None:
     return SYSTEM_CONFIG_PATH if os.path.exists(SYSTEM_CONFIG_PATH) else None
 
@@ -530,7 +539,7 @@ class _Checker:
             Result(
                 "server",
                 OK,
-                f"{role}, PostgreSQL {self.settings.get('server_version_num', '?')}, system "
+                f"{role}, PostgreSQL {_version(self.settings.get('server_version_num'))}, system "
                 f"{self.sysid if self.sysid is not None else '? (pg_control_system not allowed)'}",
             )
         )

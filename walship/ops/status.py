@@ -485,11 +485,19 @@ def text(doc: dict[str, Any]) -> str:
         bk = repo["backups"]
         if bk["count"]:
             n, o = bk["newest"], bk["oldest"]
+            sizes = (
+                f", {_size(n['raw_size'])} raw, {_size(n['stored_size'])} stored"
+                if n["raw_size"] is not None
+                else ""
+            )
             lines.append(
-                f"backups:    {bk['count']}, newest {n['name']} ({_age(n['stop_timestamp'], now)}, "
-                f"{_size(n['raw_size'])} raw, {_size(n['stored_size'])} stored), oldest "
-                f"{o['name']} ({_age(o['stop_timestamp'], now)}); "
-                f"{_size(bk['stored_size_total'])} stored in all"
+                f"backups:    {bk['count']}, newest {n['name']} ({_age(n['stop_timestamp'], now)}"
+                f"{sizes}), oldest {o['name']} ({_age(o['stop_timestamp'], now)})"
+                + (
+                    f"; {_size(bk['stored_size_total'])} stored in all"
+                    if bk["stored_size_total"]
+                    else ""
+                )
                 + (f"; {bk['incomplete']} incomplete" if bk["incomplete"] else "")
             )
         else:
