@@ -345,24 +345,24 @@ def _copy(
 ) -> tuple[list[Any], list[Any]]:
     file_entries: list[Any] = []
     part_entries: list[Any] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship-backup") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship-backup")
+    try:
         futures = [pool.submit(writer.run_job, ctx, job) for job in jobs]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        error: BaseException | None = None
         for f in done:
             exc = f.exception()
             if exc is not None and not isinstance(exc, writer._Aborted):
-                error = exc
-                break
-        if error is not None:
-            ctx.failed.set()
-            for f in futures:
-                f.cancel()
-            raise error
+                raise exc
         for f in futures:
             res = f.result()
             file_entries.extend(res.files)
             part_entries.extend(res.parts)
+    except BaseException:
+        # a failed job, or Ctrl-C: the other workers stop at their next read
+        ctx.failed.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return file_entries, part_entries
 
 
@@ -389,13 +389,19 @@ def _stop(conn: Any, server: Server) -> tuple[int, str, str | None]:
             sql = "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
         lsn, labelfile, spcmap = _one(conn, sql)
     except psycopg.Error as exc:
-        raise _sql_error("pg_backup_stop failed", exc) from None
+        err = _sql_error("pg_backup_stop failed", exc)
+        raise ServerCheckError(
+            f"{err.message}; the backup is not recorded",
+            hint=err.hint or "take the backup again",
+        ) from None
     return parse_lsn(lsn), str(labelfile), (str(spcmap) if spcmap else None)
 
 
 def _stop_timeline(conn: Any, server: Server) -> int:
     if server.standby:
         (tli,) = _one(conn, "SELECT min_recovery_end_timeline FROM pg_control_recovery()")
+        if not tli:  # no minimum recovery point recorded: the replay timeline
+            (tli,) = _one(conn, "SELECT timeline_id FROM pg_control_checkpoint()")
     else:
         (name,) = _one(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())")
         tli = int(str(name)[:8], 16)
@@ -497,8 +503,9 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         shown = ", ".join(
             f"{f['path']} block {f['block']}" for f in ctx.checksum_failures[:SHOWN_FAILURES]
         )
+        report = log.warning if opts.allow_checksum_failures else log.debug  # else: one line
         for f in ctx.checksum_failures:
-            log.warning(
+            report(
                 "backup.checksum",
                 f"page checksum failure in {f['path']} block {f['block']}",
                 path=f["path"],
@@ -508,8 +515,8 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
             raise WalshipError(
                 f"backup {name}: {len(ctx.checksum_failures)} page(s) failed their checksum "
                 f"({shown}); the backup is not recorded",
-                hint="the data files are corrupt: investigate (and restore those relations); "
-                "--allow-checksum-failures records the backup anyway",
+                hint="the data files are corrupt: investigate (and restore those relations; "
+                "-v lists every page); --allow-checksum-failures records the backup anyway",
             )
     seg = server.wal_segment_size
     stop_segment = segment_file_name(stop_tli, segno_of_end_lsn(stop_lsn, seg), seg)
