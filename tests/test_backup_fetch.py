@@ -58,6 +58,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def one_error(err: str) -> bool:
+    """Exactly one ERROR line (a warning, e.g. about running as root, may precede it)."""
+    return len([line for line in err.splitlines() if " ERROR " in line]) == 1
+
+
 def spec(**kw: object) -> Spec:
     s = Spec(files=dict(FILES), dirs=["pg_replslot", "pg_wal"], modes={"PG_VERSION": 0o640})
     for k, v in kw.items():
@@ -141,6 +146,7 @@ def test_cli_standby_and_no_target(
     assert (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
     auto = (target / "postgresql.auto.conf").read_text()
     assert "recovery_target_lsn = ''" in auto and "recovery_target_action" not in auto
+    assert "recovery_target_timeline = 'latest'" in auto  # follows later promotions
 
 
 def test_latest_with_target_chooses_the_backup_before_it(
@@ -189,7 +195,7 @@ def test_unreachable_target_refused_before_writing_unless_forced(
         capsys, "--repo", url, "backup-fetch", m.name, str(target), "--target-lsn", "0/1000000"
     )
     assert code == 10
-    assert len(err.strip().splitlines()) == 1 and "not reachable" in err
+    assert one_error(err) and "not reachable" in err
     assert not target.exists()
     code, _out, err = run_cli(
         capsys,
@@ -216,13 +222,13 @@ def test_bad_inputs_one_line_and_nothing_written(
         capsys, "--repo", url, "backup-fetch", "20200101T000000Z", str(target)
     )
     assert code == 2 and "no complete backup named '20200101T000000Z'" in err
-    assert len(err.strip().splitlines()) == 1 and not target.exists()
+    assert one_error(err) and not target.exists()
     code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", "nightly", str(target))
     assert code == 2 and "not a walship backup name" in err
     target.mkdir()
     (target / "keep").write_text("mine")
     code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(target))
-    assert code == 2 and "is not empty" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "is not empty" in err and one_error(err)
     assert os.listdir(target) == ["keep"]
     code, _out, err = run_cli(
         capsys,
@@ -245,7 +251,7 @@ def test_missing_part_refused_before_writing(
     backend.delete([part_key(m.name, 1)])
     code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(tmp_path / "r"))
     assert code == 1 and "part-000001 is missing" in err
-    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    assert one_error(err) and not (tmp_path / "r").exists()
 
 
 def test_corrupt_part_leaves_an_unstartable_marked_directory(
@@ -264,7 +270,7 @@ def test_corrupt_part_leaves_an_unstartable_marked_directory(
     code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(target))
     assert code == 1, err
     assert "digest" in err or "damaged" in err, err
-    assert len(err.strip().splitlines()) == 1 and "is incomplete" in err
+    assert one_error(err) and "is incomplete" in err
     assert (target / fetch.MARKER).exists()
     assert not (target / "global" / "pg_control").exists()
     assert not (target / "backup_label").exists()
@@ -289,7 +295,7 @@ def test_wrong_key_refused_before_writing(
     env_cfg = tmp_path / "w.toml"
     env_cfg.write_text(f'repo = "{url}"\nencryption_keyring = "{other}"\n')
     code, _out, err = run_cli(capsys, "--config", str(env_cfg), "backup-fetch", m.name, str(target))
-    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert code != 0 and one_error(err), err
     assert "key" in err and not target.exists()
     good = tmp_path / "g.toml"
     good.write_text(f'repo = "{url}"\nencryption_keyring = "{key}"\n')
@@ -384,7 +390,17 @@ def test_wal_show_and_plan_restore_list_walship_backups(
     code, out, _ = run_cli(capsys, "--repo", url, "wal-show")
     assert f"{m.name} (walship backup)" in out
     code, out, _ = run_cli(capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--json")
-    assert code == 0 and json.loads(out)["backup"]["name"] == m.name
+    doc = json.loads(out)
+    assert code == 0 and doc["backup"]["name"] == m.name
+    assert doc["backup_fetch"] == f"walship backup-fetch {m.name} DIR --target-lsn 0/4000000"
+    code, out, _ = run_cli(
+        capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--action", "promote"
+    )
+    assert code == 0
+    assert (
+        f"restore    walship backup-fetch {m.name} DIR --target-lsn 0/4000000 "
+        "--target-action promote" in out
+    ), out
 
 
 def test_walship_manifest_wins_over_its_backup_file(
@@ -463,7 +479,8 @@ def test_restored_copy_passes_pg_verifybackup(
     assert proc.returncode != 0 and "16386" in proc.stderr
 
 
-def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signo", [9, 2], ids=["SIGKILL", "SIGINT"])
+def test_restore_killed_midway_never_looks_complete(tmp_path: Path, signo: int) -> None:
     import signal
     import subprocess
     import sys
@@ -503,10 +520,15 @@ def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
             if any(sizes):
                 break
             time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)  # our own child, by its pid
+        proc.send_signal(signo)  # our own child, by its pid
+        killed = time.monotonic()
     finally:
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    if signo == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    else:  # Ctrl-C: the workers stop between chunks, queued parts are cancelled
+        assert proc.returncode == 130, "the restore ended before it could be interrupted"
+        assert time.monotonic() - killed < 10
     assert (target / fetch.MARKER).exists()
     assert not (target / "global" / "pg_control").exists()
     assert not (target / "backup_label").exists()
@@ -554,5 +576,68 @@ def test_bad_target_flags_named_in_backup_fetch_terms(
     code, _out, err = run_cli(
         capsys, "--repo", url, "backup-fetch", "LATEST", str(tmp_path / "r"), *flags
     )
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and message in err and one_error(err), err
     assert not (tmp_path / "r").exists()
+
+
+def test_planner_source_reads_manifests_without_their_file_lists(
+    repo: tuple[str, Config, MemoryBackend],
+) -> None:
+    from walship.manifest import Manifest
+    from walship.restore.backups import WalshipManifestSource
+
+    _url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    m.label = 'tricky ,"directories": label'
+    data = m.to_json()
+    b = WalshipManifestSource().parse(manifest_key(m.name), data)
+    assert b.label == m.label and b.name == m.name and b.source == "walship"
+    assert (b.start_lsn, b.stop_lsn, b.checkpoint_lsn) == (
+        m.start_lsn,
+        m.stop_lsn,
+        m.checkpoint_lsn,
+    )
+    assert [k for k, _s, _d in b.parts] == [part_key(m.name, p.index) for p in m.parts]
+    # a manifest laid out otherwise (files first) is read whole
+    doc = json.loads(data)
+    reordered = {"files": doc.pop("files"), **doc}
+    again = WalshipManifestSource().parse(manifest_key(m.name), json.dumps(reordered).encode())
+    assert again == b
+    assert Manifest.from_json(data, "x").files  # the real manifest still has its files
+
+
+def test_no_repository_named_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "r"
+    code, _out, err = run_cli(
+        capsys, "--repo", str(tmp_path / "no-repo"), "backup-fetch", "LATEST", str(target)
+    )
+    assert code == 1 and one_error(err) and "does not exist" in err
+    assert not target.exists()
+
+
+def test_no_backup_manifest_for_postgresql_12(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path
+) -> None:
+    _url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    m.pg_version = 120017
+    result = fetch.Restore(cfg, backend, m, str(tmp_path / "r")).run()
+    assert not result.pg_manifest and not (tmp_path / "r" / "backup_manifest").exists()
+    assert (tmp_path / "r" / "backup_label").exists()
+
+
+def test_missing_parents_are_created_and_unwritable_ones_refused(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    deep = tmp_path / "a" / "b" / "data"
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(deep))
+    assert code == 0, err
+    assert (deep / "backup_label").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(blocker / "d"))
+    assert code == 2 and one_error(err) and "not a directory" in err
