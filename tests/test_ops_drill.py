@@ -222,5 +222,21 @@ def test_drill_restores_reports_and_cleans_up(work: Workdir) -> None:
         )
         assert stored["last_drill"]["ok"] is False
         assert "backup-fetch" in stored["last_drill"]["reason"]
+        # --- short of disk: refused before anything is written, says how much -------------
+        if os.geteuid() == 0:  # a real small file system (tmpfs of 1 MiB)
+            small = work.mkdir("small")
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", small], check=True
+            )
+            try:
+                os.chown(small, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+                os.chmod(small, 0o700)
+                tiny = walship_config(work, {**settings, "drill_dir": small}, name="tiny.toml")
+                rc, rep, err = drill(primary, tiny)
+                assert rc == 22, (rep, err)
+                assert "GiB free in" in rep["reason"] and "needs about" in rep["reason"]
+                assert os.listdir(small) == ["lock"]
+            finally:
+                subprocess.run(["umount", small], check=True)
     finally:
         stop_all([primary])
