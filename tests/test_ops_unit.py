@@ -200,3 +200,58 @@ def test_one_drill_at_a_time(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     os.close(drill.lock_root(str(tmp_path)))
+
+
+def test_check_and_status_without_a_server(tmp_path: Path) -> None:
+    """No server answers: check names it and still checks the repository; status and
+    metrics work from the repository alone."""
+    import json
+
+    from walship.config import Config
+    from walship.repository import IDENTITY_KEY, Identity
+    from walship.storage.registry import open_backend
+
+    repo = str(tmp_path / "repo")
+    os.makedirs(repo)
+    backend = open_backend(repo, Config(repo=repo))
+    backend.put(IDENTITY_KEY, [Identity(7000000000000000001, 16 << 20, 150000).to_json()])
+    backend.close()
+    walship = os.path.join(os.path.dirname(sys.executable), "walship")
+    env = {
+        **os.environ,
+        "PGHOST": str(tmp_path / "nosock"),
+        "PGPORT": "1",
+        "PGCONNECT_TIMEOUT": "2",
+        "WALSHIP_METRICS_CACHE": str(tmp_path / "cache.json"),
+    }
+    env.pop("WALSHIP_CONFIG", None)
+    proc = subprocess.run(
+        [walship, "--repo", repo, "check", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 21, proc.stderr
+    doc = json.loads(proc.stdout)
+    status = {c["name"]: c["status"] for c in doc["checks"]}
+    assert status["server"] == "FAIL" and "cannot connect" in doc["checks"][0]["detail"]
+    assert status["repository"] == "OK" and status["repository.write"] == "OK"
+    assert status["archive.now"] == "SKIP" and status["backup.exists"] == "FAIL"
+    assert len(proc.stderr.strip().splitlines()) == 1  # one line, no traceback
+    proc = subprocess.run(
+        [walship, "--repo", repo, "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["server"]["reachable"] is False and doc["repository"]["segments"] == 0
+    assert doc["last_check"]["ok"] is False
+    proc = subprocess.run(
+        [walship, "--repo", repo, "metrics"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "walship_server_up 0.0" in proc.stdout and "walship_repository_up 1.0" in proc.stdout

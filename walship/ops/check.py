@@ -889,6 +889,8 @@ def run_checks(
                 elif usable:
                     if conn is not None:
                         c.archive_now(conn, backend)
+                    else:
+                        c.add(Result("archive.now", SKIP, "no server connection: not tried"))
                     c.inventory(backend)
                 doc = _document(c, started, time.monotonic() - t0)
                 if not c.failed("repository", "repository.write"):
