@@ -281,7 +281,9 @@ def test_tablespace_recorded(work: Workdir) -> None:
         primary.psql(
             "CREATE TABLE far TABLESPACE extra AS SELECT g FROM generate_series(1, 50000) g"
         )
+        primary.psql("CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 5000) g")
         primary.psql("CHECKPOINT")
+        unlogged = primary.psql("SELECT pg_relation_filepath('scratch')")
         oid = int(primary.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'"))
         relpath = primary.psql("SELECT pg_relation_filepath('far')")
         proc = _push(primary, cfg, "--fast")
@@ -297,6 +299,10 @@ def test_tablespace_recorded(work: Workdir) -> None:
         dirs = {d.path: d for d in m.directories}
         assert dirs[f"pg_tblspc/{oid}"].tablespace == oid
         assert "pg_tblspc" in dirs
+        # an unlogged relation: only its init fork (the server rebuilds the rest from it)
+        paths = {f.path for f in m.files}
+        assert os.path.exists(os.path.join(primary.datadir, unlogged))
+        assert unlogged not in paths and f"{unlogged}_init" in paths
     finally:
         primary.stop("immediate")
 

@@ -472,8 +472,8 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         part_size = writer.effective_part_size(cfg.backup_part_size)
         progress = writer.Progress(found.size)
         checker = writer.Checker(start_lsn, server.block_size) if server.data_checksums else None
-        ctx = writer.Context(cfg, backend, name, part_size, progress, checker)
         workers = cfg.backup_workers or os.cpu_count() or 1
+        ctx = writer.Context(cfg, backend, name, part_size, progress, checker, workers)
         reporter = _Reporter(progress, opts.progress, opts.verbose)
         try:
             file_entries, part_entries = _copy(
