@@ -16,6 +16,7 @@ from datetime import datetime
 
 import pytest
 from backupkit import (
+    as_server_user,
     file_bytes,
     load_config,
     manifests,
@@ -188,6 +189,24 @@ def test_sigkill_midway_then_next_push_and_backup_list(work: Workdir) -> None:
         for leftover in parts_dir:
             subprocess.run(["rm", "-rf", leftover], check=True)
         parts_dir.clear()
+        # the server ends the backup's session: the copy stops within seconds
+        cut = start_walship(cfg, "backup-push", "--fast", env=slow)
+        try:
+            _wait("3 parts written", some_parts)
+            primary.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'walship backup-push'"
+            )
+            terminated = time.monotonic()
+        finally:
+            _out, err = cut.communicate(timeout=300)
+        assert time.monotonic() - terminated < 20
+        assert cut.returncode == 1
+        line = one_line(err)
+        assert "lost the session holding the backup" in line and "not recorded" in line
+        for leftover in parts_dir:
+            subprocess.run(["rm", "-rf", leftover], check=True)
+        parts_dir.clear()
         killed = start_walship(
             cfg, "backup-push", "--fast", env=server_env(primary, WALSHIP_COMPRESSION_LEVEL="19")
         )
@@ -344,6 +363,10 @@ def test_standby_backup_and_wal_timeout(work: Workdir) -> None:
         assert "needed to make the backup consistent" in line
         assert "within 3 s" in line and "primary" in line and "pg_switch_wal()" in line
         assert scan(cfg).complete == []
+        # the primary's data directory is the same cluster, but not this server's
+        wrong = _push(standby, cfg, "--pgdata", primary.datadir)
+        assert wrong.returncode == 1
+        assert f"{primary.datadir} is not the server's data directory" in one_line(wrong.stderr)
         # with the primary switching segments, the standby's backup completes
         switcher = threading.Thread(target=_switching, args=(primary, stop), daemon=True)
         switcher.start()
@@ -378,11 +401,13 @@ def test_standby_backup_and_wal_timeout(work: Workdir) -> None:
                 ),
             )
             run([standby.bin("pg_ctl"), "-D", standby.datadir, "-w", "promote"])
+            promoted = time.monotonic()
         finally:
             _out, err = slow.communicate(timeout=300)
+        assert time.monotonic() - promoted < 20  # within seconds, not after the whole copy
         assert slow.returncode == 1, err
         line = one_line(err)
-        assert "the standby was promoted during online backup" in line
+        assert "the standby was promoted during the backup" in line
         assert "the backup is not recorded" in line
         assert [b.name for b in manifests(cfg)] == [m.name]
     finally:
@@ -584,6 +609,8 @@ def test_bad_inputs_refused_before_copying(work: Workdir) -> None:
             capture_output=True,
             text=True,
             env={**os.environ, **server_env(primary)},
+            cwd="/tmp",
+            **as_server_user(),  # type: ignore[arg-type]
         )
         line = _refused(blocked)
         assert "psycopg, which is not installed" in line and "walship[backup]" in line
@@ -658,11 +685,7 @@ def test_progress_on_a_terminal_and_bounded_memory(work: Workdir) -> None:
             text=True,
             env=env,
             cwd="/tmp",
-            **(
-                {"user": "postgres", "group": "postgres", "extra_groups": []}
-                if os.geteuid() == 0
-                else {}
-            ),  # type: ignore[arg-type]
+            **as_server_user(),  # type: ignore[arg-type]
         )
         os.close(slave)
         tty = b""

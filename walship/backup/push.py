@@ -46,6 +46,7 @@ from . import catalog, files, writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..config import Config
@@ -340,19 +341,32 @@ class _Reporter:
 # ------------------------------------------------------------------ the backup
 
 
+#: seconds between checks of the session during the copy (alive; a standby not promoted)
+SESSION_CHECK = 5.0
+
+
 def _copy(
-    cfg: Config, ctx: writer.Context, jobs: list[list[files.Source]], workers: int
+    ctx: writer.Context,
+    jobs: list[list[files.Source]],
+    workers: int,
+    check: Callable[[], None] | None = None,
 ) -> tuple[list[Any], list[Any]]:
+    """Run the jobs, calling ``check`` every few seconds (it raises to stop the copy)."""
     file_entries: list[Any] = []
     part_entries: list[Any] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship-backup")
     try:
         futures = [pool.submit(writer.run_job, ctx, job) for job in jobs]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in done:
-            exc = f.exception()
-            if exc is not None and not isinstance(exc, writer._Aborted):
-                raise exc
+        while True:
+            done, pending = wait(futures, timeout=SESSION_CHECK, return_when=FIRST_EXCEPTION)
+            for f in done:
+                exc = f.exception()
+                if exc is not None and not isinstance(exc, writer._Aborted):
+                    raise exc
+            if not pending:
+                break
+            if check is not None:
+                check()
         for f in futures:
             res = f.result()
             file_entries.extend(res.files)
@@ -364,6 +378,26 @@ def _copy(
         raise
     pool.shutdown()
     return file_entries, part_entries
+
+
+def _check_session(conn: Any, server: Server, name: str) -> None:
+    """The backup's session is alive and, on a standby, the server still in recovery."""
+    import psycopg
+
+    try:
+        (recovering,) = _one(conn, "SELECT pg_is_in_recovery()")
+    except psycopg.Error as exc:
+        err = _sql_error("lost the session holding the backup", exc)
+        raise ServerCheckError(
+            f"backup {name}: {err.message}; the server aborted the backup, which is not recorded",
+            hint="take the backup again once the server is back",
+        ) from None
+    if server.standby and not recovering:
+        raise ServerCheckError(
+            f"backup {name}: the standby was promoted during the backup; the backup is not "
+            "recorded",
+            hint="take the backup again (of the new primary, or of a standby)",
+        )
 
 
 def _start(conn: Any, server: Server, label: str, fast: bool) -> int:
@@ -477,7 +511,10 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         reporter = _Reporter(progress, opts.progress, opts.verbose)
         try:
             file_entries, part_entries = _copy(
-                cfg, ctx, writer.plan(found.files, part_size), workers
+                ctx,
+                writer.plan(found.files, part_size),
+                workers,
+                lambda: _check_session(conn, server, name),
             )
         finally:
             reporter.close()
