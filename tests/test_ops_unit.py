@@ -255,3 +255,57 @@ def test_check_and_status_without_a_server(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "walship_server_up 0.0" in proc.stdout and "walship_repository_up 1.0" in proc.stdout
+
+
+def test_metrics_use_the_cached_summary(tmp_path: Path) -> None:
+    """Within metrics_cache_max_age a run does not read the repository (it may even be
+    gone); the summary's age is exported; after it, the run reads the repository."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from walship.config import Config
+    from walship.repository import IDENTITY_KEY, Identity
+    from walship.storage.registry import open_backend
+
+    repo = str(tmp_path / "repo")
+    os.makedirs(repo)
+    backend = open_backend(repo, Config(repo=repo))
+    backend.put(IDENTITY_KEY, [Identity(7000000000000000001, 16 << 20, 150000).to_json()])
+    backend.close()
+    walship = os.path.join(os.path.dirname(sys.executable), "walship")
+    env = {
+        **os.environ,
+        "PGHOST": str(tmp_path / "nosock"),
+        "PGPORT": "1",
+        "WALSHIP_METRICS_CACHE": str(tmp_path / "cache.json"),
+        "WALSHIP_METRICS_CACHE_MAX_AGE": "300",
+    }
+    env.pop("WALSHIP_CONFIG", None)
+    prom = str(tmp_path / "walship.prom")
+
+    def scrape() -> dict[str, float]:
+        subprocess.run(
+            [walship, "--repo", repo, "metrics", "--textfile", prom],
+            env=env,
+            check=True,
+            timeout=60,
+        )
+        with open(prom) as fh:
+            return {
+                s.name: s.value
+                for f in text_string_to_metric_families(fh.read())
+                for s in f.samples
+            }
+
+    first = scrape()
+    assert first["walship_repository_up"] == 1 and first["walship_summary_age_seconds"] < 5
+    os.rename(repo, repo + ".away")
+    time.sleep(1.1)
+    cached = scrape()
+    assert cached["walship_repository_up"] == 1
+    assert cached["walship_summary_age_seconds"] >= 1
+    env["WALSHIP_METRICS_CACHE_MAX_AGE"] = "0"
+    stale = scrape()  # must refresh: the repository is gone; the last summary is kept
+    assert stale["walship_summary_age_seconds"] >= 1 and stale["walship_repository_up"] == 0
+    os.rename(repo + ".away", repo)
+    fresh = scrape()
+    assert fresh["walship_summary_age_seconds"] < 1 and fresh["walship_repository_up"] == 1

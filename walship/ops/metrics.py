@@ -43,7 +43,8 @@ METRICS: dict[str, str] = {
     "walship_archive_backlog_files": ".ready files waiting in pg_wal/archive_status",
     "walship_archive_backlog_oldest_age_seconds": "age of the oldest waiting .ready file "
     "(0: none waiting)",
-    "walship_repository_up": "1 when the repository summary could be read",
+    "walship_repository_up": "1 when the repository could be read at the last refresh (0: "
+    "the values below are the last good summary's, see walship_summary_age_seconds)",
     "walship_summary_age_seconds": "age of the cached repository summary these values come from",
     "walship_repository_segments": "archived WAL segments",
     "walship_repository_newest_segment_timestamp_seconds": "when the newest segment was archived",
@@ -115,7 +116,7 @@ def values(doc: dict[str, Any]) -> dict[str, float]:
             _num(backlog.get("oldest_age_seconds")) or 0.0
         )
     repo = doc.get("repository")
-    out["walship_repository_up"] = 0.0 if repo is None else 1.0
+    out["walship_repository_up"] = 0.0 if repo is None or doc.get("repository_error") else 1.0
     if repo is not None:
         summarized = _num(repo.get("summarized_timestamp"))
         if summarized is not None:
