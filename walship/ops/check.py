@@ -592,7 +592,10 @@ class _Checker:
     def probe(self, backend: Backend) -> None:
         from ..codec import objects
 
-        key = f"{records.PROBE_PREFIX}{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
+        import re
+
+        host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "host"
+        key = f"{records.PROBE_PREFIX}{host}-{os.getpid()}-{os.urandom(4).hex()}"
         data = os.urandom(4096)
         encrypted = self.cfg.encryption != "none"
         step = "write"
