@@ -590,9 +590,9 @@ class _Checker:
         return True
 
     def probe(self, backend: Backend) -> None:
-        from ..codec import objects
-
         import re
+
+        from ..codec import objects
 
         host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "host"
         key = f"{records.PROBE_PREFIX}{host}-{os.getpid()}-{os.urandom(4).hex()}"
