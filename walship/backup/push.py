@@ -536,6 +536,7 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         )
     for vanished in ctx.vanished:
         log.debug("backup.vanished", f"{vanished} disappeared during the backup (skipped)")
+    ctx.checksum_failures.sort(key=lambda f: (str(f["path"]), int(str(f["block"]))))
     if ctx.checksum_failures:
         shown = ", ".join(
             f"{f['path']} block {f['block']}" for f in ctx.checksum_failures[:SHOWN_FAILURES]
