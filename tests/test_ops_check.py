@@ -179,6 +179,8 @@ def test_check_wrong_encryption_key(work: Workdir) -> None:
         rc, doc, _ = check(primary, config)
         assert rc == 21
         assert "none of the configured keys" in failed(doc)["encryption"], doc
+        # the backup is unreadable with that key: said as such, not as "no backup"
+        assert "cannot be read" in failed(doc)["backup.exists"], doc
     finally:
         stop_all([primary])
         shutil.rmtree(keys, ignore_errors=True)

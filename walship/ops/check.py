@@ -402,6 +402,17 @@ def judge_backups(inv: Inventory, *, now: float, max_age_hours: float) -> list[R
     from ..restore import planner
 
     if not inv.backups:
+        if inv.backup_errors:
+            key, why = sorted(inv.backup_errors.items())[-1]
+            return [
+                Result(
+                    "backup.exists",
+                    FAIL,
+                    f"no usable base backup: {len(inv.backup_errors)} backup object(s) cannot "
+                    f"be read, e.g. {key}: {why}",
+                    "fix what the message names (often the encryption key settings)",
+                )
+            ]
         return [
             Result(
                 "backup.exists",
@@ -790,9 +801,12 @@ class _Checker:
             start = inv.seg_name(newest.start_tli, segno_of_lsn(newest.start_lsn, inv.seg_size))
             if any(name == start for name, _ in listing.segments):
                 keys.append(repository.key_for(start))
+        # backup objects the inventory could not read (a wrong key hides a backup there)
+        keys += sorted(inv.backup_errors)[-3:]
         segs = [k for _, k in listing.segments] or [k for _, k in listing.histories]
         if segs:
             keys.append(max(segs))
+        keys += [k for _, k in listing.histories][-3:]
         keys = list(dict.fromkeys(keys))
         if not keys:
             return
