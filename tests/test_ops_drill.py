@@ -106,7 +106,7 @@ def test_drill_restores_reports_and_cleans_up(work: Workdir) -> None:
         primary.psql("ALTER SYSTEM SET archive_timeout = '2s'")
         primary.psql("SELECT pg_reload_conf()")
         primary.pgbench("-i", "-s", "1")
-        push = run([WALSHIP, "--config", config, "backup-push"], env=env_for(primary))
+        push = run([WALSHIP, "--config", config, "backup-push", "--fast"], env=env_for(primary))
         assert push.returncode == 0
         primary.psql("CREATE TABLE marker(batch int)")
         primary.psql("INSERT INTO marker VALUES (1)")

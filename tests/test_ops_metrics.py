@@ -209,7 +209,7 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
     if promtool:
         proc = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    import yaml  # PyYAML: installed with the test tools (responses, moto's dependency)
+    import yaml  # PyYAML: in the test extra
 
     with open(path) as fh:
         groups = yaml.safe_load(fh)["groups"]
