@@ -494,7 +494,7 @@ def test_cli_policy_from_settings(local: Any) -> None:
         (["--before", "2999-01-01T00:00:00Z"], "is in the future"),
         (["--retain", "2", "--before", "2026-01-01T00:00:00Z"], "cannot be combined"),
         (["--retain", "0"], "would delete every backup"),
-        (["--window", "-3d"], "is not a duration"),
+        (["--window", "3 days"], "is not a duration"),
         ([], "no retention policy given"),
     ],
 )
