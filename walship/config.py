@@ -224,8 +224,9 @@ class Config:
     )
     pgdata: str | None = setting(
         None,
-        "Data directory, for fetch_error_exit = 'auto' and the cluster check on fetch. "
-        "Default: the current directory (PostgreSQL runs restore_command there).",
+        "Data directory, for fetch_error_exit = 'auto', the cluster check on fetch, "
+        "archive-status and backup-push. Default: the current directory (PostgreSQL runs "
+        "restore_command there); backup-push asks the server (data_directory).",
     )
     # --- the server (backup-push, check, status, drill) ---
     conninfo: str | None = setting(
@@ -234,6 +235,30 @@ class Config:
         "check, status, drill). Default: libpq's own environment (PGHOST, PGPORT, PGUSER, "
         "PGSERVICE, ...). Keep passwords in ~/.pgpass or PGPASSFILE, not here.",
         secret=True,
+    )
+    # --- base backups (docs/backups.md) ---
+    backup_workers: int = setting(
+        0,
+        "Files `walship backup-push` reads, compresses and uploads at once (0: one per core).",
+        minimum=0,
+        maximum=64,
+    )
+    backup_part_size: int = setting(
+        64 << 20,
+        "Raw bytes per part object of a base backup (rounded down to a multiple of 1 MiB): "
+        "small files are bundled into one part, larger files split across parts. Each "
+        "worker holds up to 8 MiB of a part's compressed bytes in memory, the rest in a "
+        "temp file.",
+        minimum=1 << 20,
+        maximum=1 << 30,
+    )
+    backup_wal_timeout: float = setting(
+        300.0,
+        "Seconds `walship backup-push` waits, after pg_backup_stop, for the WAL that makes "
+        "the backup consistent to reach the repository; then it fails and the backup is "
+        "not recorded.",
+        minimum=0.0,
+        maximum=86400.0,
     )
     # --- remote storage: retries (S3, GCS, Azure) ---
     retry_deadline: float = setting(
@@ -709,6 +734,21 @@ def from_environment(name: str, env: Mapping[str, str] | None = None) -> object:
         return _convert(name, raw, f"environment variable {row.env}", row)
     except ConfigError:
         return row.default
+
+
+def environment_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings given as ``WALSHIP_*`` variables (non-empty), as their raw text.
+
+    For commands that write a command line for another process to run with
+    the same settings (``backup-fetch``'s restore_command).
+    """
+    env = os.environ if env is None else env
+    out: dict[str, str] = {}
+    for row in SETTINGS:
+        text = env.get(row.env, "")
+        if text != "":
+            out[row.name] = text
+    return out
 
 
 def markdown_table() -> str:

@@ -1,10 +1,17 @@
-"""``walship backup-push`` (being written: see the issue)."""
+"""``walship backup-push``: take a base backup of the running server (docs/backups.md).
+
+Runs on the database host as the user that owns the data directory (usually
+postgres); connects with libpq's settings or the ``conninfo`` setting.
+Prints one line when the backup is complete (its manifest written), with its
+name, sizes, duration and the LSN at which it is consistent.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
-from ..errors import UsageError
+from ..storage.registry import open_backend
 
 if TYPE_CHECKING:
     import argparse
@@ -13,8 +20,40 @@ if TYPE_CHECKING:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--pgdata",
+        metavar="DIR",
+        help="data directory (default: the pgdata setting, else the server's data_directory)",
+    )
+    parser.add_argument("--label", metavar="TEXT", help="backup label (default: walship NAME)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="start with an immediate checkpoint instead of a spread one",
+    )
+    parser.add_argument(
+        "--allow-checksum-failures",
+        action="store_true",
+        help="record the backup even when pages fail their checksum (they are listed in "
+        "the manifest)",
+    )
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    raise UsageError("walship backup-push is not implemented yet")
+    from ..backup import push
+
+    opts = push.Options(
+        pgdata=args.pgdata,
+        label=args.label,
+        fast=args.fast,
+        allow_checksum_failures=args.allow_checksum_failures,
+        progress=sys.stderr is not None and sys.stderr.isatty(),
+        verbose=bool(args.verbose),
+    )
+    backend = open_backend(cfg.require("repo"), cfg)
+    try:
+        result = push.backup_push(cfg, backend, opts)
+    finally:
+        backend.close()
+    print(result.line())
+    return 0

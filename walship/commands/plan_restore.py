@@ -119,18 +119,65 @@ def _executable() -> str:
     return shutil.which("walship") or "walship"
 
 
-def restore_command(args: argparse.Namespace, cfg: Config) -> str:
-    """The restore_command line to paste: same executable, config and repository."""
+#: settings holding a path, made absolute in a restore_command (it runs in the data directory)
+PATH_SETTINGS = ("encryption_key_file", "encryption_keyring", "gcs_credentials_file", "pgdata")
+
+
+def _absolute_repo(repo: str) -> str:
+    return repo if "://" in repo else os.path.abspath(repo)
+
+
+def restore_command_and_omitted(
+    cfg: Config, repo_flag: str | None, env: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """The restore_command for a restored server: this walship with the same settings.
+
+    The config file (absolute path) and the non-secret ``WALSHIP_*`` variables
+    of this environment are passed on (``VAR=value walship ... fetch %f %p``;
+    PostgreSQL runs it through the shell); local paths are made absolute.
+    Secret variables are never written into a command line (it ends up in
+    postgresql.auto.conf and in ``ps``): their names are returned, for the
+    caller to tell the user to put them into the config file or the server's
+    environment.
+    """
     import shlex
 
-    parts = [_executable()]
-    path = cfg.config
-    if path:
-        parts += ["--config", os.path.abspath(path)]
-    repo = getattr(args, "repo", None)
-    if repo:
-        parts += ["--repo", repo]
-    return " ".join(shlex.quote(p) for p in parts) + " fetch %f %p"
+    from .. import config
+
+    given = config.environment_settings() if env is None else env
+    omitted: list[str] = []
+    words: list[str] = []
+    for name, text in given.items():
+        row = config.SETTINGS_BY_NAME[name]
+        if name == "config":
+            continue  # passed as --config, absolute
+        if row.secret:
+            omitted.append(row.env)
+            continue
+        if name == "repo":
+            text = _absolute_repo(text)
+        elif name in PATH_SETTINGS:
+            text = os.path.abspath(text)
+        words.append(f"{row.env}={shlex.quote(text)}")
+    words.append(shlex.quote(_executable()))
+    if cfg.config:
+        words += ["--config", shlex.quote(os.path.abspath(cfg.config))]
+    if repo_flag:
+        words += ["--repo", shlex.quote(_absolute_repo(repo_flag))]
+    # PostgreSQL replaces %f, %p, %r and %% in restore_command: a literal % is %%
+    return " ".join(w.replace("%", "%%") for w in words) + " fetch %f %p", omitted
+
+
+def restore_command(args: argparse.Namespace, cfg: Config) -> str:
+    """The restore_command line to paste: same executable, config and repository."""
+    command, omitted = restore_command_and_omitted(cfg, getattr(args, "repo", None))
+    if omitted:
+        log.warning(
+            "restore-command.secrets",
+            f"{', '.join(omitted)} not written into restore_command (secrets stay out of "
+            "postgresql.auto.conf): put them into the config file or the server's environment",
+        )
+    return command
 
 
 def _plan(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import log
 from ..config import Config
+from ..manifest import BACKUPS_PREFIX
 from ..restore import report, verify
 from ..restore.inventory import deep_check, load_inventory
 from ..storage.registry import open_backend
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         inv, listing = load_inventory(cfg, backend)
         problems = verify.check(inv)
+        problems += verify.check_parts(inv, listing.prefixes.get(BACKUPS_PREFIX, []))
         objects = raw_bytes = 0
         if args.deep:
             deep = deep_check(cfg, backend, listing, inv)

@@ -11,11 +11,15 @@ Sources (docs/planning.md, "What counts as a backup"):
   files PostgreSQL itself archives at the end of every base backup
   (pg_basebackup, ``pg_backup_stop``, and so any tool built on them). They
   reach the repository through ``walship push`` like any WAL file.
-* walship's own backup manifests (``basebackups/<name>/manifest.json``) plug
-  in as another source once walship takes base backups: implement
-  :class:`BackupSource` and add it to :data:`SOURCES`. When two sources
-  describe the same backup (same start LSN and timeline) the one listed
-  first in :data:`SOURCES` wins.
+* :class:`WalshipManifestSource` -- walship's own backup manifests
+  (``basebackups/<name>/manifest.json``, :mod:`walship.manifest`), written by
+  ``walship backup-push``; only these can be restored by ``walship
+  backup-fetch``. A backup taken on a primary also archives a ``.backup``
+  file; when two sources describe the same backup (same start LSN and
+  timeline) the one listed first in :data:`SOURCES` wins, so the walship
+  manifest does.
+
+Further sources implement :class:`BackupSource` and join :data:`SOURCES`.
 
 Pure parsing only (the file format is :mod:`walship.pg.history`);
 :mod:`walship.restore.inventory` does the reading.
@@ -23,9 +27,11 @@ Pure parsing only (the file format is :mod:`walship.pg.history`);
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from ..errors import InvalidWalError
+from ..manifest import BACKUPS_PREFIX, Manifest, is_manifest_key, part_key
 from ..pg import FileKind, classify
 from ..pg.history import parse_backup_file
 
@@ -42,6 +48,8 @@ class Backup(NamedTuple):
     stop_tli: int
     start_time: int | None  # µs since the Unix epoch, UTC (None if not parseable)
     stop_time: int | None
+    #: walship backups: their parts as (key, stored size, raw SHA-256), for verify
+    parts: tuple[tuple[str, int, str], ...] = ()
 
     def matches(self, wanted: str) -> bool:
         """``--backup NAME``: the file name (with or without .backup) or the label."""
@@ -94,8 +102,46 @@ class PgBackupFileSource:
         )
 
 
+def iso_to_us(text: str) -> int | None:
+    """A manifest time (ISO 8601, ``...Z`` or with an offset) as µs since the epoch."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return None
+    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
+
+
+class WalshipManifestSource:
+    """walship's backup manifests (``basebackups/<name>/manifest.json``)."""
+
+    kind = "walship"
+    prefix = BACKUPS_PREFIX
+
+    def wants(self, key: str) -> bool:
+        return is_manifest_key(key)
+
+    def parse(self, key: str, data: bytes) -> Backup:
+        m = Manifest.from_json(data, key)
+        return Backup(
+            name=m.name,
+            label=m.label,
+            source=self.kind,
+            key=key,
+            start_lsn=m.start_lsn,
+            stop_lsn=m.stop_lsn,
+            checkpoint_lsn=m.checkpoint_lsn,
+            start_tli=m.timeline,
+            stop_tli=m.stop_timeline,
+            start_time=iso_to_us(m.start_time),
+            stop_time=iso_to_us(m.stop_time),
+            parts=tuple((part_key(m.name, p.index), p.stored_size, p.sha256) for p in m.parts),
+        )
+
+
 #: backup sources, in order of preference for duplicates
-SOURCES: tuple[BackupSource, ...] = (PgBackupFileSource(),)
+SOURCES: tuple[BackupSource, ...] = (WalshipManifestSource(), PgBackupFileSource())
 
 
 def dedupe(backups: list[Backup]) -> list[Backup]:

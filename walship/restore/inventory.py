@@ -42,6 +42,8 @@ class Listing:
         self.backups: list[tuple[str, str]] = []
         self.other: list[str] = []  # keys under wal/ that are not archive files
         self.infos: list[ObjectInfo] = []
+        #: listings of the other backup sources' prefixes (``basebackups/``), by prefix
+        self.prefixes: dict[str, list[ObjectInfo]] = {}
 
 
 def list_wal(backend: Backend) -> Listing:
@@ -162,7 +164,9 @@ def load_inventory(
         if source.prefix == repository.WAL_PREFIX:
             keys = [i.key for i in lst.infos if source.wants(i.key)]
         else:
-            keys = [i.key for i in backend.list(source.prefix) if source.wants(i.key)]
+            if source.prefix not in lst.prefixes:
+                lst.prefixes[source.prefix] = list(backend.list(source.prefix))
+            keys = [i.key for i in lst.prefixes[source.prefix] if source.wants(i.key)]
 
         def parse_one(key: str, source: BackupSource = source) -> Backup:
             return source.parse(key, read_object(cfg, backend, key))
@@ -235,6 +239,9 @@ class DeepResult:
 def deep_check(cfg: Config, backend: Backend, lst: Listing, inv: Inventory) -> DeepResult:
     """Re-read every archive object: decode (decrypt), check size and SHA-256.
 
+    The parts of walship backups too: each must decode and carry the digest
+    its backup's manifest records.
+
     Also checks that each object holds the file its key names and, where the
     segment index has a digest for a segment, that it matches the object.
     """
@@ -252,7 +259,30 @@ def deep_check(cfg: Config, backend: Backend, lst: Listing, inv: Inventory) -> D
             return str(obj.header.get("raw_sha256")), size, str(obj.header.get("name"))
 
     keys = [key for _, key in entries]
+    parts = {k: (b.name, sha) for b in inv.backups for k, _size, sha in b.parts}
+    keys += sorted(parts)
     for key, res in zip(keys, parallel(read, keys), strict=True):
+        if key in parts:
+            backup, want = parts[key]
+            result.objects += 1
+            leaf = key.rsplit("/", 1)[-1]
+            if isinstance(res, BaseException):
+                result.problems.append(
+                    Problem(ERROR, "integrity", f"backup {backup}: {_message(res)}", (backup,))
+                )
+            elif res[0] != want:
+                result.problems.append(
+                    Problem(
+                        ERROR,
+                        "integrity",
+                        f"backup {backup}: {leaf} holds other bytes than its manifest "
+                        "records (digest mismatch)",
+                        (backup,),
+                    )
+                )
+            else:
+                result.raw_bytes += res[1]
+            continue
         name = by_key[key]
         result.objects += 1
         if isinstance(res, BaseException):

@@ -812,46 +812,28 @@ def _windows(inv: Inventory, scan: PathScan, b: Backup, missing: int | None) -> 
     return out
 
 
-_TARGET_SETTINGS = (
-    "recovery_target",
-    "recovery_target_lsn",
-    "recovery_target_name",
-    "recovery_target_time",
-    "recovery_target_xid",
-)
-
-
 def _settings(target: Target, tli: int, restore_command: str, action: str) -> dict[str, str]:
+    """The recovery settings (the rules are :func:`walship.pg.recovery.settings`)."""
+    from ..pg import recovery
+
     v = target.value
-    setting: tuple[str, str] | None = None
+    text: str | None = None
     if target.kind == "time":
         assert isinstance(v, int)
-        setting = ("recovery_target_time", _quote(format_time(v) or ""))
+        text = format_time(v)
     elif target.kind == "lsn":
         assert isinstance(v, int)
-        setting = ("recovery_target_lsn", _quote(format_lsn(v)))
-    elif target.kind == "xid":
-        setting = ("recovery_target_xid", _quote(str(v)))
-    elif target.kind == "name":
-        setting = ("recovery_target_name", _quote(str(v)))
-    elif target.kind == "immediate":
-        setting = ("recovery_target", "'immediate'")
-    out = {"restore_command": _quote(restore_command)}
-    # A backup taken from a server that was itself restored to a target carries that
-    # setting in its configuration, and PostgreSQL refuses two targets. Clearing the
-    # others works only *before* the one set (each assignment checks the current one).
-    for other in _TARGET_SETTINGS:
-        if setting is None or other != setting[0]:
-            out[other] = "''"
-    if setting is not None:
-        out[setting[0]] = setting[1]
-    if target.kind in INCLUSIVE_KINDS:
-        # explicit, like the timeline: a backup's configuration may carry the other value
-        out["recovery_target_inclusive"] = "'on'" if target.inclusive else "'off'"
-    out["recovery_target_timeline"] = _quote(str(tli))
-    if target.kind != "latest":
-        out["recovery_target_action"] = _quote(action)
-    return out
+        text = format_lsn(v)
+    elif target.kind in ("xid", "name"):
+        text = str(v)
+    return recovery.settings(
+        target.kind,
+        text,
+        restore_command=restore_command,
+        timeline=str(tli),
+        inclusive=target.inclusive,
+        action=action,
+    )
 
 
 def parse_timeline(text: str) -> str | int:

@@ -296,8 +296,9 @@ def overview_text(inv: Inventory, infos: list[TimelineInfo]) -> str:
     for bk in sorted(inv.backups, key=lambda x: x.start_lsn):
         label = f' "{bk.label}"' if bk.label else ""
         when = f", {format_time(bk.stop_time)}" if bk.stop_time is not None else ""
+        kind = " (walship backup)" if bk.source == "walship" else ""
         lines.append(
-            f"  {bk.name}{label}: timeline {bk.start_tli}, {format_lsn(bk.start_lsn)} .. "
+            f"  {bk.name}{kind}{label}: timeline {bk.start_tli}, {format_lsn(bk.start_lsn)} .. "
             f"{format_lsn(bk.stop_lsn)}{when}"
         )
     for key, why in sorted(inv.backup_errors.items()):

@@ -13,17 +13,23 @@ Checks (docs/planning.md):
   none) to the last archived segment: every segment PostgreSQL would ask for
   is there, on the exact timeline.
 * backups: readable, their checkpoint on their own timeline, and every
-  segment from their start to their consistency point present.
+  segment from their start to their consistency point present; for walship's
+  own backups also every part their manifest lists
+  (:func:`check_parts`; ``--deep`` re-reads the parts and compares digests).
 
 Problems are errors (exit 20) or warnings (reported, exit 0).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from ..manifest import split_key
 from ..pg import format_lsn, segno_of_end_lsn, segno_of_lsn
 from .planner import Inventory, Path, PathScan, last_segment_on_path, timeline_path
+
+if TYPE_CHECKING:
+    from ..storage.base import ObjectInfo
 
 ERROR = "error"
 WARNING = "warning"
@@ -171,8 +177,8 @@ def check_backups(inv: Inventory) -> list[Problem]:
             Problem(
                 WARNING,
                 "no-backup",
-                "no base backup found (no .backup file archived); nothing can be "
-                "restored from WAL alone",
+                "no base backup found (no walship backup manifest, no .backup file "
+                "archived); nothing can be restored from WAL alone",
             )
         )
     for b in inv.backups:
@@ -209,6 +215,53 @@ def check_backups(inv: Inventory) -> list[Problem]:
                     tuple(missing),
                 )
             )
+    return out
+
+
+def check_parts(inv: Inventory, listed: list[ObjectInfo]) -> list[Problem]:
+    """walship backups: every part of each manifest is stored.
+
+    Presence only: listings report sizes differently per backend (the local
+    one counts its own metadata header); ``--deep`` checks the contents.
+
+    ``listed`` is the listing of ``basebackups/``. Prefixes without a manifest
+    (an interrupted or running backup-push) are reported as warnings: they are
+    never restored or planned, and ``walship delete --garbage`` removes them.
+    """
+    out: list[Problem] = []
+    sizes = {i.key: i.size for i in listed}
+    complete = set()
+    for b in inv.backups:
+        if b.source != "walship":
+            continue
+        complete.add(b.name)
+        missing = [k for k, _size, _sha in b.parts if k not in sizes]
+        if missing:
+            out.append(
+                Problem(
+                    ERROR,
+                    "backup",
+                    f"backup {b.name} is damaged: {len(missing)} of its {len(b.parts)} "
+                    f"part(s) are missing, first {missing[0]}",
+                    (b.name,),
+                )
+            )
+    for key in inv.backup_errors:
+        parts = split_key(key)
+        if parts is not None:
+            complete.add(parts[0])
+    leftovers = sorted({p[0] for i in listed if (p := split_key(i.key)) is not None} - complete)
+    if leftovers:
+        out.append(
+            Problem(
+                WARNING,
+                "backup",
+                f"{len(leftovers)} incomplete backup(s) without a manifest (interrupted or "
+                f"running backup-push), first {leftovers[0]}: never restored; "
+                "`walship delete --garbage` removes old ones",
+                tuple(leftovers),
+            )
+        )
     return out
 
 
