@@ -143,4 +143,3 @@ def pg_backup_file(
 
 def keys(backend: Backend, prefix: str = "") -> set[str]:
     return {i.key for i in backend.list(prefix)}
-

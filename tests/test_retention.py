@@ -73,17 +73,12 @@ def wal_present(backend: Any, tli: int = 1) -> list[int]:
 
 def reachable(c: Any, backend: Any, tli: int, target: str = "latest") -> dict[str, str]:
     """Planner verdicts per backup on timeline ``tli`` (through the normal inventory)."""
-    from walship.backup import catalog
-    from walship.restore.backups import dedupe
     from walship.restore.inventory import load_inventory
 
     inv, _ = load_inventory(c, backend, summaries=False)
-    manifests, errors = catalog.load(c, backend)
-    assert not errors
-    # walship's own backups first (the planner's source order once it reads manifests)
-    backups = dedupe([*map(retention._manifest_backup, manifests), *inv.backups])
+    assert not inv.backup_errors
     out = {}
-    for b in backups:
+    for b in inv.backups:
         inv2 = planner.Inventory(
             seg_size=inv.seg_size,
             segments=inv.segments,
@@ -371,9 +366,21 @@ def test_delete_interrupted_then_rerun(crash_after: int) -> None:
 
     for bname in catalog.scan(crashed).complete:
         assert keys(crashed, f"basebackups/{bname}/part-"), bname
+    assert not _verify_errors(c, crashed)
     # the second run (same policy, no --garbage) finishes the job
     run(c, crashed, retain=2)
     assert keys(crashed) == keys(ref)
+    assert not _verify_errors(c, crashed)
+
+
+def _verify_errors(c: Any, backend: Any) -> list[str]:
+    from walship.manifest import BACKUPS_PREFIX
+    from walship.restore import verify
+    from walship.restore.inventory import load_inventory
+
+    inv, _ = load_inventory(c, backend, summaries=False)
+    problems = verify.check(inv) + verify.check_parts(inv, list(backend.list(BACKUPS_PREFIX)))
+    return [p.message for p in problems if p.severity == verify.ERROR]
 
 
 def test_kept_backup_with_a_stale_tombstone(mem: Any) -> None:
@@ -476,7 +483,7 @@ def test_cli_dry_run_then_confirm(local: Any) -> None:
 
 
 def test_cli_policy_from_settings(local: Any) -> None:
-    backend, root, names = local
+    backend, root, _names = local
     env = {"WALSHIP_RETENTION_RETAIN": "1"}
     proc = _walship(root, "delete", "--confirm", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -499,7 +506,7 @@ def test_cli_policy_from_settings(local: Any) -> None:
     ],
 )
 def test_cli_bad_input_one_line(local: Any, args: list[str], message: str) -> None:
-    backend, root, names = local
+    backend, root, _names = local
     before = keys(backend)
     proc = _walship(root, "delete", "--confirm", *args)
     assert proc.returncode == 2, proc.stderr
@@ -510,7 +517,7 @@ def test_cli_bad_input_one_line(local: Any, args: list[str], message: str) -> No
 
 
 def test_cli_before_every_backup(local: Any) -> None:
-    backend, root, names = local
+    backend, root, _names = local
     before = keys(backend)
     limit = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - HOUR))
     proc = _walship(root, "delete", "--confirm", "--before", limit)

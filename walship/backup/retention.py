@@ -35,7 +35,6 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from .. import log, repository
 from ..codec import objects
@@ -44,7 +43,6 @@ from ..index.entries import INDEX_PREFIX, PACK_PREFIX
 from ..manifest import (
     BACKUPS_PREFIX,
     MANIFEST_LEAF,
-    Manifest,
     backup_prefix,
     manifest_key,
     split_key,
@@ -60,7 +58,7 @@ from ..pg import (
 )
 from ..pg.history import HistoryEntry, parse_history
 from ..restore import planner
-from ..restore.backups import Backup, PgBackupFileSource
+from ..restore.backups import Backup, PgBackupFileSource, WalshipManifestSource
 from ..restore.inventory import parallel, read_object
 
 TYPE_CHECKING = False
@@ -120,19 +118,6 @@ def format_duration(us: int) -> str:
         if s >= size and s % size == 0:
             return f"{s // size}{unit}"
     return f"{s}s"
-
-
-def iso_to_us(text: str | None) -> int | None:
-    """A manifest's ISO 8601 UTC time -> µs since the epoch (None if unparseable)."""
-    if not text:
-        return None
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        return None
-    return (dt - planner.EPOCH) // timedelta(microseconds=1)
 
 
 # --- pure: the backups and the policy -------------------------------------------------
@@ -598,26 +583,9 @@ class _Prefix:
             self.last_write = mtime
 
 
-def _manifest_backup(m: Manifest) -> Backup:
-    return Backup(
-        name=m.name,
-        label=m.label,
-        source="walship",
-        key=manifest_key(m.name),
-        start_lsn=m.start_lsn,
-        stop_lsn=m.stop_lsn,
-        checkpoint_lsn=m.checkpoint_lsn,
-        start_tli=m.timeline,
-        stop_tli=m.stop_timeline,
-        start_time=iso_to_us(m.start_time),
-        stop_time=iso_to_us(m.stop_time),
-    )
-
-
 def _read_backup(cfg: Config, backend: Backend, name: str) -> Backup:
-    from .catalog import read_manifest
-
-    return _manifest_backup(read_manifest(cfg, backend, name))
+    key = manifest_key(name)
+    return WalshipManifestSource().parse(key, read_object(cfg, backend, key))
 
 
 def scan(cfg: Config, backend: Backend) -> Repo:
