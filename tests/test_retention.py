@@ -524,3 +524,19 @@ def test_cli_before_every_backup(local: Any) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "would delete every backup (3)" in proc.stderr
     assert keys(backend) == before
+
+
+def test_plan_memory_stays_compact() -> None:
+    """A WalScan of 200,000 segments holds two 8-byte numbers per segment."""
+    import tracemalloc
+
+    scan = retention.WalScan(16 << 20)
+    tracemalloc.start()
+    for tli in (1, 2):
+        for segno in range(100_000):
+            name = f"{tli:08X}{segno // 256:08X}{segno % 256:08X}"
+            scan.add(f"wal/{name[:16]}/{name}", 16 << 20, 0.0)
+    current, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert scan.segment_count() == 200_000
+    assert current < 200_000 * 24, current  # 16 bytes a segment, plus array slack
