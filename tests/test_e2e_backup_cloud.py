@@ -15,6 +15,10 @@ import pytest
 from e2e import BALANCES, archiving_primary, stop_all
 from pgharness import WALSHIP, Cluster, Workdir, run, walship_config
 
+from walship import config
+from walship.codec import envelope
+from walship.storage.registry import open_backend
+
 pytestmark = [pytest.mark.slow, pytest.mark.pg, pytest.mark.cloud]
 MAJOR = 16
 
@@ -32,6 +36,27 @@ def _settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str,
         name = k[len("WALSHIP_") :].lower()
         out[name] = (v == "true") if v in ("true", "false") else v
     out["retry_deadline"] = "10"
+    return out
+
+
+def _part_encryption(cfg_path: str) -> list[str | None]:
+    """The key id in each backup part's (plaintext, authenticated) header, None if plain."""
+    cfg = config.load(config_path=cfg_path)
+    backend = open_backend(cfg.require("repo"), cfg)
+    out: list[str | None] = []
+    try:
+        for info in backend.list("basebackups/"):
+            if "/part-" not in info.key:
+                continue
+            stream = backend.open(info.key)
+            try:
+                header, _, _ = envelope.read_header(iter(stream), info.key)
+            finally:
+                stream.close()
+            enc = header.get("encryption")
+            out.append(None if enc is None else str(enc["key_id"]))
+    finally:
+        backend.close()
     return out
 
 
@@ -66,6 +91,9 @@ def test_backup_push_and_fetch_on_cloud(
         expected = primary.psql(BALANCES)
         last = primary.switch_wal()
         primary.wait_archived(last)
+        parts = _part_encryption(fetch_cfg)
+        assert parts
+        assert all((enc is None) == (mode == "none") for enc in parts), parts
         dest = os.path.join(work.path, "restored")
         out = walship(fetch_cfg, "backup-fetch", "LATEST", dest)
         assert "plan: reachable" in out, out

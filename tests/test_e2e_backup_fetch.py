@@ -110,6 +110,11 @@ def test_pitr_from_walship_backups_while_pgbench_writes(major: int, work: Workdi
         target, expected, _last = mark_target_time(primary, after=100)
         second = backup_push(primary, cfg, "second")
         assert second["name"] != first["name"]
+        # plan-restore, wal-show and verify (--deep re-reads the parts) see both backups
+        shown = json.loads(walship(cfg, "wal-show", "--json").stdout)["backups"]
+        ours = [b["name"] for b in shown if b["source"] == "walship"]
+        assert ours == [first["name"], second["name"]], shown
+        walship(cfg, "verify", "--deep")
 
         dest = os.path.join(work.path, "restored")
         out = walship(

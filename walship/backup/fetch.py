@@ -433,6 +433,10 @@ class Restore:
             return self._run(started, pg_manifest, finish)
         except (WalshipError, OSError) as exc:
             if not self._started:
+                if isinstance(exc, OSError):
+                    raise WalshipError(
+                        f"cannot restore into {self.root}: {_os_message(exc)}"
+                    ) from None
                 raise
             why = exc.one_line() if isinstance(exc, WalshipError) else _os_message(exc)
             raise WalshipError(

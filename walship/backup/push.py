@@ -446,6 +446,12 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         start_wall = time.time()
         name = catalog.new_name(backend, start_wall)
         label = opts.label or f"walship {name}"
+        if opts.progress and not opts.fast:
+            sys.stderr.write(
+                "waiting for the server's checkpoint (a spread one; --fast asks for an "
+                "immediate one)\n"
+            )
+            sys.stderr.flush()
         start_lsn = _start(conn, server, label, opts.fast)
         log.debug(
             "backup.start", f"backup {name} started at LSN {format_lsn(start_lsn)}", pgdata=pgdata

@@ -34,7 +34,7 @@ from ..manifest import KIND_PART, FileEntry, PartEntry, part_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Generator, Iterator
 
     from ..config import Config
     from ..storage.base import Backend
@@ -84,7 +84,7 @@ class Checker:
         return bool(self._mod.is_checksummed(relpath))
 
     def first_block(self, relpath: str) -> int:
-        return int(self._mod.first_block(relpath))
+        return int(self._mod.first_block(relpath, self.block_size))
 
     def failed(self, data: bytes | bytearray, first_blkno: int) -> list[int]:
         return list(
@@ -243,7 +243,7 @@ def _read_spool(spool: object) -> Iterator[bytes]:
 
 def _file_stream(
     ctx: Context, job: list[Source], result: JobResult
-) -> Iterator[tuple[FileEntry, bytes]]:
+) -> Generator[tuple[FileEntry, bytes], None, None]:
     """``(entry, bytes)`` of each file in turn; each entry is complete once its bytes are."""
     for src in job:
         if ctx.failed.is_set():

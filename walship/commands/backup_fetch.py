@@ -29,6 +29,8 @@ from ..pg import format_lsn
 from ..storage.registry import open_backend
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..backup.fetch import Result
     from ..config import Config
     from ..manifest import Manifest
@@ -102,6 +104,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _target(args: argparse.Namespace) -> planner.Target:
     from . import plan_restore
 
+    if args.target_inclusive == "off" and not (
+        args.target_time or args.target_lsn or args.target_xid
+    ):
+        raise UsageError(
+            "--target-inclusive off applies only to --target-time, --target-lsn and --target-xid",
+            hint="PostgreSQL ignores recovery_target_inclusive otherwise; leave it out",
+        )
     ns = argparse.Namespace(
         time=args.target_time,
         lsn=args.target_lsn,
@@ -110,8 +119,13 @@ def _target(args: argparse.Namespace) -> planner.Target:
         immediate=args.target_immediate,
         inclusive=args.target_inclusive,
     )
-    target = plan_restore.parse_target(ns)
-    return target
+    try:
+        return plan_restore.parse_target(ns)
+    except UsageError as exc:  # worded for plan-restore's flags
+        text = exc.message
+        for flag in ("--time", "--lsn", "--xid", "--name"):
+            text = text.replace(f"{flag} ", f"--target-{flag[2:]} ")
+        raise UsageError(text, hint="see 'walship backup-fetch --help'") from None
 
 
 def _plan(
@@ -208,7 +222,7 @@ def _settings(
     )
 
 
-def _progress() -> object:
+def _progress() -> Callable[[int, int], None] | None:
     """A progress line on a terminal (stderr), nothing otherwise."""
     if not sys.stderr.isatty() or not log.enabled("info"):
         return None
@@ -250,6 +264,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     mapping = restore.parse_tablespace_map(args.tablespace_map)
     root = os.path.abspath(args.dir)
     restore.check_target(root)  # before any request: the most common mistake
+    if os.geteuid() == 0:
+        log.warning(
+            "backup-fetch.root",
+            "running as root: the restored files will belong to root, and PostgreSQL "
+            "refuses a data directory it does not own; run as the server's user "
+            "(runuser -u postgres -- walship ...) or chown -R the directory afterwards",
+        )
     command, omitted = plan_restore.restore_command_and_omitted(cfg, getattr(args, "repo", None))
     backend = open_backend(cfg.require("repo"), cfg)
     try:
@@ -317,7 +338,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             root,
             tablespaces=mapping,
             workers=args.workers or cfg.backup_workers,
-            progress=_progress(),  # type: ignore[arg-type]
+            progress=_progress(),
         )
         result = job.run(finish=finish)
     finally:

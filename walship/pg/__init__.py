@@ -9,6 +9,7 @@ path). The rest of the package is imported only where it is used:
   record reader, the segment index and the restore planner
 * :mod:`walship.pg.crc` -- CRC-32C as PostgreSQL computes it
 * :mod:`walship.pg.records` -- the WAL page and record reader
+* :mod:`walship.pg.recovery` -- recovery settings and signal files (restores)
 
 Nothing in this package imports from walship but :mod:`walship.errors`. See
 docs/ and the PostgreSQL WAL reference for the rules these implement.

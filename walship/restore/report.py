@@ -127,6 +127,30 @@ def _target_setting(plan: Plan) -> str:
     return "latest (no recovery target)"
 
 
+def backup_fetch_line(plan: Plan, b: Backup) -> str:
+    """The ``walship backup-fetch`` command that carries out a plan from a walship backup."""
+    import shlex
+
+    t = plan.target
+    words = ["walship", "backup-fetch", b.name, "DIR"]
+    if t.kind == "time" and isinstance(t.value, int):
+        words += ["--target-time", format_time(t.value) or ""]
+    elif t.kind == "lsn" and isinstance(t.value, int):
+        words += ["--target-lsn", format_lsn(t.value)]
+    elif t.kind in ("xid", "name"):
+        words += [f"--target-{t.kind}", str(t.value)]
+    elif t.kind == "immediate":
+        words.append("--target-immediate")
+    if t.kind in ("time", "lsn", "xid") and not t.inclusive:
+        words += ["--target-inclusive", "off"]
+    if plan.timeline_request != "latest":
+        words += ["--target-timeline", plan.timeline_request]
+    action = plan.settings.get("recovery_target_action", "'pause'").strip("'")
+    if action != "pause":
+        words += ["--target-action", action]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def plan_text(plan: Plan, inv: Inventory) -> str:
     lines: list[str] = []
     head = f"restore to {_target_setting(plan)}: "
@@ -195,6 +219,9 @@ def plan_text(plan: Plan, inv: Inventory) -> str:
         lines.append(f"  latest     archive ends at {format_lsn(plan.latest[0])}{when}")
     for note in plan.notes:
         lines.append(f"  note       {note}")
+    if plan.reachable and b is not None and b.source == "walship":
+        lines.append(f"  restore    {backup_fetch_line(plan, b)}")
+        lines.append("             (restores the backup and writes the settings below itself)")
     if plan.settings:
         lines.append("")
         lines.append(
