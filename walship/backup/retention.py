@@ -35,6 +35,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import log, repository
 from ..codec import objects
@@ -542,15 +543,24 @@ class Repo:
         self,
         backups: Sequence[Backup] | None = None,
         keeps: Callable[[int, int], bool] | None = None,
+        *,
+        light: bool = False,
     ) -> planner.Inventory:
         """The planner's Inventory (no segment index: immediate/latest need none),
-        with only the segments ``keeps`` keeps when given."""
-        segments: dict[int, list[int]] = {}
+        with only the segments ``keeps`` keeps when given; ``light``: timelines and
+        histories only, no segment numbers (what reach and keep rules read).
+
+        Segment numbers are given to the planner as sorted 8-byte arrays, not lists
+        (it only bisects, indexes and iterates them): a million segments cost 8 MB
+        here instead of about 40 MB of int objects."""
+        segments: dict[int, Any] = {}
         for tli, segnos in self.wal.segnos.items():
-            if keeps is None:
-                segments[tli] = sorted(segnos)
+            if light:
+                segments[tli] = array("Q")
+            elif keeps is None:
+                segments[tli] = _sorted(segnos)
             else:
-                segments[tli] = sorted(s for s in segnos if keeps(tli, s))
+                segments[tli] = _sorted(array("Q", (s for s in segnos if keeps(tli, s))))
         partials: dict[int, list[int]] = {}
         for tli, segno, _key, _size in self.wal.partials:
             if keeps is None or keeps(tli, segno):
@@ -566,6 +576,13 @@ class Repo:
             system_identifier=self.system_identifier,
             url=self.url,
         )
+
+
+def _sorted(a: array[int]) -> array[int]:
+    """``a`` itself when ascending (the listing order), else a sorted copy."""
+    if all(a[i] < a[i + 1] for i in range(len(a) - 1)):
+        return a
+    return array("Q", sorted(a))
 
 
 class _Prefix:
@@ -773,7 +790,7 @@ def make_plan(
         )
     repo = scan(cfg, backend)
     selection = select(repo.candidates, policy, now)
-    inv = repo.inventory()
+    inv = repo.inventory(light=True)
     if policy.selects_backups:
         rule = keep_rule(inv, selection.keep, selection.consistency_only)
     else:  # --garbage alone: leftovers only, no WAL
