@@ -181,7 +181,7 @@ class Selection:
     why: dict[str, str]  # name -> why kept / deleted
 
 
-def _order(c: Candidate) -> tuple[int, int, str]:
+def age_order(c: Candidate) -> tuple[int, int, str]:
     # unknown times sort as the newest: a rule by time never deletes such a backup
     return (c.when if c.when is not None else planner.INF_LSN, c.backup.stop_lsn, c.name)
 
@@ -198,7 +198,7 @@ def find_backup(candidates: Sequence[Candidate], name: str) -> Candidate | None:
 
 def select(candidates: Sequence[Candidate], policy: Policy, now: int) -> Selection:
     """Which backups the policy keeps (pure). Raises PolicyError for bad input."""
-    ordered = sorted(candidates, key=_order)
+    ordered = sorted(candidates, key=age_order)
     if not policy.selects_backups:
         return Selection(list(ordered), [], set(), {c.name: "no backup policy" for c in ordered})
     if policy.retain is not None and policy.before is not None:
@@ -406,7 +406,7 @@ def keep_rule(
                 lo = max(lo, start)
                 if lo <= hi:
                     rule.ranges.setdefault(step.tli, []).append((lo, hi))
-    newest = max(kept, key=_order)
+    newest = max(kept, key=age_order)
     rule.protect_from = segno_of_lsn(newest.backup.start_lsn, seg)
     top = max(c.backup.stop_tli for c in kept)
     reached = {t for ts in rule.reach.values() for t in ts}

@@ -158,7 +158,7 @@ def plan_text(plan: retention.Plan, progress: retention.Progress | None) -> str:
         f"backups: {len(sel.keep) + len(sel.drop)} complete, {len(sel.keep)} kept, "
         f"{len(sel.drop)} {'deleted' if progress else 'to delete'}"
     )
-    for c in sorted([*sel.keep, *sel.drop], key=retention._order):
+    for c in sorted([*sel.keep, *sel.drop], key=retention.age_order):
         action = "delete" if c in sel.drop else "keep  "
         b = c.backup
         out.append(
@@ -216,7 +216,7 @@ def plan_json(
 ) -> dict[str, Any]:
     sel = plan.selection
     backups = []
-    for c in sorted([*sel.keep, *sel.drop], key=retention._order):
+    for c in sorted([*sel.keep, *sel.drop], key=retention.age_order):
         b = c.backup
         backups.append(
             {
