@@ -146,6 +146,7 @@ def test_cli_standby_and_no_target(
     assert (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
     auto = (target / "postgresql.auto.conf").read_text()
     assert "recovery_target_lsn = ''" in auto and "recovery_target_action" not in auto
+    assert "recovery_target_timeline = 'latest'" in auto  # follows later promotions
 
 
 def test_latest_with_target_chooses_the_backup_before_it(
@@ -389,7 +390,9 @@ def test_wal_show_and_plan_restore_list_walship_backups(
     code, out, _ = run_cli(capsys, "--repo", url, "wal-show")
     assert f"{m.name} (walship backup)" in out
     code, out, _ = run_cli(capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--json")
-    assert code == 0 and json.loads(out)["backup"]["name"] == m.name
+    doc = json.loads(out)
+    assert code == 0 and doc["backup"]["name"] == m.name
+    assert doc["backup_fetch"] == f"walship backup-fetch {m.name} DIR --target-lsn 0/4000000"
     code, out, _ = run_cli(
         capsys, "--repo", url, "plan-restore", "--lsn", "0/4000000", "--action", "promote"
     )
@@ -476,7 +479,8 @@ def test_restored_copy_passes_pg_verifybackup(
     assert proc.returncode != 0 and "16386" in proc.stderr
 
 
-def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signo", [9, 2], ids=["SIGKILL", "SIGINT"])
+def test_restore_killed_midway_never_looks_complete(tmp_path: Path, signo: int) -> None:
     import signal
     import subprocess
     import sys
@@ -516,10 +520,15 @@ def test_restore_killed_midway_never_looks_complete(tmp_path: Path) -> None:
             if any(sizes):
                 break
             time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)  # our own child, by its pid
+        proc.send_signal(signo)  # our own child, by its pid
+        killed = time.monotonic()
     finally:
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    if signo == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
+    else:  # Ctrl-C: the workers stop between chunks, queued parts are cancelled
+        assert proc.returncode == 130, "the restore ended before it could be interrupted"
+        assert time.monotonic() - killed < 10
     assert (target / fetch.MARKER).exists()
     assert not (target / "global" / "pg_control").exists()
     assert not (target / "backup_label").exists()
@@ -569,3 +578,66 @@ def test_bad_target_flags_named_in_backup_fetch_terms(
     )
     assert code == 2 and message in err and one_error(err), err
     assert not (tmp_path / "r").exists()
+
+
+def test_planner_source_reads_manifests_without_their_file_lists(
+    repo: tuple[str, Config, MemoryBackend],
+) -> None:
+    from walship.manifest import Manifest
+    from walship.restore.backups import WalshipManifestSource
+
+    _url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    m.label = 'tricky ,"directories": label'
+    data = m.to_json()
+    b = WalshipManifestSource().parse(manifest_key(m.name), data)
+    assert b.label == m.label and b.name == m.name and b.source == "walship"
+    assert (b.start_lsn, b.stop_lsn, b.checkpoint_lsn) == (
+        m.start_lsn,
+        m.stop_lsn,
+        m.checkpoint_lsn,
+    )
+    assert [k for k, _s, _d in b.parts] == [part_key(m.name, p.index) for p in m.parts]
+    # a manifest laid out otherwise (files first) is read whole
+    doc = json.loads(data)
+    reordered = {"files": doc.pop("files"), **doc}
+    again = WalshipManifestSource().parse(manifest_key(m.name), json.dumps(reordered).encode())
+    assert again == b
+    assert Manifest.from_json(data, "x").files  # the real manifest still has its files
+
+
+def test_no_repository_named_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "r"
+    code, _out, err = run_cli(
+        capsys, "--repo", str(tmp_path / "no-repo"), "backup-fetch", "LATEST", str(target)
+    )
+    assert code == 1 and one_error(err) and "does not exist" in err
+    assert not target.exists()
+
+
+def test_no_backup_manifest_for_postgresql_12(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path
+) -> None:
+    _url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    m.pg_version = 120017
+    result = fetch.Restore(cfg, backend, m, str(tmp_path / "r")).run()
+    assert not result.pg_manifest and not (tmp_path / "r" / "backup_manifest").exists()
+    assert (tmp_path / "r" / "backup_label").exists()
+
+
+def test_missing_parents_are_created_and_unwritable_ones_refused(
+    repo: tuple[str, Config, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, cfg, backend = repo
+    m = write_backup(cfg, backend, spec())
+    deep = tmp_path / "a" / "b" / "data"
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(deep))
+    assert code == 0, err
+    assert (deep / "backup_label").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(blocker / "d"))
+    assert code == 2 and one_error(err) and "not a directory" in err

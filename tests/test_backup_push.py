@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,10 +25,12 @@ from backupkit import (
     server_env,
     sha256,
     start_walship,
+    walship_cmd,
 )
 from e2e import archiving_primary, sha256_file
-from pgharness import Cluster, Workdir, archive_command, run, walship_config
+from pgharness import Cluster, Workdir, archive_command, free_port, run, walship_config
 
+from walship import repository
 from walship.backup.listing import needed_segments
 from walship.codec import envelope
 from walship.pg import format_lsn
@@ -169,7 +174,20 @@ def test_sigkill_midway_then_next_push_and_backup_list(work: Workdir) -> None:
                 parts_dir[:] = [os.path.join(root, names[0])]
             return bool(names) and len(os.listdir(os.path.join(root, names[0]))) >= 3
 
-        # zstd level 19: slow enough to be killed midway
+        # zstd level 19: slow enough to be stopped midway. Ctrl-C first: it ends promptly
+        slow = server_env(primary, WALSHIP_COMPRESSION_LEVEL="19")
+        interrupted = start_walship(cfg, "backup-push", "--fast", env=slow)
+        try:
+            _wait("3 parts written", some_parts)
+        finally:
+            interrupted.send_signal(signal.SIGINT)
+            _out, err = interrupted.communicate(timeout=30)
+        assert interrupted.returncode == 130, err
+        assert one_line(err).endswith("interrupted")
+        assert len(scan(cfg).incomplete) == 1
+        for leftover in parts_dir:
+            subprocess.run(["rm", "-rf", leftover], check=True)
+        parts_dir.clear()
         killed = start_walship(
             cfg, "backup-push", "--fast", env=server_env(primary, WALSHIP_COMPRESSION_LEVEL="19")
         )
@@ -466,5 +484,167 @@ def test_backup_on_newer_versions(major: int, work: Workdir) -> None:
         assert pg_control.sha256 == sha256(file_bytes(cfg, m, "global/pg_control"))
         rows = json.loads(run_walship(cfg, "backup-list", "--json").stdout)
         assert [r["name"] for r in rows] == [m.name] and rows[0]["wal_ok"] is True
+    finally:
+        primary.stop("immediate")
+
+
+def _refused(proc: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    return one_line(proc.stderr)
+
+
+def test_bad_inputs_refused_before_copying(work: Workdir) -> None:
+    primary, cfg = _primary(15, work)
+    try:
+        primary.psql("SELECT pg_switch_wal()")  # something archived: repository.json exists
+        _wait(
+            "repository.json",
+            lambda: os.path.exists(os.path.join(work.path, "repo", "repository.json")),
+        )
+
+        # unreachable server
+        line = _refused(
+            run_walship(cfg, "backup-push", env={"PGHOST": work.path, "PGPORT": str(free_port())})
+        )
+        assert line.startswith("walship[") and "cannot connect to the PostgreSQL server" in line
+        assert "PGHOST" in line
+
+        # wrong password (over TCP with scram): the password is never echoed
+        primary.psql("ALTER USER postgres PASSWORD 'right-secret-1'")
+        hba = os.path.join(primary.datadir, "pg_hba.conf")
+        with open(hba) as fh:
+            rules = fh.read()
+        with open(hba, "w") as fh:
+            fh.write("host all all 127.0.0.1/32 scram-sha-256\n" + rules)
+        primary.psql("ALTER SYSTEM SET listen_addresses = '127.0.0.1'")
+        primary.stop()
+        primary.start()
+        tcp = {"PGHOST": "127.0.0.1", "PGPORT": str(primary.port), "PGUSER": "postgres"}
+        line = _refused(run_walship(cfg, "backup-push", env={**tcp, "PGPASSWORD": "wrong-pw-77"}))
+        assert "password authentication failed" in line and "wrong-pw-77" not in line
+        # ... and from a pgpass file too
+        pgpass = work.write("pgpass", f"127.0.0.1:{primary.port}:*:postgres:wrong-pw-88\n", 0o600)
+        line = _refused(run_walship(cfg, "backup-push", env={**tcp, "PGPASSFILE": pgpass}))
+        assert "password authentication failed" in line and "wrong-pw-88" not in line
+
+        # not the data directory's owner: PGDATA unreadable
+        open_cfg = walship_config(work, {"repo": os.path.join(work.path, "repo")}, "open.toml")
+        os.chmod(open_cfg, 0o644)
+        line = _refused(
+            run_walship(open_cfg, "backup-push", env=server_env(primary), user="nobody")
+        )
+        assert f"cannot read {primary.datadir}" in line and "as user nobody" in line
+        assert "postgres" in line
+
+        # psycopg not installed
+        blocked = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.modules['psycopg'] = None; from walship.cli import main; "
+                f"sys.exit(main(['--config', {cfg!r}, 'backup-push']))",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **server_env(primary)},
+        )
+        line = _refused(blocked)
+        assert "psycopg, which is not installed" in line and "walship[backup]" in line
+
+        # a repository of another cluster
+        other = work.mkdir("other")
+        other_cfg = walship_config(work, {"repo": other}, "other.toml")
+        config = load_config(other_cfg)
+        backend = open_backend(other, config)
+        repository.ensure_identity(backend, repository.Identity(42, 16 << 20, 15))
+        backend.close()
+        subprocess.run(["chown", "-R", "postgres:postgres", other], check=True)
+        line = _refused(run_walship(other_cfg, "backup-push", env=server_env(primary)), 4)
+        assert f"repository file://{other} belongs to database system 42" in line
+        assert not os.path.exists(os.path.join(other, "basebackups"))
+
+        # archive_command not walship
+        primary.psql("ALTER SYSTEM SET archive_command = '/bin/true'")
+        primary.psql("SELECT pg_reload_conf()")
+        _wait("reload", lambda: primary.psql("SHOW archive_command") == "/bin/true")
+        line = _refused(run_walship(cfg, "backup-push", env=server_env(primary)))
+        assert "archive_command does not call `walship push`" in line
+        assert "could never become consistent" in line
+
+        # archive_mode off
+        primary.psql("ALTER SYSTEM SET archive_mode = off")
+        primary.stop()
+        primary.start()
+        line = _refused(run_walship(cfg, "backup-push", env=server_env(primary)))
+        assert "archive_mode is off" in line and "could never become consistent" in line
+
+        # nothing of a backup was written by any of them
+        assert not os.path.exists(os.path.join(work.path, "repo", "basebackups"))
+        sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'"
+        assert primary.psql(sessions % "walship backup-push") == "0"
+    finally:
+        primary.stop("immediate")
+
+
+def test_primary_wal_wait_timeout(work: Workdir) -> None:
+    """archive_command pushes to another repository: the stop segment never arrives here."""
+    primary, _cfg = _primary(15, work)
+    try:
+        elsewhere = work.mkdir("elsewhere")
+        cfg = walship_config(work, {"repo": elsewhere, "backup_wal_timeout": 2}, "elsewhere.toml")
+        proc = run_walship(cfg, "backup-push", "--fast", env=server_env(primary))
+        line = _refused(proc)
+        assert re.search(r"backup \S+: [0-9A-F]{24} \(needed to make the backup consistent\)", line)
+        assert f"did not reach repository file://{elsewhere} within 2 s" in line
+        assert "the backup is not recorded" in line
+        assert "walship archive-status" in line and "backup_wal_timeout" in line
+        leftovers = scan(cfg)
+        assert leftovers.complete == [] and len(leftovers.incomplete) == 1
+    finally:
+        primary.stop("immediate")
+
+
+def test_progress_on_a_terminal_and_bounded_memory(work: Workdir) -> None:
+    primary, cfg = _primary(15, work)
+    try:
+        primary.pgbench("-i", "-s", "10", "-q")  # ~160 MB
+        master, slave = pty.openpty()
+        measure = (
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        env = {**os.environ, **server_env(primary), "WALSHIP_COMPRESSION_LEVEL": "12"}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", measure, *walship_cmd(cfg, "backup-push", "--fast")],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            env=env,
+            cwd="/tmp",
+            **(
+                {"user": "postgres", "group": "postgres", "extra_groups": []}
+                if os.geteuid() == 0
+                else {}
+            ),  # type: ignore[arg-type]
+        )
+        os.close(slave)
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            tty += chunk
+        os.close(master)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        done, peak_kib = out.splitlines()
+        assert done.startswith("backup ") and "consistent at LSN" in done
+        text = tty.decode()
+        assert re.search(r"MiB of [0-9.]+ MiB \(\d+%\), [0-9.]+ [KMG]?i?B/s, ETA \d+ s", text), text
+        assert int(peak_kib) < 200 * 1024, f"peak RSS {int(peak_kib) // 1024} MiB"
     finally:
         primary.stop("immediate")

@@ -263,3 +263,31 @@ def test_standby_backup_restores_to_a_point_in_time(work: Workdir) -> None:
         assert_at_target(restored, expected)
     finally:
         stop_all(clusters)
+
+
+def test_restore_as_a_standby_follows_the_archive(work: Workdir) -> None:
+    major = 15
+    repo = {"repo": work.mkdir("repo")}
+    primary = archiving_primary(major, work, walship_config(work, repo))
+    cfg = walship_config(work, settings_for(primary, repo))
+    clusters: list[Cluster] = [primary]
+    try:
+        primary.psql("CREATE TABLE t AS SELECT 1 AS x")
+        row = backup_push(primary, cfg, "for-standby")
+        dest = os.path.join(work.path, "standby")
+        walship(cfg, "backup-fetch", row["name"], dest, "--standby")
+        assert os.path.exists(os.path.join(dest, "standby.signal"))
+        standby = Cluster(major, work, "standby")
+        standby.configure({"archive_mode": "off", "hot_standby": "on"})
+        clusters.append(standby)
+        standby.start()
+        assert standby.is_in_recovery()
+        primary.psql("INSERT INTO t VALUES (2)")
+        primary.wait_archived(primary.switch_wal())
+        deadline = time.monotonic() + 60
+        while standby.psql("SELECT count(*) FROM t") != "2":
+            assert time.monotonic() < deadline, standby.log()[-3000:]
+            time.sleep(0.5)
+        assert standby.is_in_recovery()
+    finally:
+        stop_all(clusters)

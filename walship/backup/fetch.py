@@ -115,9 +115,13 @@ def check_target(root: str, what: str = "target directory") -> None:
             hint="choose another directory or empty this one",
         )
     if state is None:
+        # created with its missing parents (as pg_basebackup -D does): the nearest
+        # existing ancestor must be a directory this user can write in
         parent = os.path.dirname(os.path.abspath(root)) or "/"
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
-            raise UsageError(f"cannot create {what} {root}: {parent} does not exist")
+            raise UsageError(f"cannot create {what} {root}: {parent} is not a directory")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"cannot create {what} {root}: {parent} is not writable by this user")
     elif not os.access(root, os.W_OK | os.X_OK):
@@ -202,6 +206,7 @@ class Restore:
         self._done = 0
         self._lock = threading.Lock()
         self._started = False
+        self._stop = threading.Event()
 
     # --- 1. checks that write nothing -------------------------------------------------
 
@@ -266,7 +271,7 @@ class Restore:
 
     def _layout(self) -> None:
         if not os.path.exists(self.root):
-            os.mkdir(self.root, 0o700)
+            os.makedirs(self.root, 0o700)
         os.chmod(self.root, 0o700)
         self._started = True
         with open(os.path.join(self.root, MARKER), "w") as fh:
@@ -279,7 +284,7 @@ class Restore:
             os.makedirs(os.path.join(self.root, "pg_tblspc"), 0o700, exist_ok=True)
         for oid, location in sorted(self.locations.items()):
             if not os.path.exists(location):
-                os.mkdir(location, 0o700)
+                os.makedirs(location, 0o700)
             os.symlink(location, os.path.join(self.root, "pg_tblspc", str(oid)))
         dirs = sorted({d.path for d in self.m.directories} | self._parents())
         for d in dirs:
@@ -326,6 +331,8 @@ class Restore:
         try:
             with objects.open_object(self.cfg, self.backend, key) as obj:
                 for chunk in obj.raw:
+                    if self._stop.is_set():
+                        return  # another worker failed, or Ctrl-C: its error is raised
                     view = memoryview(chunk)
                     cpos = 0
                     while cpos < len(view):
@@ -398,23 +405,32 @@ class Restore:
             )
 
     def _pool(self, func: Callable[..., None], jobs: list[tuple[object, ...]]) -> None:
-        """Run jobs on the workers; the first error stops handing out the rest."""
+        """Run jobs on the workers; the first error (or Ctrl-C) stops the rest.
+
+        Running jobs see :attr:`_stop` between chunks; queued ones are cancelled.
+        """
         if not jobs:
             return
         failed: list[BaseException] = []
-        stop = threading.Event()
 
         def guarded(args: tuple[object, ...]) -> None:
-            if stop.is_set():
+            if self._stop.is_set():
                 return
             try:
                 func(*args)
             except BaseException as exc:
-                stop.set()
+                self._stop.set()
                 failed.append(exc)
 
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
-            list(pool.map(guarded, jobs))
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)))
+        try:
+            for future in [pool.submit(guarded, job) for job in jobs]:
+                future.result()
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         if failed:
             raise failed[0]
 
@@ -431,6 +447,14 @@ class Restore:
         self.preflight()
         try:
             return self._run(started, pg_manifest, finish)
+        except KeyboardInterrupt:
+            if self._started:
+                log.warning(
+                    "backup-fetch.interrupted",
+                    f"{self.root} is incomplete (marked by {MARKER}, no global/pg_control): "
+                    "remove it and run backup-fetch again",
+                )
+            raise
         except (WalshipError, OSError) as exc:
             if not self._started:
                 if isinstance(exc, OSError):
@@ -473,7 +497,8 @@ class Restore:
         self._sync(files)
         result = Result(self.m.name, self.root, len(files), self.m.raw_size)
         result.tablespaces = dict(self.locations)
-        if pg_manifest:
+        major = self.m.pg_version // 10000 if self.m.pg_version >= 10000 else self.m.pg_version
+        if pg_manifest and major >= 13:  # PostgreSQL 12 has no backup manifests
             _write_new(os.path.join(self.root, PG_MANIFEST), self.pg_manifest(), 0o600)
             result.pg_manifest = True
         if finish is not None:

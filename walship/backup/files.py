@@ -5,9 +5,11 @@ only reads directories. Sizes, modes and mtimes are those seen now, at the
 walk, which runs after pg_backup_start: the copy then reads exactly that
 many bytes of each file (WAL replay repairs what changed meanwhile).
 
-Symbolic links are followed (``pg_wal`` may be one, configuration files may
-be), except the links of ``pg_tblspc``: each is a tablespace, recorded with
-its location and copied under ``pg_tblspc/<oid>/<version dir>/``. A file or
+Links to files are followed (configuration files may be links), and so is a
+``pg_wal`` link; other links to directories are not (they could loop) and
+are reported as skipped. Each link of ``pg_tblspc`` is a tablespace,
+recorded with its location and copied under ``pg_tblspc/<oid>/<version
+dir>/``. A file or
 directory that disappears during the walk is skipped, as pg_basebackup does.
 """
 
@@ -112,6 +114,9 @@ def _walk_dir(out: Walk, absdir: str, reldir: str, tablespace: int | None) -> No
         if st is None:
             continue
         if stat.S_ISDIR(st.st_mode):
+            if entry.is_symlink() and rel != "pg_wal":
+                out.skipped.append(rel)  # a linked directory: not followed (it may loop)
+                continue
             out.directories.append(DirEntry(rel, stat.S_IMODE(st.st_mode), tablespace))
             if reldir == "" and basebackup.contents_excluded(name):
                 if name == "pg_wal":

@@ -345,24 +345,24 @@ def _copy(
 ) -> tuple[list[Any], list[Any]]:
     file_entries: list[Any] = []
     part_entries: list[Any] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship-backup") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship-backup")
+    try:
         futures = [pool.submit(writer.run_job, ctx, job) for job in jobs]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        error: BaseException | None = None
         for f in done:
             exc = f.exception()
             if exc is not None and not isinstance(exc, writer._Aborted):
-                error = exc
-                break
-        if error is not None:
-            ctx.failed.set()
-            for f in futures:
-                f.cancel()
-            raise error
+                raise exc
         for f in futures:
             res = f.result()
             file_entries.extend(res.files)
             part_entries.extend(res.parts)
+    except BaseException:
+        # a failed job, or Ctrl-C: the other workers stop at their next read
+        ctx.failed.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return file_entries, part_entries
 
 
@@ -396,6 +396,8 @@ def _stop(conn: Any, server: Server) -> tuple[int, str, str | None]:
 def _stop_timeline(conn: Any, server: Server) -> int:
     if server.standby:
         (tli,) = _one(conn, "SELECT min_recovery_end_timeline FROM pg_control_recovery()")
+        if not tli:  # no minimum recovery point recorded: the replay timeline
+            (tli,) = _one(conn, "SELECT timeline_id FROM pg_control_checkpoint()")
     else:
         (name,) = _one(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())")
         tli = int(str(name)[:8], 16)

@@ -136,7 +136,8 @@ def _plan(
     name: str | None,
     restore_command: str,
 ) -> planner.Plan | None:
-    """The plan among walship backups (only ``name`` if given); None: no repository."""
+    """The plan among walship backups (only ``name`` if given); None: no repository
+    (with --force; else its RepositoryNotFound)."""
     from ..restore import planner
     from ..restore.inventory import load_inventory
     from . import plan_restore
@@ -159,6 +160,8 @@ def _plan(
     try:
         plan = once()
     except RepositoryNotFound:
+        if not args.force:
+            raise  # names the location and the fix; no WAL: never consistent
         return None
     if (plan.verdict == planner.NEEDS_INDEX or plan.unindexed is not None) and not args.no_index:
         from ..index.build import update_index
@@ -277,13 +280,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         manifest = None if latest else catalog.find(cfg, backend, args.name)
         plan = _plan(cfg, backend, args, target, None if latest else args.name, command)
         if plan is None:
-            if not args.force:
-                raise WalshipError(
-                    f"{backend.url} holds no WAL archive (no repository.json): the backup "
-                    "could never become consistent",
-                    hint="check `repo`, or use --force to restore the files anyway",
-                )
-            log.warning("backup-fetch.forced", "no WAL archive; restoring anyway (--force)")
+            log.warning(
+                "backup-fetch.forced", "no WAL archive to plan with; restoring anyway (--force)"
+            )
         else:
             verdict = f"plan: {plan.verdict}: {plan.reason}"
             sys.stdout.write(verdict + "\n")
@@ -314,6 +313,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             else:
                 manifest = catalog.find(cfg, backend, "LATEST")
         settings = _settings(args, target, plan, command)
+        if args.standby and args.target_timeline.strip().lower() == "latest":
+            # a standby follows the primary onto the timelines it creates later: the plan's
+            # explicit number (today's latest) would stop it at the next promotion
+            settings["recovery_target_timeline"] = "'latest'"
         if omitted:
             log.warning(
                 "backup-fetch.secrets",

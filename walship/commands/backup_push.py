@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from ..errors import UsageError
 from ..storage.registry import open_backend
 
 if TYPE_CHECKING:
@@ -42,6 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from ..backup import push
 
+    if args.label is not None and (
+        "\n" in args.label or "\r" in args.label or len(args.label.encode()) > 1023
+    ):
+        raise UsageError(
+            "--label must be one line of at most 1023 bytes (PostgreSQL writes it into "
+            "backup_label)"
+        )
     opts = push.Options(
         pgdata=args.pgdata,
         label=args.label,

@@ -2,9 +2,11 @@
 
 Requests: ``repository.json`` (1 GET), one paginated listing of ``wal/``
 (every segment, .partial, .backup and .history key), one GET per ``.history``
-and per ``.backup`` object (small; read concurrently), plus whatever the
-segment index (:func:`walship.index.load.load_summaries`) reads. No request
-per segment.
+and per ``.backup`` object (small; read concurrently), one listing of
+``basebackups/`` and one GET per walship backup manifest (parsed without its
+file list), plus whatever the segment index
+(:func:`walship.index.load.load_summaries`) reads. No request per segment or
+per backup part.
 """
 
 from __future__ import annotations

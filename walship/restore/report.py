@@ -106,6 +106,9 @@ def plan_json(plan: Plan, inv: Inventory) -> dict[str, Any]:
         if plan.latest is None
         else {"lsn": format_lsn(plan.latest[0]), "last_commit_time": format_time(plan.latest[1])},
         "settings": plan.settings,
+        "backup_fetch": backup_fetch_line(plan, plan.backup)
+        if plan.reachable and plan.backup is not None and plan.backup.source == "walship"
+        else None,
         "notes": plan.notes,
         "caution": plan.caution,
         "unindexed_segment": plan.unindexed,
