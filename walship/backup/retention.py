@@ -262,7 +262,15 @@ def select(candidates: Sequence[Candidate], policy: Policy, now: int) -> Selecti
     kept = [c for c in ordered if c.name in keep]
     dropped = [c for c in ordered if c.name not in keep]
     for c in dropped:
-        why.setdefault(c.name, "outside the policy")
+        reasons = []
+        if policy.retain is not None:
+            reasons.append(f"not one of the newest {policy.retain}")
+        if policy.window is not None:
+            reasons.append(
+                f"ended before the {format_duration(policy.window)} window, and a newer backup "
+                "does too"
+            )
+        why.setdefault(c.name, "; ".join(reasons) or "outside the policy")
     consistency_only: set[str] = set()
     if policy.wal_window is not None and kept:
         start = now - policy.wal_window
