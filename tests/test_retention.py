@@ -492,6 +492,8 @@ def test_cli_policy_from_settings(local: Any) -> None:
     proc = _walship(root, "delete", env={"WALSHIP_RETENTION_WINDOW": "soon"})
     assert proc.returncode == 2
     assert "retention_window 'soon' is not a duration" in proc.stderr
+    proc = _walship(root, "delete", "--garbage", env={"WALSHIP_RETENTION_GARBAGE_AGE": "5m"})
+    assert proc.returncode == 2 and "retention_garbage_age '5m' is too short" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -405,7 +405,7 @@ class Config:
     retention_garbage_age: str = setting(
         "24h",
         "How long a backup without a manifest is taken to be still in progress: younger "
-        "leftovers are never deleted. Choose it above your longest backup-push.",
+        "leftovers are never deleted. At least 1h; choose it above your longest backup-push.",
     )
     # --- logging ---
     log_format: str = setting("text", "Log line format on stderr.", choices=("text", "json"))

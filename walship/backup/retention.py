@@ -76,6 +76,8 @@ KIND_TOMBSTONE = "backup-deleting"
 DELETE_CHUNK = 1000
 #: delete calls in flight at once on a remote store (one for a local directory)
 REMOTE_DELETERS = 4
+#: retention_garbage_age below this is refused: a younger prefix may be in progress
+MIN_GARBAGE_AGE = 3600 * 1_000_000
 READERS = 8
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)

@@ -67,7 +67,12 @@ def policy_from(args: argparse.Namespace, cfg: Config) -> retention.Policy:
         wal_text, "--wal-window" if args.wal_window is not None else "retention_wal_window"
     )
     age = _duration(cfg.retention_garbage_age, "retention_garbage_age")
-    assert age is not None
+    if age is None or age < retention.MIN_GARBAGE_AGE:
+        raise ConfigError(
+            f"retention_garbage_age {cfg.retention_garbage_age!r} is too short",
+            hint="at least 1h, and above the longest backup-push: younger leftovers may "
+            "be a backup in progress",
+        )
     return retention.Policy(
         retain=retain,
         window=window,
