@@ -98,6 +98,7 @@ def test_retain_two_across_a_timeline_switch(work: Workdir) -> None:
         primary.psql("CREATE TABLE t(n int)")
         insert(primary, 1)
         b1 = backup_push(primary, cfg1, "b1")
+        time.sleep(8)  # known times: b1 ends well before b2 (the --window checks below)
         insert(primary, 2)
         archived(primary)
         b2 = backup_push(primary, cfg1, "b2")
@@ -136,8 +137,8 @@ def test_retain_two_across_a_timeline_switch(work: Workdir) -> None:
             (b3["name"], "keep"),
         ]
         assert "newest backup before" in doc["backups"][1]["why"]
-        # a window starting before b2 ends keeps b1 too
-        older = int(seconds_ago(b2["stop_time"])) + 1
+        # a window starting between b1's and b2's end keeps b1 too (the newest before it)
+        older = int((seconds_ago(b1["stop_time"]) + seconds_ago(b2["stop_time"])) / 2)
         doc = json.loads(walship(cfg, "delete", "--window", f"{older}s", "--json").stdout)
         assert [b["action"] for b in doc["backups"]] == ["keep", "keep", "keep"]
 
@@ -150,6 +151,11 @@ def test_retain_two_across_a_timeline_switch(work: Workdir) -> None:
         out = walship(cfg, "delete", "--retain", "2", "--confirm", "--json").stdout
         doc = json.loads(out)
         assert [b["name"] for b in doc["backups"] if b["action"] == "delete"] == [b1["name"]]
+        # PostgreSQL's own .backup file of b1 (archived by walship push) went with it
+        twins = doc["backups"][0]["backup_files"]
+        assert len(twins) == 1 and twins[0].endswith(".backup")
+        assert not any(twins[0] in files for _d, _s, files in os.walk(repo))
+        assert all(b["backup_files"] for b in doc["backups"][1:])
         assert all(c["verdict"] == "reachable" for c in doc["checks"]), doc["checks"]
         after = wal_segments(repo)
         b2_start = segno_of_lsn(parse_lsn(b2["start_lsn"]), SEG)

@@ -66,7 +66,8 @@ def test_delete_batches_1000_keys_per_request(moto_s3: Running, proxy: FaultProx
     assert proc.returncode == 0, proc.stderr
     dry = json.loads(proc.stdout)
     assert dry["wal"]["delete_segments"] == 2099  # segments 1..2099: before the kept start
-    assert _deletes(proxy) == []  # a dry run deletes nothing
+    assert _deletes(proxy) == []  # a dry run deletes nothing, writes nothing
+    assert proxy.count("PUT") == 0 and proxy.count("DELETE") == 0
 
     proxy.clear()
     proc = run_walship(env, "delete", "--retain", "1", "--confirm", "--json", timeout=300)
