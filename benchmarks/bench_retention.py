@@ -100,6 +100,37 @@ def write_s3(env: dict[str, str], segments: int, backups: int) -> None:
     backend.close()
 
 
+def raw_listing(env: dict[str, str]) -> dict[str, Any]:
+    """Seconds for boto3 alone to list wal/ (1000 keys a page): the store's share."""
+    import boto3
+
+    bucket, _, prefix = env["WALSHIP_REPO"][len("s3://") :].partition("/")
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["WALSHIP_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    t0 = time.perf_counter()
+    pages = keys = 0
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{prefix}/wal/"
+    ):
+        pages += 1
+        keys += len(page.get("Contents", []))
+    return {
+        "store": "s3 (moto)",
+        "run": "boto3 listing of wal/ alone",
+        "seconds": round(time.perf_counter() - t0, 2),
+        "peak_rss_mib": 0,
+        "objects": keys,
+        "requests": pages,
+        "list_requests": pages,
+        "delete_requests": 0,
+    }
+
+
 def measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, dict[str, Any]]:
     """``cmd`` in a fresh helper process, so RUSAGE_CHILDREN's peak is this one's."""
     helper = (
@@ -201,6 +232,10 @@ def main() -> int:
             t0 = time.perf_counter()
             write_s3(plugin.s3_env(running.endpoint, bucket), args.s3_segments, args.backups)
             print(f"# S3 repository written in {time.perf_counter() - t0:.0f} s", flush=True)
+            # the server's own share: one paginated listing of wal/ straight with boto3
+            # (moto's ListObjectsV2 scans the whole bucket for each page)
+            rows.append(raw_listing(plugin.s3_env(running.endpoint, bucket)))
+            print(json.dumps(rows[-1]), flush=True)
             env = environ(plugin.s3_env(proxy.url, bucket))
             env["WALSHIP_RETRY_DEADLINE"] = "60"
             env["WALSHIP_RETRY_ATTEMPT_TIMEOUT"] = "60"

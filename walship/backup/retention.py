@@ -545,6 +545,9 @@ class Repo:
     #: basebackups/<name>/ prefixes without a manifest: name -> (keys, bytes, last write,
     #: whether a deletion tombstone is there)
     incomplete: dict[str, tuple[int, int, float | None, bool]]
+    #: basebackups/<name>/ -> the leaves listed under it (parts, manifest, tombstone):
+    #: deletes use them instead of listing each prefix again
+    leaves: dict[str, list[str]]
     #: complete backups whose prefix also holds a tombstone (a deletion that had not yet
     #: removed the manifest)
     tombstoned: set[str]
@@ -596,16 +599,18 @@ def _sorted(a: array[int]) -> array[int]:
 
 
 class _Prefix:
-    __slots__ = ("keys", "last_write", "size")
+    __slots__ = ("keys", "last_write", "leaves", "size")
 
     def __init__(self) -> None:
         self.keys = 0
         self.size = 0
         self.last_write: float | None = None
+        self.leaves: list[str] = []
 
-    def add(self, size: int, mtime: float | None) -> None:
+    def add(self, leaf: str, size: int, mtime: float | None) -> None:
         self.keys += 1
         self.size += size
+        self.leaves.append(leaf)
         if mtime is not None and (self.last_write is None or mtime > self.last_write):
             self.last_write = mtime
 
@@ -657,7 +662,7 @@ def scan(cfg: Config, backend: Backend) -> Repo:
             complete.add(name)
         elif leaf == TOMBSTONE_LEAF:
             tombs.add(name)
-        prefixes.setdefault(name, _Prefix()).add(info.size, info.mtime)
+        prefixes.setdefault(name, _Prefix()).add(leaf, info.size, info.mtime)
     names = sorted(complete)
     results = parallel(lambda n: _read_backup(cfg, backend, n), names)
     candidates: list[Candidate] = []
@@ -711,6 +716,7 @@ def scan(cfg: Config, backend: Backend) -> Repo:
         history_errors=history_errors,
         candidates=candidates,
         incomplete=incomplete,
+        leaves={name: e.leaves for name, e in prefixes.items()},
         tombstoned=tombs & complete,
     )
 
@@ -961,6 +967,7 @@ class Progress:
     requests: int = 0  # Backend.delete calls
     backups: int = 0
     garbage: int = 0
+    index_entries: int = 0
 
 
 def _chunks(keys: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -974,14 +981,17 @@ def _chunks(keys: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def delete_stream(backend: Backend, keys: Iterable[str], progress: Progress) -> None:
+def delete_stream(
+    backend: Backend, keys: Iterable[str], progress: Progress, *, count: bool = True
+) -> None:
     """Delete ``keys`` in chunks, a few chunks at once on a remote store; bounded:
-    at most ``REMOTE_DELETERS + 1`` chunks of keys are held."""
+    at most ``REMOTE_DELETERS + 1`` chunks of keys are held. ``count``: whether the
+    keys count as deleted objects (tombstones do not: the plan never listed them)."""
     workers = 1 if backend.url.startswith(("/", "file:", "mem:")) else REMOTE_DELETERS
     if workers == 1:
         for chunk in _chunks(keys, DELETE_CHUNK):
             backend.delete(chunk)
-            progress.objects += len(chunk)
+            progress.objects += len(chunk) if count else 0
             progress.requests += 1
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -991,11 +1001,11 @@ def delete_stream(backend: Backend, keys: Iterable[str], progress: Progress) -> 
             if len(pending) > workers:
                 fut, n = pending.pop(0)
                 fut.result()  # type: ignore[attr-defined]
-                progress.objects += n
+                progress.objects += n if count else 0
                 progress.requests += 1
         for fut, n in pending:
             fut.result()  # type: ignore[attr-defined]
-            progress.objects += n
+            progress.objects += n if count else 0
             progress.requests += 1
 
 
@@ -1017,38 +1027,43 @@ def _tombstone(cfg: Config, backend: Backend, name: str) -> str:
     return key
 
 
-def _prefix_keys(backend: Backend, name: str, skip: str) -> Iterator[str]:
-    for info in backend.list(backup_prefix(name)):
-        if info.key != skip:
-            yield info.key
+def _prefix_keys(repo: Repo, name: str) -> list[str]:
+    """The objects listed under basebackups/<name>/ but its manifest and tombstone."""
+    return [
+        backup_prefix(name) + leaf
+        for leaf in repo.leaves.get(name, [])
+        if leaf not in (MANIFEST_LEAF, TOMBSTONE_LEAF)
+    ]
 
 
-def delete_backup(cfg: Config, backend: Backend, c: Candidate, progress: Progress) -> None:
-    """Remove one backup so that a crash at any point leaves no listed, half-deleted
-    backup, and the next delete run finishes it: a tombstone, then the manifest (the
-    backup is no longer listed or planned), its .backup files, its parts, the tombstone."""
-    if c.kind == "postgresql":
-        delete_stream(backend, c.backup_files, progress)
-        progress.backups += 1
-        return
-    tomb = _tombstone(cfg, backend, c.name)
-    backend.delete([manifest_key(c.name)])
-    progress.requests += 1
-    progress.objects += 1
-    delete_stream(backend, c.backup_files, progress)
-    delete_stream(backend, _prefix_keys(backend, c.name, tomb), progress)
-    backend.delete([tomb])
-    progress.requests += 1
-    progress.backups += 1
+def delete_backups(
+    cfg: Config, backend: Backend, repo: Repo, drop: Sequence[Candidate], progress: Progress
+) -> None:
+    """Remove backups so that a crash at any point leaves no listed, half-deleted
+    backup, and the next delete run finishes them: a tombstone under each walship
+    backup's prefix, then the manifests (from here the backups are no longer listed,
+    planned or restored), then their .backup files and parts, then the tombstones.
+    Each step is one batched delete for all the backups, not one per backup."""
+    mine = [c for c in drop if c.kind == "walship"]
+    tombs = [_tombstone(cfg, backend, c.name) for c in mine]
+    delete_stream(backend, (manifest_key(c.name) for c in mine), progress)
+    delete_stream(backend, (k for c in drop for k in c.backup_files), progress)
+    delete_stream(backend, (k for c in mine for k in _prefix_keys(repo, c.name)), progress)
+    delete_stream(backend, tombs, progress, count=False)
+    progress.objects += sum(1 for c in mine if c.name in repo.tombstoned)  # listed stale ones
+    progress.backups += len(drop)
+    for c in drop:
+        log.info("delete.backup", f"deleted backup {c.name}", source=c.kind)
 
 
-def delete_leftovers(backend: Backend, name: str, progress: Progress) -> None:
+def delete_leftovers(backend: Backend, repo: Repo, name: str, progress: Progress) -> None:
     """An incomplete prefix (garbage, or an interrupted delete): its objects, the
     tombstone last."""
     tomb = backup_prefix(name) + TOMBSTONE_LEAF
-    delete_stream(backend, _prefix_keys(backend, name, tomb), progress)
+    delete_stream(backend, _prefix_keys(repo, name), progress)
     backend.delete([tomb])
     progress.requests += 1
+    progress.objects += 1 if TOMBSTONE_LEAF in repo.leaves.get(name, []) else 0
     progress.garbage += 1
 
 
@@ -1061,15 +1076,15 @@ def execute(cfg: Config, backend: Backend, plan: Plan) -> Progress:
     progress = Progress()
     for g in plan.garbage:
         if g.action == "delete":
-            delete_leftovers(backend, g.name, progress)
+            delete_leftovers(backend, plan.repo, g.name, progress)
     for name in sorted(plan.repo.tombstoned - {c.name for c in plan.selection.drop}):
         # a deletion interrupted before its manifest went, of a backup the policy keeps now
         backend.delete([backup_prefix(name) + TOMBSTONE_LEAF])
-    for c in plan.selection.drop:
-        delete_backup(cfg, backend, c, progress)
-        log.info("delete.backup", f"deleted backup {c.name}", source=c.kind)
+    delete_backups(cfg, backend, plan.repo, plan.selection.drop, progress)
     delete_stream(backend, wal_keys(plan), progress)
+    before = progress.objects
     delete_stream(backend, index_keys(backend, plan.repo, plan.rule), progress)
+    progress.index_entries = progress.objects - before
     return progress
 
 
