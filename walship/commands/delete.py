@@ -100,13 +100,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     backend = open_backend(cfg.require("repo"), cfg)
     try:
         started = time.monotonic()
-        plan = retention.make_plan(cfg, backend, policy)
+        # --confirm counts the index entries while deleting them (one listing, not two)
+        plan = retention.make_plan(cfg, backend, policy, count_index=not args.confirm)
         progress: retention.Progress | None = None
         if plan.broken:
             _print(args, plan, None, time.monotonic() - started)
             raise retention.Refused(retention.refusal_text(plan.broken))
         if args.confirm:
             progress = retention.execute(cfg, backend, plan)
+            plan.index_entries = progress.index_entries
         _print(args, plan, progress, time.monotonic() - started)
     finally:
         backend.close()
