@@ -9,9 +9,8 @@ What it measures (results go to docs/benchmarks.md, "Storage backends"):
   uploaded in parts (S3 multipart / GCS resumable / Azure blocks, 16 MiB);
 * whole-process ``walship push`` and ``walship fetch`` of a 16 MiB WAL
   segment (mostly zeros, like a switched segment), median over ``--reps``,
-  exactly as PostgreSQL runs them (one process each), with ``agent = off``
-  (each process loads the SDK) and with the walship agent warm (the
-  default: requests run in workers of a process that has it loaded); and the fetch of a
+  exactly as PostgreSQL runs them (one cold process each, which loads the
+  SDK; a push whose segment was not pushed ahead), and the fetch of a
   segment the background process has already spooled (``fetch_prefetch``, on
   by default), as in a recovery;
 * the import cost each backend adds to a push: wall time of
@@ -114,30 +113,20 @@ def bench_backend(name: str, env: dict[str, str], reps: int, tmp: str) -> dict[s
     src = os.path.join(tmp, f"{name}-{name_}")
     with open(src, "wb") as fh:
         fh.write(seg)
-    timings: dict[str, list[float]] = {}
-    for agent_on in (False, True):
-        mode = "on" if agent_on else "off"
-        pushes = timings.setdefault(f"push_{mode}", [])
-        fetches = timings.setdefault(f"fetch_{mode}", [])
-        if agent_on:  # the first request starts the agent, which then loads the SDK
-            warm_env = {**env, "WALSHIP_REPO": env["WALSHIP_REPO"] + "/warm"}
-            proc = run_walship(warm_env, "push", src, name_)
-            assert proc.returncode == 0, proc.stderr
-            _wait_for_agent()
-        for i in range(reps):
-            repo_env = {**env, "WALSHIP_AGENT": mode}
-            repo_env["WALSHIP_REPO"] = env["WALSHIP_REPO"] + f"/push-{mode}-{i}"
-            t = time.perf_counter()
-            proc = run_walship(repo_env, "push", src, name_)
-            pushes.append(time.perf_counter() - t)
-            assert proc.returncode == 0, proc.stderr
-            dest = os.path.join(tmp, "RECOVERYXLOG")
-            t = time.perf_counter()
-            proc = run_walship(repo_env, "fetch", name_, dest, cwd=tmp)
-            fetches.append(time.perf_counter() - t)
-            assert proc.returncode == 0, proc.stderr
-    _stop_agents()
-    claims = _read_ahead(name, {**env, "WALSHIP_AGENT": "off"}, reps, tmp, src)
+    pushes: list[float] = []
+    fetches: list[float] = []
+    for i in range(reps):
+        repo_env = {**env, "WALSHIP_REPO": env["WALSHIP_REPO"] + f"/push-{i}"}
+        t = time.perf_counter()
+        proc = run_walship(repo_env, "push", src, name_)
+        pushes.append(time.perf_counter() - t)
+        assert proc.returncode == 0, proc.stderr
+        dest = os.path.join(tmp, "RECOVERYXLOG")
+        t = time.perf_counter()
+        proc = run_walship(repo_env, "fetch", name_, dest, cwd=tmp)
+        fetches.append(time.perf_counter() - t)
+        assert proc.returncode == 0, proc.stderr
+    claims = _read_ahead(name, env, reps, tmp, src)
     return {
         "name": name,
         "put_ms": put_s * 1000,
@@ -145,24 +134,10 @@ def bench_backend(name: str, env: dict[str, str], reps: int, tmp: str) -> dict[s
         "get_ms": get_s * 1000,
         "get_mibs": 16 / get_s,
         "big_mibs": 64 / big_s,
-        "push_ms": statistics.median(timings["push_off"]) * 1000,
-        "fetch_ms": statistics.median(timings["fetch_off"]) * 1000,
-        "push_agent_ms": statistics.median(timings["push_on"]) * 1000,
-        "fetch_agent_ms": statistics.median(timings["fetch_on"]) * 1000,
+        "push_ms": statistics.median(pushes) * 1000,
+        "fetch_ms": statistics.median(fetches) * 1000,
         "claim_ms": statistics.median(claims) * 1000,
     }
-
-
-def _agent_dir() -> str:
-    return os.path.join(os.environ["WALSHIP_AGENT_DIR"], f"walship-agent-{os.getuid()}")
-
-
-def _wait_for_agent() -> None:
-    """The walship agent was removed (issue 11): both columns now measure the same."""
-
-
-def _stop_agents() -> None:
-    """The walship agent was removed (issue 11): nothing to stop."""
 
 
 def _read_ahead(name: str, env: dict[str, str], reps: int, tmp: str, src3: str) -> list[float]:
@@ -213,8 +188,6 @@ def main() -> int:
 
     results: list[dict[str, Any]] = []
     tmp = tempfile.mkdtemp(prefix="walship-bench-backends-")
-    os.environ["WALSHIP_AGENT_DIR"] = os.path.join(tmp, "agents")  # this run's agents
-    os.makedirs(os.environ["WALSHIP_AGENT_DIR"])
     local_root = os.path.join(tmp, "local-repo")
     os.makedirs(local_root)
     results.append(bench_backend("local directory", {"WALSHIP_REPO": local_root}, args.reps, tmp))
@@ -243,16 +216,14 @@ def main() -> int:
         f"{platform.python_version()}; servers on 127.0.0.1; median of {args.reps}.",
         "",
         "| backend | put 16 MiB | put MiB/s | get 16 MiB | get MiB/s | put 64 MiB in parts, MiB/s "
-        "| `walship push`, agent off / on | `walship fetch`, agent off / on "
-        "| `walship fetch`, read ahead |",
+        "| `walship push` | `walship fetch` | `walship fetch`, read ahead |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['name']} | {r['put_ms']:.0f} ms | {r['put_mibs']:.0f} | {r['get_ms']:.0f} ms | "
-            f"{r['get_mibs']:.0f} | {r['big_mibs']:.0f} | {r['push_ms']:.0f} / "
-            f"{r['push_agent_ms']:.0f} ms | {r['fetch_ms']:.0f} / {r['fetch_agent_ms']:.0f} ms "
-            f"| {r['claim_ms']:.0f} ms |"
+            f"{r['get_mibs']:.0f} | {r['big_mibs']:.0f} | {r['push_ms']:.0f} ms "
+            f"| {r['fetch_ms']:.0f} ms | {r['claim_ms']:.0f} ms |"
         )
     lines += [
         "",

@@ -81,10 +81,6 @@ def timed(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]
     return elapsed, _cpu() - cpu
 
 
-def stop_agents(base: str) -> None:
-    """The walship agent was removed (issue 11): nothing to stop."""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=40)
@@ -92,13 +88,6 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="incompressible segments")
     parser.add_argument("--wal", default=None, help="directory of real WAL segments to use")
     parser.add_argument("--reps", type=int, default=1, help="repetitions per --wal segment")
-    parser.add_argument(
-        "--agent",
-        choices=("on", "off"),
-        default="on",
-        help="the agent setting (on: requests run in the warm walship agent, as by default; "
-        "off: every push and fetch loads walship and cryptography itself)",
-    )
     args = parser.parse_args()
     real: list[str] = []
     if args.wal:
@@ -114,8 +103,6 @@ def main() -> None:
     try:
         base = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
         base["WALSHIP_LOG_LEVEL"] = "warning"
-        base["WALSHIP_AGENT"] = args.agent
-        base["WALSHIP_AGENT_DIR"] = work  # this run's own agent, stopped below
         # like an installed package: bytecode compiled once, not on every run
         base.pop("PYTHONDONTWRITEBYTECODE", None)
         base["PYTHONPYCACHEPREFIX"] = os.path.join(work, "pycache")
@@ -189,7 +176,6 @@ def main() -> None:
                     stored[label] += os.path.getsize(os.path.join(repo, "wal", name[:16], name))
             os.unlink(path)
     finally:
-        stop_agents(work)
         shutil.rmtree(work, ignore_errors=True)
 
     n = rounds
@@ -199,13 +185,7 @@ def main() -> None:
         kind = "incompressible" if args.random else "WAL-like (~4:1 with zstd -1)"
     print(
         f"{n} pushes and fetches of 16 MiB segments per repository, {kind}; "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"agent = {args.agent}"
-        + (
-            " (CPU columns: the calling process only; its worker runs in the agent)"
-            if args.agent == "on"
-            else ""
-        )
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print()
     print(

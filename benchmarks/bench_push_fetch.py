@@ -309,20 +309,10 @@ class Tool:
         self.series = Series(self.label)
 
 
-#: where the walship agents of this run live (set by main; stopped at the end)
-AGENT_BASE: list[str] = []
-
-
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
-    if AGENT_BASE:
-        env["WALSHIP_AGENT_DIR"] = AGENT_BASE[0]
     env.update(extra or {})
     return env
-
-
-def stop_agents() -> None:
-    """The walship agent was removed (issue 11): nothing to stop."""
 
 
 def walship_tool(label: str, exe: str, settings: dict[str, str] | None = None) -> Tool:
@@ -425,8 +415,8 @@ def import_profile(
         repo = scratch / f"repo-importtime-{i}"
         shutil.rmtree(repo, ignore_errors=True)
         repo.mkdir(parents=True)
-        # what a push that runs itself loads (the agent saves its requests this)
-        env = _env({"WALSHIP_REPO": str(repo), "WALSHIP_AGENT": "off"})
+        # what a cold push loads
+        env = _env({"WALSHIP_REPO": str(repo)})
         # the repository's first push records its identity (with json, once);
         # profile a push into a repository in use, as nearly every push is
         subprocess.run([exe, "-q", "push", first.path, first.name], env=env, check=True)
@@ -610,9 +600,7 @@ def report(
         f"{n_sw} segments ended early by `pg_switch_wal()`, mostly zeros). "
         f"{args.reps} repetitions, one process per segment, run through `/bin/sh -c` in the data "
         "directory like PostgreSQL does; fresh local repository per repetition; every tool fsyncs "
-        "the file and its directory before exiting. With the walship agent (the default) a "
-        "push or fetch runs in a worker the agent forks: the CPU columns count only the "
-        "calling process for those rows."
+        "the file and its directory before exiting."
     )
     w("")
     w(
@@ -738,20 +726,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"{len(corpus.segments)} segments; load {load_before}")
 
     exe = wheel_like_install(ROOT, scratch / "venv")
-    agents = scratch / "agents"
-    agents.mkdir()
-    AGENT_BASE.append(str(agents))
     # every fetch here is a whole fetch: read-ahead (fetch_prefetch, on by
     # default) would turn most into renames of spooled files; its effect on a
     # real recovery is measured by benchmarks/bench_recovery.py
     cold = {"WALSHIP_FETCH_PREFETCH": "0"}
     tools = [
         walship_tool("walship (defaults but fetch_prefetch = 0)", exe, cold),
-        walship_tool(
-            "walship, agent = off (each process loads walship)",
-            exe,
-            {**cold, "WALSHIP_AGENT": "off"},
-        ),
     ]
     if args.baseline_ref:
         src = scratch / "ref-src"
@@ -806,7 +786,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text)
-    stop_agents()
     shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

@@ -23,7 +23,8 @@ def server_env(cluster: Cluster, **extra: str) -> dict[str, str]:
     return env
 
 
-def _demote() -> dict[str, object]:
+def as_server_user() -> dict[str, object]:
+    """subprocess arguments that run a command as the server user when tests run as root."""
     if os.geteuid() == 0:
         return {"user": "postgres", "group": "postgres", "extra_groups": []}
     return {}
@@ -43,7 +44,7 @@ def run_walship(
     """``walship --config CONFIG ARGS`` as the server user (or ``user``)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WALSHIP_"))}
     full.update(env or {})
-    kw = _demote()
+    kw = as_server_user()
     if user is not None and os.geteuid() == 0:
         kw = {"user": user, "group": user if user != "nobody" else "nogroup", "extra_groups": []}
     return subprocess.run(
@@ -70,7 +71,7 @@ def start_walship(
         stderr=subprocess.PIPE,
         text=True,
         cwd="/tmp",
-        **_demote(),  # type: ignore[arg-type]
+        **as_server_user(),  # type: ignore[arg-type]
     )
 
 

@@ -466,7 +466,9 @@ def test_restored_copy_passes_pg_verifybackup(
     target = tmp_path / "r"
     code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(target))
     assert code == 0, err
-    verify = "/usr/lib/postgresql/15/bin/pg_verifybackup"
+    from pgharness import bindir_for
+
+    verify = os.path.join(bindir_for(15), "pg_verifybackup")
     proc = subprocess.run(
         [verify, "--no-parse-wal", str(target)], capture_output=True, text=True, check=False
     )

@@ -16,6 +16,7 @@ from datetime import datetime
 
 import pytest
 from backupkit import (
+    as_server_user,
     file_bytes,
     load_config,
     manifests,
@@ -188,6 +189,24 @@ def test_sigkill_midway_then_next_push_and_backup_list(work: Workdir) -> None:
         for leftover in parts_dir:
             subprocess.run(["rm", "-rf", leftover], check=True)
         parts_dir.clear()
+        # the server ends the backup's session: the copy stops within seconds
+        cut = start_walship(cfg, "backup-push", "--fast", env=slow)
+        try:
+            _wait("3 parts written", some_parts)
+            primary.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'walship backup-push'"
+            )
+            terminated = time.monotonic()
+        finally:
+            _out, err = cut.communicate(timeout=300)
+        assert time.monotonic() - terminated < 20
+        assert cut.returncode == 1
+        line = one_line(err)
+        assert "lost the session holding the backup" in line and "not recorded" in line
+        for leftover in parts_dir:
+            subprocess.run(["rm", "-rf", leftover], check=True)
+        parts_dir.clear()
         killed = start_walship(
             cfg, "backup-push", "--fast", env=server_env(primary, WALSHIP_COMPRESSION_LEVEL="19")
         )
@@ -281,7 +300,9 @@ def test_tablespace_recorded(work: Workdir) -> None:
         primary.psql(
             "CREATE TABLE far TABLESPACE extra AS SELECT g FROM generate_series(1, 50000) g"
         )
+        primary.psql("CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 5000) g")
         primary.psql("CHECKPOINT")
+        unlogged = primary.psql("SELECT pg_relation_filepath('scratch')")
         oid = int(primary.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'"))
         relpath = primary.psql("SELECT pg_relation_filepath('far')")
         proc = _push(primary, cfg, "--fast")
@@ -297,6 +318,10 @@ def test_tablespace_recorded(work: Workdir) -> None:
         dirs = {d.path: d for d in m.directories}
         assert dirs[f"pg_tblspc/{oid}"].tablespace == oid
         assert "pg_tblspc" in dirs
+        # an unlogged relation: only its init fork (the server rebuilds the rest from it)
+        paths = {f.path for f in m.files}
+        assert os.path.exists(os.path.join(primary.datadir, unlogged))
+        assert unlogged not in paths and f"{unlogged}_init" in paths
     finally:
         primary.stop("immediate")
 
@@ -338,6 +363,10 @@ def test_standby_backup_and_wal_timeout(work: Workdir) -> None:
         assert "needed to make the backup consistent" in line
         assert "within 3 s" in line and "primary" in line and "pg_switch_wal()" in line
         assert scan(cfg).complete == []
+        # the primary's data directory is the same cluster, but not this server's
+        wrong = _push(standby, cfg, "--pgdata", primary.datadir)
+        assert wrong.returncode == 1
+        assert f"{primary.datadir} is not the server's data directory" in one_line(wrong.stderr)
         # with the primary switching segments, the standby's backup completes
         switcher = threading.Thread(target=_switching, args=(primary, stop), daemon=True)
         switcher.start()
@@ -349,6 +378,38 @@ def test_standby_backup_and_wal_timeout(work: Workdir) -> None:
         assert m.from_standby and "BACKUP FROM: standby" in m.backup_label
         assert m.timeline == m.stop_timeline == 1
         assert "pg_wal/archive_status" in {d.path for d in m.directories}
+        # the standby is promoted while its backup is copied: the backup fails
+        repo = os.path.join(work.path, "repo")
+        before = set(os.listdir(os.path.join(repo, "basebackups")))
+        slow = start_walship(
+            cfg,
+            "backup-push",
+            "--fast",
+            env=server_env(
+                standby,
+                WALSHIP_COMPRESSION_LEVEL="19",
+                WALSHIP_BACKUP_WORKERS="1",
+                WALSHIP_BACKUP_PART_SIZE=str(1 << 20),
+            ),
+        )
+        try:
+            _wait(
+                "a part of the next backup",
+                lambda: any(
+                    os.listdir(os.path.join(repo, "basebackups", n))
+                    for n in set(os.listdir(os.path.join(repo, "basebackups"))) - before
+                ),
+            )
+            run([standby.bin("pg_ctl"), "-D", standby.datadir, "-w", "promote"])
+            promoted = time.monotonic()
+        finally:
+            _out, err = slow.communicate(timeout=300)
+        assert time.monotonic() - promoted < 20  # within seconds, not after the whole copy
+        assert slow.returncode == 1, err
+        line = one_line(err)
+        assert "the standby was promoted during the backup" in line
+        assert "the backup is not recorded" in line
+        assert [b.name for b in manifests(cfg)] == [m.name]
     finally:
         stop.set()
         if switcher is not None:
@@ -548,6 +609,8 @@ def test_bad_inputs_refused_before_copying(work: Workdir) -> None:
             capture_output=True,
             text=True,
             env={**os.environ, **server_env(primary)},
+            cwd="/tmp",
+            **as_server_user(),  # type: ignore[arg-type]
         )
         line = _refused(blocked)
         assert "psycopg, which is not installed" in line and "walship[backup]" in line
@@ -622,11 +685,7 @@ def test_progress_on_a_terminal_and_bounded_memory(work: Workdir) -> None:
             text=True,
             env=env,
             cwd="/tmp",
-            **(
-                {"user": "postgres", "group": "postgres", "extra_groups": []}
-                if os.geteuid() == 0
-                else {}
-            ),  # type: ignore[arg-type]
+            **as_server_user(),  # type: ignore[arg-type]
         )
         os.close(slave)
         tty = b""

@@ -312,3 +312,45 @@ def test_label_checked_before_connecting(label: str, capsys: pytest.CaptureFixtu
     code = cli.main(["--config", os.devnull, "--repo", REPO, "backup-push", "--label", label])
     _out, err = capsys.readouterr()
     assert code == 2 and "--label must be one line of at most 1023 bytes" in err
+
+
+def _page(blkno: int, lsn: int, fill: int) -> bytes:
+    import struct
+
+    from walship.pg.checksum import page_checksum
+
+    page = bytearray(struct.pack("<II", lsn >> 32, lsn & 0xFFFFFFFF) + bytes(8184))
+    page[24:8192] = bytes([fill]) * (8192 - 24)
+    struct.pack_into("<H", page, 8, page_checksum(page, blkno))
+    return bytes(page)
+
+
+def test_page_checksums_verified_while_copying(tmp_path: Path) -> None:
+    """Corrupt pages are found by absolute block number (a .1 segment starts at 131072);
+    pages changed since the backup started (LSN at or past it) and new zero pages are not."""
+    d = tmp_path / "data"
+    start = 0x5000000
+    seg1 = [_page(131072 + i, 0x100, i + 1) for i in range(4)]
+    seg1[2] = seg1[2][:5000] + b"\xee" * 8 + seg1[2][5008:]  # corrupt: block 131074
+    newer = bytearray(_page(131075, start + 8, 9))
+    newer[6000] ^= 0xFF  # torn, but written after the backup started: not an error
+    seg1[3] = bytes(newer)
+    _write(d / "base" / "5" / "16384.1", b"".join(seg1) + bytes(8192))  # + a new page
+    _write(d / "base" / "5" / "16390", _page(0, 0x100, 7))
+    _write(d / "PG_VERSION", b"15\n")
+    found = files.walk(str(d), "PG_15_202209061")
+    name = f"units-{uuid.uuid4().hex}"
+    cfg = Config(repo=f"mem://{name}")
+    ctx = writer.Context(
+        cfg,
+        MemoryBackend(name),
+        "20261202T003000Z",
+        1 << 20,
+        writer.Progress(found.size),
+        writer.Checker(start, 8192),
+    )
+    entries = []
+    for job in writer.plan(found.files, 1 << 20):
+        entries += writer.run_job(ctx, job).files
+    assert ctx.checksum_failures == [{"path": "base/5/16384.1", "block": 131074}]
+    assert {e.path for e in entries} == {"base/5/16384.1", "base/5/16390", "PG_VERSION"}

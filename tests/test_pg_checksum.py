@@ -217,6 +217,9 @@ def stopped_cluster(request: pytest.FixtureRequest, work: Workdir) -> Iterator[t
         cluster.psql("CREATE TABLE t (x int) WITH (autovacuum_enabled = off)")
         cluster.psql("INSERT INTO t SELECT generate_series(1, 100000)")
         cluster.psql("VACUUM t")  # visibility map and free space map forks
+        location = work.mkdir(f"tablespace-{request.param}")
+        cluster.psql(f"CREATE TABLESPACE ts LOCATION '{location}'")
+        cluster.psql("CREATE TABLE u TABLESPACE ts AS SELECT generate_series(1, 50000) AS x")
         node = int(cluster.psql("SELECT pg_relation_filenode('pgbench_accounts')"))
         cluster.psql("CHECKPOINT")
     finally:
@@ -226,7 +229,7 @@ def stopped_cluster(request: pytest.FixtureRequest, work: Workdir) -> Iterator[t
 
 def _relation_files(datadir: str) -> dict[str, str]:
     found = {}
-    for root, _dirs, files in os.walk(datadir):
+    for root, _dirs, files in os.walk(datadir, followlinks=True):  # into pg_tblspc/<oid>
         for name in files:
             path = os.path.join(root, name)
             found[os.path.relpath(path, datadir)] = path
@@ -255,6 +258,7 @@ def test_every_page_of_a_real_cluster_verifies(stopped_cluster: tuple[Cluster, i
     assert checksummed == verified
     assert any(rel.endswith("_vm") for rel in checksummed)
     assert any(rel.startswith("global/") for rel in checksummed)
+    assert any(rel.startswith("pg_tblspc/") for rel in checksummed)
     pages = 0
     for rel in sorted(checksummed):
         with open(files[rel], "rb") as fh:

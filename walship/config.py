@@ -246,9 +246,9 @@ class Config:
     backup_part_size: int = setting(
         64 << 20,
         "Raw bytes per part object of a base backup (rounded down to a multiple of 1 MiB): "
-        "small files are bundled into one part, larger files split across parts. Each "
-        "worker holds up to 8 MiB of a part's compressed bytes in memory, the rest in a "
-        "temp file.",
+        "small files are bundled into one part, larger files split across parts. The "
+        "workers together hold up to 16 MiB of compressed parts in memory, the rest in "
+        "temp files.",
         minimum=1 << 20,
         maximum=1 << 30,
     )

@@ -46,6 +46,7 @@ from . import catalog, files, writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..config import Config
@@ -340,19 +341,32 @@ class _Reporter:
 # ------------------------------------------------------------------ the backup
 
 
+#: seconds between checks of the session during the copy (alive; a standby not promoted)
+SESSION_CHECK = 5.0
+
+
 def _copy(
-    cfg: Config, ctx: writer.Context, jobs: list[list[files.Source]], workers: int
+    ctx: writer.Context,
+    jobs: list[list[files.Source]],
+    workers: int,
+    check: Callable[[], None] | None = None,
 ) -> tuple[list[Any], list[Any]]:
+    """Run the jobs, calling ``check`` every few seconds (it raises to stop the copy)."""
     file_entries: list[Any] = []
     part_entries: list[Any] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="walship-backup")
     try:
         futures = [pool.submit(writer.run_job, ctx, job) for job in jobs]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in done:
-            exc = f.exception()
-            if exc is not None and not isinstance(exc, writer._Aborted):
-                raise exc
+        while True:
+            done, pending = wait(futures, timeout=SESSION_CHECK, return_when=FIRST_EXCEPTION)
+            for f in done:
+                exc = f.exception()
+                if exc is not None and not isinstance(exc, writer._Aborted):
+                    raise exc
+            if not pending:
+                break
+            if check is not None:
+                check()
         for f in futures:
             res = f.result()
             file_entries.extend(res.files)
@@ -364,6 +378,26 @@ def _copy(
         raise
     pool.shutdown()
     return file_entries, part_entries
+
+
+def _check_session(conn: Any, server: Server, name: str) -> None:
+    """The backup's session is alive and, on a standby, the server still in recovery."""
+    import psycopg
+
+    try:
+        (recovering,) = _one(conn, "SELECT pg_is_in_recovery()")
+    except psycopg.Error as exc:
+        err = _sql_error("lost the session holding the backup", exc)
+        raise ServerCheckError(
+            f"backup {name}: {err.message}; the server aborted the backup, which is not recorded",
+            hint="take the backup again once the server is back",
+        ) from None
+    if server.standby and not recovering:
+        raise ServerCheckError(
+            f"backup {name}: the standby was promoted during the backup; the backup is not "
+            "recorded",
+            hint="take the backup again (of the new primary, or of a standby)",
+        )
 
 
 def _start(conn: Any, server: Server, label: str, fast: bool) -> int:
@@ -389,7 +423,11 @@ def _stop(conn: Any, server: Server) -> tuple[int, str, str | None]:
             sql = "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
         lsn, labelfile, spcmap = _one(conn, sql)
     except psycopg.Error as exc:
-        raise _sql_error("pg_backup_stop failed", exc) from None
+        err = _sql_error("pg_backup_stop failed", exc)
+        raise ServerCheckError(
+            f"{err.message}; the backup is not recorded",
+            hint=err.hint or "take the backup again",
+        ) from None
     return parse_lsn(lsn), str(labelfile), (str(spcmap) if spcmap else None)
 
 
@@ -468,12 +506,15 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         part_size = writer.effective_part_size(cfg.backup_part_size)
         progress = writer.Progress(found.size)
         checker = writer.Checker(start_lsn, server.block_size) if server.data_checksums else None
-        ctx = writer.Context(cfg, backend, name, part_size, progress, checker)
         workers = cfg.backup_workers or os.cpu_count() or 1
+        ctx = writer.Context(cfg, backend, name, part_size, progress, checker, workers)
         reporter = _Reporter(progress, opts.progress, opts.verbose)
         try:
             file_entries, part_entries = _copy(
-                cfg, ctx, writer.plan(found.files, part_size), workers
+                ctx,
+                writer.plan(found.files, part_size),
+                workers,
+                lambda: _check_session(conn, server, name),
             )
         finally:
             reporter.close()
@@ -495,12 +536,14 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         )
     for vanished in ctx.vanished:
         log.debug("backup.vanished", f"{vanished} disappeared during the backup (skipped)")
+    ctx.checksum_failures.sort(key=lambda f: (str(f["path"]), int(str(f["block"]))))
     if ctx.checksum_failures:
         shown = ", ".join(
             f"{f['path']} block {f['block']}" for f in ctx.checksum_failures[:SHOWN_FAILURES]
         )
+        report = log.warning if opts.allow_checksum_failures else log.debug  # else: one line
         for f in ctx.checksum_failures:
-            log.warning(
+            report(
                 "backup.checksum",
                 f"page checksum failure in {f['path']} block {f['block']}",
                 path=f["path"],
@@ -510,8 +553,8 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
             raise WalshipError(
                 f"backup {name}: {len(ctx.checksum_failures)} page(s) failed their checksum "
                 f"({shown}); the backup is not recorded",
-                hint="the data files are corrupt: investigate (and restore those relations); "
-                "--allow-checksum-failures records the backup anyway",
+                hint="the data files are corrupt: investigate (and restore those relations; "
+                "-v lists every page); --allow-checksum-failures records the backup anyway",
             )
     seg = server.wal_segment_size
     stop_segment = segment_file_name(stop_tli, segno_of_end_lsn(stop_lsn, seg), seg)

@@ -4,7 +4,7 @@ A *job* is a list of files one worker copies in order into parts of
 ``part_size`` raw bytes: many small files share a part, a large file (a job of
 its own) spans several. Each part is one envelope (``backup-part``): its raw
 bytes are hashed while they are compressed into a bounded spool (memory up to
-:data:`SPOOL_MEMORY`, then a temp file), because the envelope header, which
+:data:`SPOOL_BUDGET` shared by the workers, then a temp file), because the envelope header, which
 holds the raw size and digest, precedes the body; then
 :func:`walship.codec.objects.put_object` stores it (encrypting it when
 configured; cloud backends upload it in multipart pieces) with a create-only
@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from .files import Source
 
 READ = 1 << 20
-#: compressed bytes of one part held in memory before its spool moves to a temp file
-SPOOL_MEMORY = 8 << 20
+#: compressed bytes the workers together hold in memory before their spools move to
+#: temp files (each worker gets an equal share, at least 1 MiB)
+SPOOL_BUDGET = 16 << 20
 MiB = 1 << 20
 
 
@@ -117,6 +118,7 @@ class Context:
         part_size: int,
         progress: Progress,
         checker: Checker | None,
+        workers: int = 1,
     ) -> None:
         self.cfg = cfg
         self.backend = backend
@@ -124,6 +126,7 @@ class Context:
         self.part_size = part_size
         self.progress = progress
         self.checker = checker
+        self.spool_memory = max(MiB, SPOOL_BUDGET // max(1, workers))
         self.failed = threading.Event()  # another worker failed: stop early
         self._next = 0
         self._lock = threading.Lock()
@@ -204,7 +207,7 @@ def _write_part(
             yield data
 
     cfg = ctx.cfg
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, prefix="walship-part-") as spool:
+    with tempfile.SpooledTemporaryFile(max_size=ctx.spool_memory, prefix="walship-part-") as spool:
         for piece in compress.compress_stream(
             cfg.compression, raw(), cfg.compression_level, cfg.compression_threads
         ):
@@ -315,9 +318,9 @@ def _verify(
     for block in failed:
         at = (block - base) * bs
         again = os.pread(fd, bs, offset + at)
-        if len(again) == bs:
-            buf[at : at + bs] = again
-            if not checker.failed(again, block):
-                continue
-        ctx.note_corrupt(path, block)
+        if len(again) < bs:
+            continue  # the relation was truncated meanwhile: WAL replay truncates it too
+        buf[at : at + bs] = again
+        if checker.failed(again, block):
+            ctx.note_corrupt(path, block)
     return bytes(buf)

@@ -8,9 +8,11 @@ name, sizes, duration and the LSN at which it is consistent.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
+from .. import log
 from ..errors import UsageError
 from ..storage.registry import open_backend
 
@@ -58,7 +60,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         progress=sys.stderr is not None and sys.stderr.isatty(),
         verbose=bool(args.verbose),
     )
-    backend = open_backend(cfg.require("repo"), cfg)
+    repo = cfg.require("repo")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        log.warning(
+            "backup-push.root",
+            "running as root: what it creates in a local repository is owned by root, which "
+            "the postgres user's archiving and backups then cannot write",
+            hint="run backup-push as the user that owns the data directory (usually postgres)",
+        )
+    backend = open_backend(repo, cfg)
     try:
         result = push.backup_push(cfg, backend, opts)
     finally:

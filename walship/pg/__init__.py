@@ -9,6 +9,8 @@ path). The rest of the package is imported only where it is used:
   record reader, the segment index and the restore planner
 * :mod:`walship.pg.crc` -- CRC-32C as PostgreSQL computes it
 * :mod:`walship.pg.records` -- the WAL page and record reader
+* :mod:`walship.pg.checksum` -- data page checksums (numpy), which files carry them
+* :mod:`walship.pg.backup_manifest` -- PostgreSQL's ``backup_manifest`` file
 * :mod:`walship.pg.recovery` -- recovery settings and signal files (restores)
 
 Nothing in this package imports from walship but :mod:`walship.errors`. See
