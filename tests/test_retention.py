@@ -316,6 +316,27 @@ def test_garbage_only_when_old_enough(mem: Any) -> None:
     assert len(wal_present(backend)) == 30
 
 
+def test_backup_file_of_an_interrupted_push_is_garbage_not_a_backup(mem: Any) -> None:
+    """backup-push killed after pg_backup_stop: PostgreSQL archived the .backup file, the
+    manifest never came. That file is part of the leftovers, not another tool's backup:
+    it must not count in --retain (which would then drop a real backup)."""
+    c, backend = mem
+    segments(c, backend, range(1, 31))
+    b1 = walship_backup(c, backend, 2, NOW - 3 * DAY)
+    b2 = walship_backup(c, backend, 10, NOW - 2 * DAY)
+    name = walship_backup(c, backend, 20, NOW - DAY, name="20261101T000000Z")
+    backend.delete([manifest_key(name)])
+    pg_backup_file(c, backend, 20, NOW - DAY, label=f"walship {name}")
+    later = int((NOW + 2 * DAY) * US)  # the leftovers are old enough by then
+    p = retention.make_plan(c, backend, retention.Policy(retain=2, garbage=True), now=later)
+    assert not p.selection.drop and {x.name for x in p.selection.keep} == {b1, b2}
+    [g] = p.garbage
+    assert g.name == name and g.action == "delete" and g.keys == 3  # 2 parts + .backup
+    retention.execute(c, backend, p)
+    assert not [k for k in keys(backend, "wal/") if k.endswith(".backup")]
+    assert not keys(backend, f"basebackups/{name}/")
+
+
 class _Crash(Exception):
     pass
 

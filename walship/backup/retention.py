@@ -29,6 +29,7 @@ a time and only their LSNs, times and sizes kept; deletes are streamed.
 from __future__ import annotations
 
 import bisect
+import calendar
 import re
 import time
 from array import array
@@ -551,6 +552,8 @@ class Repo:
     #: complete backups whose prefix also holds a tombstone (a deletion that had not yet
     #: removed the manifest)
     tombstoned: set[str]
+    #: leftovers -> .backup files (key, size) PostgreSQL archived for that interrupted push
+    leftover_backup_files: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     def inventory(
         self,
@@ -682,6 +685,7 @@ def scan(cfg: Config, backend: Backend) -> Repo:
     bkeys = sorted(wal.backup_files)
     parsed = parallel(lambda k: source.parse(k, read_object(cfg, backend, k)), bkeys)
     by_start = {(c.backup.start_lsn, c.backup.start_tli): c for c in candidates}
+    orphans: dict[str, list[tuple[str, int]]] = {}
     for key, res in zip(bkeys, parsed, strict=True):
         name, size, mtime = wal.backup_files[key]
         if isinstance(res, BaseException):
@@ -696,6 +700,12 @@ def scan(cfg: Config, backend: Backend) -> Repo:
         if twin is not None:
             twin.backup_files.append(key)
             twin.backup_file_bytes += size
+            continue
+        orphan = _interrupted_push(res, [n for n in prefixes if n not in complete])
+        if orphan is not None:
+            # PostgreSQL's .backup file of a backup-push killed after pg_backup_stop,
+            # before its manifest: part of those leftovers, not another tool's backup
+            orphans.setdefault(orphan, []).append((key, size))
             continue
         when = res.stop_time if res.stop_time is not None else _us(mtime)
         c = Candidate(res, "postgresql", when, size, [key], size)
@@ -717,8 +727,32 @@ def scan(cfg: Config, backend: Backend) -> Repo:
         candidates=candidates,
         incomplete=incomplete,
         leaves={name: e.leaves for name, e in prefixes.items()},
+        leftover_backup_files=orphans,
         tombstoned=tombs & complete,
     )
+
+
+#: a backup-push names its backup by the time it starts, just before pg_backup_start
+INTERRUPTED_PUSH_SLACK = 120 * US
+
+
+def _interrupted_push(b: Backup, leftovers: Sequence[str]) -> str | None:
+    """The leftovers (``basebackups/<name>/`` without a manifest) that ``b``, a .backup
+    file without a manifest twin, belongs to: backup-push's default label
+    ``walship <name>``, else a START TIME within two minutes after the name's time."""
+    for name in leftovers:
+        if b.label == f"walship {name}":
+            return name
+    if b.start_time is None:
+        return None
+    for name in leftovers:
+        try:
+            named = calendar.timegm(time.strptime(name[:16], "%Y%m%dT%H%M%SZ")) * US
+        except ValueError:
+            continue
+        if 0 <= b.start_time - named <= INTERRUPTED_PUSH_SLACK:
+            return name
+    return None
 
 
 def _us(mtime: float | None) -> int | None:
@@ -849,6 +883,9 @@ def make_plan(
 def _garbage(repo: Repo, policy: Policy, now: int) -> list[Garbage]:
     out: list[Garbage] = []
     for name, (keys, size, last, tomb) in sorted(repo.incomplete.items()):
+        extra = repo.leftover_backup_files.get(name, [])
+        keys += len(extra)
+        size += sum(n for _, n in extra)
         if tomb:
             out.append(Garbage(name, keys, size, last, "delete", "an interrupted delete", True))
             continue
@@ -1061,6 +1098,7 @@ def delete_leftovers(backend: Backend, repo: Repo, name: str, progress: Progress
     tombstone last."""
     tomb = backup_prefix(name) + TOMBSTONE_LEAF
     delete_stream(backend, _prefix_keys(repo, name), progress)
+    delete_stream(backend, (k for k, _ in repo.leftover_backup_files.get(name, [])), progress)
     backend.delete([tomb])
     progress.requests += 1
     progress.objects += 1 if TOMBSTONE_LEAF in repo.leaves.get(name, []) else 0
