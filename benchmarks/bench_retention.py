@@ -206,7 +206,8 @@ def main() -> int:
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
                 "load": os.getloadavg(),
-                "segments": args.segments,
+                "segments": None if args.no_local else args.segments,
+                "s3_segments": None if args.no_s3 else args.s3_segments,
                 "backups": args.backups,
             }
         ),
