@@ -71,6 +71,11 @@ if [ "$mode" = test ] && [ -f "$root/tests/servers/install.sh" ] &&
     apt_install nodejs npm
 fi
 
+# systemd-analyze for tests/test_packaging_units.py (loads packaging/systemd units)
+if [ "$mode" = test ] && ! command -v systemd-analyze >/dev/null 2>&1; then
+    apt_install systemd
+fi
+
 # --- the virtual environment ------------------------------------------------
 venv="$root/.venv"
 editable=1

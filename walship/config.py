@@ -442,6 +442,34 @@ class Config:
         "about 50-150 ms of CPU per busy 16 MiB segment (docs/benchmarks.md); a failure "
         "to index never fails the push.",
     )
+    # --- retention: `walship delete` without policy flags (docs/retention.md) ---
+    retention_retain: int = setting(
+        0,
+        "Keep the newest N complete backups (0: no count rule). With retention_window, a "
+        "backup either rule keeps is kept.",
+        minimum=0,
+        maximum=1000000,
+    )
+    retention_window: str | None = setting(
+        None,
+        "Keep what restores to any moment of this recent duration (7d, 36h): the backups "
+        "ending inside it and the newest one ending before it, with their WAL.",
+    )
+    retention_wal_window: str | None = setting(
+        None,
+        "Point-in-time recovery only inside this duration, shorter than retention_window: "
+        "older kept backups keep only the WAL that makes them consistent.",
+    )
+    retention_garbage: bool = setting(
+        False,
+        "Also delete leftovers of interrupted backups (a basebackups/<name>/ without a "
+        "manifest) last written more than retention_garbage_age ago.",
+    )
+    retention_garbage_age: str = setting(
+        "24h",
+        "How long a backup without a manifest is taken to be still in progress: younger "
+        "leftovers are never deleted. At least 1h; choose it above your longest backup-push.",
+    )
     # --- logging ---
     log_format: str = setting("text", "Log line format on stderr.", choices=("text", "json"))
     log_level: str = setting(
