@@ -530,13 +530,64 @@ def test_restored_copy_passes_pg_verifybackup(
     assert proc.returncode != 0 and "16386" in proc.stderr
 
 
+#: the child walship, with Ctrl-C handled even when this test runs with SIGINT ignored
+#: (a background job, nohup): a child inherits SIG_IGN, Python then leaves SIGINT
+#: ignored, and the restore ran to its end -- what made this test fail at times
+WALSHIP_WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('walship', run_name='__main__', alter_sys=True)"
+)
+
+
+def _interrupt_main_thread(pid: int) -> None:
+    """Ctrl-C for our child, returning once its main thread has acted on it.
+
+    The child's main thread waits for the worker (blocked reading the FIFO).
+    SIGINT goes to that thread (tgkill: a process-wide one may be taken by the
+    blocked worker, and CPython runs the handler only when the main thread next
+    runs), and the main thread has acted on it when it waits on something else
+    (the worker's exit, in the pool's shutdown): /proc/PID/task/PID/syscall
+    names the futex a thread waits on."""
+    import ctypes
+    import signal
+    import time
+
+    def waiting_on() -> list[str]:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/syscall") as fh:
+                return fh.read().split()[:2]
+        except OSError:
+            return ["exited"]
+
+    before = waiting_on()
+    assert before[0] == "202", before  # futex: the main thread waits for the worker
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(pid, pid, signal.SIGINT) == 0, os.strerror(ctypes.get_errno())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if waiting_on() != before:
+            return
+        time.sleep(0.005)
+    raise AssertionError("the restore's main thread never acted on SIGINT")
+
+
 @pytest.mark.parametrize("signo", [9, 2], ids=["SIGKILL", "SIGINT"])
 def test_restore_killed_midway_never_looks_complete(tmp_path: Path, signo: int) -> None:
+    """Killed or interrupted mid-way, the copy is marked incomplete.
+
+    Mid-way is made certain, not guessed with a sleep (under load the restore
+    once finished before the signal): a middle part is a FIFO, so the restore
+    blocks reading it; when our end of the FIFO opens, the earlier parts are
+    written and the restore is inside that part. The signal goes then, and
+    our end closes (the part reads short: the restore cannot complete, and an
+    interrupted one must say so, exit 130, not report that short part)."""
+    import errno
     import signal
     import subprocess
     import sys
     import time
 
+    from walship.manifest import part_key
     from walship.storage.registry import open_backend
 
     repo_dir = tmp_path / "repo"
@@ -545,14 +596,21 @@ def test_restore_killed_midway_never_looks_complete(tmp_path: Path, signo: int) 
     backend.put(repository.IDENTITY_KEY, [repository.Identity(42, S, 15).to_json()])
     for s in range(1, 4):
         _put_wal(cfg, backend, segment_file_name(1, s, S), b"seg", "segment")
-    big = {f"base/1/{n}": os.urandom(40 << 20) for n in range(16384, 16387)}
-    m = write_backup(cfg, backend, spec(files={**FILES, **big}, part_size=8 << 20))
+    big = {f"base/1/{n}": os.urandom(4 << 20) for n in range(16384, 16387)}
+    m = write_backup(cfg, backend, spec(files={**FILES, **big}, part_size=1 << 20))
+    # with one worker the full parts go in index order (largest first, a stable sort)
+    middle = len(m.parts) // 2
+    assert 0 < middle < len(m.parts) - 1 and m.parts[middle].raw_size == 1 << 20
+    fifo = repo_dir.joinpath(*part_key(m.name, middle).split("/"))
+    saved = tmp_path / "part.saved"
+    os.replace(fifo, saved)
+    os.mkfifo(fifo)
     target = tmp_path / "r"
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "walship",
+            "-c",
+            WALSHIP_WITH_CTRL_C,
             "--repo",
             str(repo_dir),
             "backup-fetch",
@@ -564,17 +622,31 @@ def test_restore_killed_midway_never_looks_complete(tmp_path: Path, signo: int) 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    signalled = False
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            sizes = [p.stat().st_size for p in (target / "base" / "1").glob("1638*")]
-            if any(sizes):
-                break
-            time.sleep(0.002)
-        proc.send_signal(signo)  # our own child, by its pid
+        writer = -1
+        deadline = time.monotonic() + 120
+        while writer < 0 and proc.poll() is None and time.monotonic() < deadline:
+            try:  # succeeds once the restore has opened the part for reading
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO, exc
+                time.sleep(0.01)
+        assert writer >= 0, f"the restore never reached part {middle} (exit {proc.poll()})"
+        assert (target / fetch.MARKER).exists()
+        assert any(p.stat().st_size for p in (target / "base" / "1").glob("1638*"))
+        if signo == signal.SIGINT:
+            _interrupt_main_thread(proc.pid)
+        else:
+            proc.send_signal(signo)  # our own child, by its pid
+        signalled = True
         killed = time.monotonic()
+        os.close(writer)
     finally:
-        proc.wait()
+        if not signalled and proc.poll() is None:
+            proc.kill()  # a failed assertion above: our own child, by its pid
+        proc.wait(timeout=120)
+        os.replace(saved, fifo)
     if signo == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL, "the restore ended before it could be killed"
     else:  # Ctrl-C: the workers stop between chunks, queued parts are cancelled
