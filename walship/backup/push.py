@@ -211,7 +211,10 @@ def _check_archiving(conn: Any, server: Server) -> None:
         (library,) = _one(conn, "SELECT coalesce(current_setting('archive_library', true), '')")
     except psycopg.Error as exc:
         raise _sql_error("cannot read the server's archiving settings", exc) from None
-    fix = "set archive_mode = on and archive_command = 'walship push %p %f' (README.md, \"Quick start\"; docs/backups.md)"
+    fix = (
+        "set archive_mode = on and archive_command = 'walship push %p %f' "
+        '(README.md, "Quick start"; docs/backups.md)'
+    )
     if mode == "off":
         raise ServerCheckError(
             "archive_mode is off on this server: the WAL a backup needs would never reach "

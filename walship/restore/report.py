@@ -109,7 +109,7 @@ def plan_json(plan: Plan, inv: Inventory, *, walship: str = "walship") -> dict[s
         else {"lsn": format_lsn(plan.latest[0]), "last_commit_time": format_time(plan.latest[1])},
         "settings": plan.settings,
         "backup_fetch": backup_fetch_line(plan, plan.backup, walship=walship)
-        if _fetchable(plan)
+        if plan.backup is not None and _fetchable(plan)
         else None,
         "notes": plan.notes,
         "caution": plan.caution,
