@@ -236,6 +236,69 @@ class Config:
         "PGSERVICE, ...). Keep passwords in ~/.pgpass or PGPASSFILE, not here.",
         secret=True,
     )
+    # --- operations: check, status, metrics, drill (docs/operations.md) ---
+    check_archive_wait: float = setting(
+        60.0,
+        "Seconds `walship check` waits for the segment it switched to (pg_switch_wal) to "
+        "reach the repository before it reports archiving as failing.",
+        minimum=1.0,
+        maximum=3600.0,
+    )
+    check_backup_max_age: float = setting(
+        26.0,
+        "Hours: `walship check` fails when the newest base backup is older (default: a "
+        "daily backup plus two hours of slack). The alert rules use the same default.",
+        minimum=0.1,
+        maximum=24.0 * 366,
+    )
+    metrics_cache: str | None = setting(
+        None,
+        "File where `walship metrics` keeps the repository summary it exports, so a scrape "
+        "does not list the repository (default: ~/.cache/walship/summary-<tag>.json, one "
+        "file per repository).",
+    )
+    metrics_cache_max_age: float = setting(
+        300.0,
+        "Seconds the cached repository summary is used before `walship metrics` refreshes "
+        "it (its age is exported as walship_summary_age_seconds).",
+        minimum=0.0,
+        maximum=86400.0,
+    )
+    drill_dir: str | None = setting(
+        None,
+        "Scratch directory of `walship drill` (a restored copy of the backup and a "
+        "temporary server live below it; it needs the backup's size free). Default: "
+        "/var/tmp/walship-drill-<uid>.",
+    )
+    drill_bindir: str | None = setting(
+        None,
+        "Directory of the PostgreSQL server binaries for `walship drill`; '{major}' is "
+        "replaced by the backup's major version. Default: the Debian/Ubuntu "
+        "(/usr/lib/postgresql/{major}/bin) and RHEL (/usr/pgsql-{major}/bin) locations, "
+        "then pg_config on PATH.",
+    )
+    drill_sql: str | None = setting(
+        None,
+        "SQL the drill runs on the restored server; it must return one row whose first "
+        'column is true or a non-zero number, e.g. "SELECT count(*) > 0 FROM orders" or '
+        "\"SELECT max(created) > now() - interval '1 day' FROM orders\". Default: none.",
+    )
+    drill_database: str = setting("postgres", "Database the drill's checks connect to.")
+    drill_user: str | None = setting(
+        None,
+        "Role the drill connects as on the restored server (over its private socket, "
+        "trust). Default: the operating-system user running the drill.",
+    )
+    drill_timeout: float = setting(
+        3600.0,
+        "Seconds the drill waits for the temporary server to finish recovery.",
+        minimum=10.0,
+        maximum=7.0 * 86400,
+    )
+    drill_amcheck: bool = setting(
+        True,
+        "Run pg_amcheck (when installed with the server binaries) on the restored server.",
+    )
     # --- base backups (docs/backups.md) ---
     backup_workers: int = setting(
         0,
