@@ -178,14 +178,10 @@ class LocalBackend(Store):
             self._makedirs(directory)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
-                owner = self._give_to()
-                if owner is not None:  # before the link: never visible as root's
-                    try:
-                        os.fchown(fd, *owner)
-                    except BaseException:
-                        os.close(fd)
-                        raise
                 with open(fd, "wb", closefd=True) as fh:
+                    owner = self._give_to()
+                    if owner is not None:  # before the link: never visible as root's
+                        os.fchown(fh.fileno(), *owner)
                     fh.write(MAGIC + struct.pack(">I", len(header)) + header)
                     for chunk in chunks:
                         fh.write(chunk)
