@@ -7,14 +7,14 @@ check-then-write), and the directory is fsynced. A crash at any instant leaves
 either no object or a whole one, plus at worst a stray ``.walship-tmp-*`` file
 that listings ignore.
 
+On disk an object is ``b"WSL1"``, a 4-byte big-endian length, the metadata as
+JSON, then the body; metadata thus lives and dies atomically with the body.
+
 Ownership: run as root in a repository whose root directory belongs to
 another user (postgres), what is created (directories, objects) is given to
 that user and group before it appears under its name, so that root running
 ``walship index`` or ``plan-restore`` never leaves directories the
 repository's owner cannot list or write.
-
-On disk an object is ``b"WSL1"``, a 4-byte big-endian length, the metadata as
-JSON, then the body; metadata thus lives and dies atomically with the body.
 """
 
 from __future__ import annotations
