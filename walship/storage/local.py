@@ -9,6 +9,12 @@ that listings ignore.
 
 On disk an object is ``b"WSL1"``, a 4-byte big-endian length, the metadata as
 JSON, then the body; metadata thus lives and dies atomically with the body.
+
+Ownership: run as root in a repository whose root directory belongs to
+another user (postgres), what is created (directories, objects) is given to
+that user and group before it appears under its name, so that root running
+``walship index`` or ``plan-restore`` never leaves directories the
+repository's owner cannot list or write.
 """
 
 from __future__ import annotations
@@ -72,6 +78,24 @@ class LocalBackend(Store):
             )
         self.root = os.path.normpath(root)
         self.url = f"file://{self.root}"
+        self._owner: tuple[int, int] | None = None
+        self._owner_known = False
+
+    def _give_to(self) -> tuple[int, int] | None:
+        """``(uid, gid)`` of the repository root when running as root in a repository
+        that belongs to another user: what root creates there is given to that user
+        (else ``walship index`` or plan-restore run as root would leave root-owned
+        0750 directories its owner, e.g. postgres, can no longer list)."""
+        if not self._owner_known:
+            if os.geteuid() == 0:
+                try:
+                    st = os.stat(self.root)
+                except OSError:
+                    return None  # no root yet: the write fails and says so
+                if st.st_uid != 0:
+                    self._owner = (st.st_uid, st.st_gid)
+            self._owner_known = True
+        return self._owner
 
     # --- helpers ---------------------------------------------------------
     def _path(self, key: str) -> str:
@@ -100,6 +124,10 @@ class LocalBackend(Store):
                 os.mkdir(d, 0o750)
             except FileExistsError:
                 pass
+            else:
+                owner = self._give_to()
+                if owner is not None:
+                    os.chown(d, *owner)
             _fsync_dir(os.path.dirname(d))
 
     @staticmethod
@@ -151,6 +179,9 @@ class LocalBackend(Store):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 with open(fd, "wb", closefd=True) as fh:
+                    owner = self._give_to()
+                    if owner is not None:  # before the link: never visible as root's
+                        os.fchown(fh.fileno(), *owner)
                     fh.write(MAGIC + struct.pack(">I", len(header)) + header)
                     for chunk in chunks:
                         fh.write(chunk)
