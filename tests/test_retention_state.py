@@ -53,6 +53,7 @@ def windowed(tmp_path: Any) -> tuple[LocalBackend, str, list[str]]:
     ]
     proc = _walship(root, "delete", "--window", "30d", "--wal-window", "1d", "--confirm")
     assert proc.returncode == 0, proc.stderr
+    assert "recorded: 3 range(s) of WAL removed on purpose in retention/state.json" in proc.stdout
     present = sorted(int(k[-8:], 16) for k in keys(backend, "wal/") if len(k) == 45)
     assert present == [2, 3, 10, 11, *range(20, 41)]
     return backend, root, names

@@ -1017,6 +1017,8 @@ class Progress:
     backups: int = 0
     garbage: int = 0
     index_entries: int = 0
+    #: WAL ranges recorded as removed on purpose (retention/state.json) by this run
+    recorded: int = 0
 
 
 def _chunks(keys: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -1139,13 +1141,14 @@ def removed_ranges(plan: Plan) -> list[tuple[int, int, int]]:
     return out
 
 
-def record_removal(cfg: Config, backend: Backend, plan: Plan) -> removed.State | None:
+def record_removal(cfg: Config, backend: Backend, plan: Plan) -> int:
     """Write retention/state.json (what is about to go, merged with earlier runs) before
     any WAL is deleted: a crash after this never leaves a gap nobody can explain, and
-    one before it has deleted no WAL yet. None when the plan deletes no segment."""
+    one before it has deleted no WAL yet. Returns the number of ranges this run
+    adds (0: it deletes no segment, nothing is written)."""
     ranges = removed_ranges(plan)
     if not ranges:
-        return None
+        return 0
     state = removed.load(cfg, backend) or removed.State()
     state.add(ranges, removed.now_iso(), plan.policy.describe())
     state.restorable = {
@@ -1155,7 +1158,7 @@ def record_removal(cfg: Config, backend: Backend, plan: Plan) -> removed.State |
         for tli, p in plan.after.items()
     }
     removed.store(cfg, backend, state, plan.repo.seg_size)
-    return state
+    return len(ranges)
 
 
 def execute(cfg: Config, backend: Backend, plan: Plan) -> Progress:
@@ -1165,8 +1168,8 @@ def execute(cfg: Config, backend: Backend, plan: Plan) -> Progress:
     entries of that WAL. A second run finishes the job."""
     if plan.broken:
         raise Refused(refusal_text(plan.broken))
-    record_removal(cfg, backend, plan)
-    progress = Progress()
+    ranges = record_removal(cfg, backend, plan)
+    progress = Progress(recorded=ranges)
     for g in plan.garbage:
         if g.action == "delete":
             delete_leftovers(backend, plan.repo, g.name, progress)
