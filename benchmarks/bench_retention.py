@@ -136,16 +136,17 @@ def raw_listing(env: dict[str, str], label: str) -> dict[str, Any]:
     }
 
 
-def measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, dict[str, Any]]:
+def measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, float, dict[str, Any]]:
     """``cmd`` in a fresh helper process, so RUSAGE_CHILDREN's peak is this one's."""
     helper = (
         "import json, os, resource, subprocess, sys, time\n"
         "t0 = time.perf_counter()\n"
         "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
         "wall = time.perf_counter() - t0\n"
-        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "rss, cpu = ru.ru_maxrss, ru.ru_utime + ru.ru_stime\n"
         "sys.stderr.buffer.write(p.stderr)\n"
-        "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, "
+        "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'cpu': cpu, "
         "'out': p.stdout.decode()}))\n"
     )
     proc = subprocess.run(
@@ -154,7 +155,7 @@ def measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, dict[str,
     doc = json.loads(proc.stdout)
     if doc["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {doc['rc']}: {proc.stderr[-2000:]}")
-    return float(doc["wall"]), int(doc["rss"]), json.loads(doc["out"])
+    return float(doc["wall"]), int(doc["rss"]), float(doc["cpu"]), json.loads(doc["out"])
 
 
 def environ(extra: dict[str, str]) -> dict[str, str]:
@@ -174,12 +175,14 @@ def run_pair(
             cmd.append("--confirm")
         if counter is not None:
             counter.clear()
-        wall, rss, doc = measured(cmd, env)
+        wall, rss, cpu, doc = measured(cmd, env)
         row: dict[str, Any] = {
             "store": label,
             "run": "delete --confirm" if confirm else "dry run",
             "seconds": round(wall, 2),
             "peak_rss_mib": round(rss / 1024, 1),
+            # walship's own CPU (user + system): the rest of the wall time is the store
+            "walship_cpu_seconds": round(cpu, 2),
             "objects": doc.get("deleted", {}).get("objects", doc["delete_objects"]),
             "segments_listed": doc["wal"]["delete_segments"] + doc["wal"]["keep_segments"],
         }
@@ -255,8 +258,8 @@ def main() -> int:
         finally:
             proxy.stop()
             running.stop()
-    print("\n| store | run | objects | seconds | peak RSS MiB | requests |")
-    print("|---|---|---|---|---|---|")
+    print("\n| store | run | objects | seconds | walship CPU s | peak RSS MiB | requests |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         req = (
             f"{r['requests']} ({r['list_requests']} LIST, {r['delete_requests']} DeleteObjects)"
@@ -265,7 +268,7 @@ def main() -> int:
         )
         print(
             f"| {r['store']} | {r['run']} | {r['objects']:,} | {r['seconds']} | "
-            f"{r['peak_rss_mib']} | {req} |"
+            f"{r.get('walship_cpu_seconds', '—')} | {r['peak_rss_mib']} | {req} |"
         )
     return 0
 
