@@ -113,8 +113,8 @@ class LocalBackend(Store):
         empties: when one vanishes between the makedirs and the create, make it again
         (once ``tmp`` is in it, it is not empty and no rmdir can remove it)."""
         for attempt in range(RECREATE_ATTEMPTS):
-            self._makedirs(directory)
             try:
+                self._makedirs(directory)  # (a parent may vanish under it too)
                 return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             except FileNotFoundError:
                 if attempt == RECREATE_ATTEMPTS - 1:
