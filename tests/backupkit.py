@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 from collections.abc import Mapping
 
@@ -71,8 +72,16 @@ def start_walship(
         stderr=subprocess.PIPE,
         text=True,
         cwd="/tmp",
+        preexec_fn=_default_sigint,
         **as_server_user(),  # type: ignore[arg-type]
     )
+
+
+def _default_sigint() -> None:
+    """A test run as a background job (nohup, ``cmd &``) ignores SIGINT, and a child
+    inherits SIG_IGN: Python then installs no Ctrl-C handler and a test that
+    interrupts walship waits for nothing. The child gets the default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def load_config(config: str) -> wconfig.Config:

@@ -41,6 +41,9 @@ class Spec:
     dirs: list[str] = field(default_factory=list)
     tablespaces: list[Tablespace] = field(default_factory=list)
     part_size: int = 1000
+    pg_version: int = 150004
+    #: the backed-up server's data_directory / config_file / hba_file / ident_file
+    server_files: dict[str, str] = field(default_factory=dict)
 
 
 def label_of(spec: Spec) -> str:
@@ -94,7 +97,7 @@ def write_backup(cfg: Config, backend: Backend, spec: Spec) -> Manifest:
     m = Manifest(
         name=spec.name,
         label="test",
-        pg_version=150004,
+        pg_version=spec.pg_version,
         system_identifier=42,
         wal_segment_size=16 << 20,
         block_size=8192,
@@ -114,6 +117,7 @@ def write_backup(cfg: Config, backend: Backend, spec: Spec) -> Manifest:
         directories=[DirEntry(d, 0o700) for d in dirs],
         parts=part_entries,
         writer="tests",
+        **spec.server_files,  # type: ignore[arg-type]
     )
     data = m.to_json()
     header = objects.new_header(

@@ -182,7 +182,7 @@ def test_sigkill_midway_then_next_push_and_backup_list(work: Workdir) -> None:
             _wait("3 parts written", some_parts)
         finally:
             interrupted.send_signal(signal.SIGINT)
-            _out, err = interrupted.communicate(timeout=30)
+            _out, err = interrupted.communicate(timeout=120)
         assert interrupted.returncode == 130, err
         assert one_line(err).endswith("interrupted")
         assert len(scan(cfg).incomplete) == 1

@@ -151,6 +151,22 @@ def test_unreachable_target_is_refused_before_writing(work: Workdir) -> None:
         time.sleep(1.1)
         primary.psql("INSERT INTO t VALUES (2)")  # the commit that decides the target
         row = backup_push(primary, cfg, "only")  # its data is past the target
+        # backup-push recorded where the server's configuration files are
+        from walship import config
+        from walship.backup import catalog
+        from walship.storage.registry import open_backend
+
+        settings = config.load(config_path=cfg)
+        backend = open_backend(settings.require("repo"), settings)
+        m = catalog.read_manifest(settings, backend, row["name"])
+        data = os.path.realpath(primary.datadir)
+        assert m.data_directory == data
+        assert (m.config_file, m.hba_file, m.ident_file) == (
+            f"{data}/postgresql.conf",
+            f"{data}/pg_hba.conf",
+            f"{data}/pg_ident.conf",
+        )
+        assert m.outside_config_files() == []
         primary.wait_archived(primary.switch_wal())
         dest = os.path.join(work.path, "restored")
         proc = walship(cfg, "backup-fetch", row["name"], dest, "--target-time", before, check=False)
@@ -159,6 +175,7 @@ def test_unreachable_target_is_refused_before_writing(work: Workdir) -> None:
         assert (
             len(errors) == 1 and "not reachable" in errors[0] and "nothing was written" in errors[0]
         )
+        assert "plan:" not in proc.stdout, proc.stdout  # the reason once: in the error
         assert not os.path.exists(dest)
     finally:
         stop_all([primary])

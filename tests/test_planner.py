@@ -873,3 +873,17 @@ def test_backup_choice_with_sparse_summaries(
         full.caution,
         full.missing,
     )
+
+
+def test_no_backup_hints_name_backup_push_and_backup_list() -> None:
+    """The hints name walship's own backup commands (they used to suggest only
+    pg_basebackup, and wal-show to list backups)."""
+    inv = inventory()
+    inv.backups = []
+    p = plan(inv, "latest")
+    assert p.verdict == planner.NO_BACKUP
+    assert "`walship backup-push`" in (p.hint or ""), p.hint
+    assert "pg_basebackup" in (p.hint or "")  # still the alternative
+    p = plan(inventory(), "latest", backup="nosuch")
+    assert p.verdict == planner.NO_BACKUP and "`walship backup-list`" in (p.hint or ""), p.hint
+    assert "wal-show" not in (p.hint or "")

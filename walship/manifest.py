@@ -181,6 +181,14 @@ class PartEntry:
         )
 
 
+#: the server settings naming its configuration files (recorded by backup-push)
+CONFIG_FILE_SETTINGS = ("config_file", "hba_file", "ident_file")
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 @dataclass
 class Manifest:
     """What a backup is. Times are ISO 8601 UTC strings (``...Z``), LSNs ints."""
@@ -209,6 +217,25 @@ class Manifest:
     #: pages whose checksum failed (``path``, ``block``), when told to keep going
     checksum_failures: list[dict[str, Any]] = field(default_factory=list)
     writer: str = ""
+    #: the backed-up server's data_directory, config_file, hba_file and ident_file
+    #: (None: not recorded, e.g. by an older walship or without the privilege to read
+    #: them); a config file outside the data directory is not part of the backup
+    data_directory: str | None = None
+    config_file: str | None = None
+    hba_file: str | None = None
+    ident_file: str | None = None
+
+    def outside_config_files(self) -> list[tuple[str, str]]:
+        """``(setting, path)`` of the recorded config files outside the data directory."""
+        if not self.data_directory:
+            return []
+        root = self.data_directory.rstrip("/") + "/"
+        out = []
+        for setting in CONFIG_FILE_SETTINGS:
+            path = getattr(self, setting)
+            if path and not path.startswith(root):
+                out.append((setting, path))
+        return out
 
     @property
     def raw_size(self) -> int:
@@ -243,6 +270,10 @@ class Manifest:
             "tablespaces": [t.to_json() for t in self.tablespaces],
             "checksum_failures": self.checksum_failures,
             "writer": self.writer,
+            "data_directory": self.data_directory,
+            "config_file": self.config_file,
+            "hba_file": self.hba_file,
+            "ident_file": self.ident_file,
             "parts": [p.to_json() for p in self.parts],
             "directories": [d.to_json() for d in self.directories],
             "files": [f.to_json() for f in self.files],
@@ -289,6 +320,10 @@ class Manifest:
                 parts=[PartEntry.from_json(p) for p in doc["parts"]],
                 checksum_failures=list(doc.get("checksum_failures", [])),
                 writer=str(doc.get("writer", "")),
+                data_directory=_opt_str(doc.get("data_directory")),
+                config_file=_opt_str(doc.get("config_file")),
+                hba_file=_opt_str(doc.get("hba_file")),
+                ident_file=_opt_str(doc.get("ident_file")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"{where}: malformed backup manifest ({exc!r})") from None

@@ -12,6 +12,8 @@ message: errors name the host/port only.
 
 from __future__ import annotations
 
+import re
+
 from .errors import WalshipError
 
 TYPE_CHECKING = False
@@ -49,7 +51,21 @@ def connect(cfg: Config, *, autocommit: bool = True, application: str = "walship
     return conn
 
 
+#: what psycopg puts before libpq's message (it says nothing the message does not)
+_PSYCOPG_PREFIXES = ("connection failed: ", "connection is bad: ")
+#: libpq's severity word after "connection to server ... failed: "
+_SEVERITY = re.compile(r"(failed: )(?:FATAL|ERROR):  ")
+
+
 def _first_line(exc: BaseException) -> str:
-    """libpq's message, first line, without anything that could be a password."""
+    """libpq's message, first line, without anything that could be a password, and
+    without psycopg's prefixes or libpq's severity word."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.removeprefix("connection failed: ")
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PSYCOPG_PREFIXES:
+            if text.startswith(prefix):
+                text, changed = text[len(prefix) :], True
+    text = _SEVERITY.sub(r"\1", text)
+    return text.removeprefix("FATAL:  ").strip() or type(exc).__name__

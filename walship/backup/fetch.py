@@ -627,10 +627,66 @@ def _pwrite_all_append(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def log_result(result: Result) -> None:
-    rate = result.bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
-    log.info(
-        "backup-fetch.done",
-        f"restored backup {result.name} into {result.root}: {result.files} files, "
-        f"{result.bytes} bytes in {result.seconds:.1f} s ({rate:.1f} MB/s)",
+def pg_ctl_for(pg_version: int) -> str | None:
+    """The pg_ctl of this major version (server_version_num), or None if not found.
+
+    Debian/Ubuntu keep it off PATH in /usr/lib/postgresql/<major>/bin, RHEL in
+    /usr/pgsql-<major>/bin; else pg_config's bindir or the pg_ctl on PATH, if their
+    version is that major."""
+    import shutil
+    import subprocess
+
+    major = pg_version // 10000 if pg_version >= 100000 else pg_version // 100
+    for bindir in (f"/usr/lib/postgresql/{major}/bin", f"/usr/pgsql-{major}/bin"):
+        path = os.path.join(bindir, "pg_ctl")
+        if os.access(path, os.X_OK):
+            return path
+
+    def version_of(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip()
+
+    def same_major(text: str) -> bool:  # "pg_ctl (PostgreSQL) 15.4 (Debian ...)"
+        words = text.split()
+        return len(words) >= 3 and words[2].split(".")[0] == str(major)
+
+    pg_config = shutil.which("pg_config")
+    if pg_config and same_major("x " + version_of([pg_config, "--version"])):
+        path = os.path.join(version_of([pg_config, "--bindir"]), "pg_ctl")
+        if os.access(path, os.X_OK):
+            return path
+    on_path = shutil.which("pg_ctl")
+    if on_path and same_major(version_of([on_path, "--version"])):
+        return os.path.abspath(on_path)
+    return None
+
+
+#: what a config file is called in messages
+CONFIG_FILE_NAMES = {
+    "config_file": "postgresql.conf",
+    "hba_file": "pg_hba.conf",
+    "ident_file": "pg_ident.conf",
+}
+
+
+def start_instructions(manifest: Manifest, root: str) -> list[str]:
+    """How to start the restored server: the config files the backup lacks, pg_ctl."""
+    import shlex
+
+    lines = []
+    for setting, path in manifest.outside_config_files():
+        lines.append(
+            f"note: {CONFIG_FILE_NAMES[setting]} was {path} on the backed-up host: not part "
+            f"of the backup; copy it into {root} or start with -c {setting}={path}"
+        )
+    major = manifest.pg_version // 10000
+    pg_ctl = pg_ctl_for(manifest.pg_version)
+    where = "" if pg_ctl else f" (pg_ctl of PostgreSQL {major}: not found here)"
+    lines.append(
+        f"start the server as its OS user: {shlex.quote(pg_ctl or 'pg_ctl')} -D "
+        f"{shlex.quote(root)} start{where}"
     )
+    return lines

@@ -40,7 +40,7 @@ from ..errors import (
     UsageError,
     WalshipError,
 )
-from ..manifest import KIND_MANIFEST, Manifest, Tablespace, manifest_key
+from ..manifest import CONFIG_FILE_SETTINGS, KIND_MANIFEST, Manifest, Tablespace, manifest_key
 from ..pg import basebackup, format_lsn, parse_lsn, segment_file_name, segno_of_end_lsn
 from . import catalog, files, writer
 
@@ -92,6 +92,8 @@ class Server:
     block_size: int
     data_checksums: bool
     data_directory: str | None
+    #: config_file, hba_file, ident_file (None: not readable with this role's privileges)
+    config_files: dict[str, str | None]
     tablespaces: dict[int, tuple[str, str]]  # oid -> (name, location)
 
 
@@ -172,6 +174,12 @@ def _inspect(conn: Any) -> Server:
             (s.data_directory,) = _one(conn, "SELECT current_setting('data_directory')")
         except psycopg.errors.InsufficientPrivilege:
             s.data_directory = None
+        s.config_files = {}
+        for setting in CONFIG_FILE_SETTINGS:
+            try:
+                (s.config_files[setting],) = _one(conn, f"SELECT current_setting('{setting}')")
+            except psycopg.errors.InsufficientPrivilege:
+                s.config_files[setting] = None
         s.tablespaces = {}
         with conn.cursor() as cur:
             cur.execute(
@@ -203,7 +211,10 @@ def _check_archiving(conn: Any, server: Server) -> None:
         (library,) = _one(conn, "SELECT coalesce(current_setting('archive_library', true), '')")
     except psycopg.Error as exc:
         raise _sql_error("cannot read the server's archiving settings", exc) from None
-    fix = "set archive_mode = on and archive_command = 'walship push %p %f' (docs/setup.md)"
+    fix = (
+        "set archive_mode = on and archive_command = 'walship push %p %f' "
+        '(README.md, "Quick start"; docs/backups.md)'
+    )
     if mode == "off":
         raise ServerCheckError(
             "archive_mode is off on this server: the WAL a backup needs would never reach "
@@ -592,6 +603,10 @@ def backup_push(cfg: Config, backend: Backend, opts: Options) -> Result:
         parts=sorted(part_entries, key=lambda p: p.index),
         checksum_failures=list(ctx.checksum_failures),
         writer=f"walship {__version__}",
+        data_directory=server.data_directory,
+        config_file=server.config_files.get("config_file"),
+        hba_file=server.config_files.get("hba_file"),
+        ident_file=server.config_files.get("ident_file"),
     )
     write_manifest(cfg, backend, manifest)
     return Result(manifest, time.monotonic() - started, stop_segment)

@@ -286,11 +286,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             )
         else:
             _in_own_words(plan)
-            verdict = f"plan: {plan.verdict}: {plan.reason}"
-            sys.stdout.write(verdict + "\n")
-            if plan.caution:
-                sys.stdout.write(f"plan: caution: {plan.caution}\n")
-            sys.stdout.flush()
+            if plan.reachable or args.force:  # else the error below is the one message
+                sys.stdout.write(f"plan: {plan.verdict}: {plan.reason}\n")
+                if plan.caution:
+                    sys.stdout.write(f"plan: caution: {plan.caution}\n")
+                sys.stdout.flush()
             if not plan.reachable:
                 if not args.force:
                     hint = plan.hint or "`walship plan-restore` explains; --force restores anyway"
@@ -350,7 +350,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         backend.close()
     if sys.stderr.isatty() and log.enabled("info"):
         sys.stderr.write("\n")
-    _report(result, settings, args)
+    _report(result, manifest, settings, args)
     return 0
 
 
@@ -375,10 +375,12 @@ def _in_own_words(plan: planner.Plan) -> None:
         plan.hint = re.sub(r"--timeline\b", "--target-timeline", hint)
 
 
-def _report(result: Result, settings: dict[str, str], args: argparse.Namespace) -> None:
-    from ..backup.fetch import log_result
+def _report(
+    result: Result, manifest: Manifest, settings: dict[str, str], args: argparse.Namespace
+) -> None:
+    """The result, on stdout only (no INFO line repeating it on stderr)."""
+    from ..backup.fetch import start_instructions
 
-    log_result(result)
     out = sys.stdout
     out.write(
         f"restored backup {result.name} into {result.root} ({result.files} files, "
@@ -391,4 +393,5 @@ def _report(result: Result, settings: dict[str, str], args: argparse.Namespace) 
     out.write(f"recovery settings in postgresql.auto.conf, and {signal}:\n")
     for k, v in shown.items():
         out.write(f"  {k} = {v}\n")
-    out.write(f"start the server: pg_ctl -D {result.root} start\n")
+    for line in start_instructions(manifest, result.root):
+        out.write(line + "\n")

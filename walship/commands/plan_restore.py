@@ -130,7 +130,17 @@ def _absolute_repo(repo: str) -> str:
 def restore_command_and_omitted(
     cfg: Config, repo_flag: str | None, env: dict[str, str] | None = None
 ) -> tuple[str, list[str]]:
-    """The restore_command for a restored server: this walship with the same settings.
+    """``(restore_command, omitted secret variables)``: see :func:`invocation`."""
+    prefix, omitted = invocation(cfg, repo_flag, env)
+    # PostgreSQL replaces %f, %p, %r and %% in restore_command: a literal % is %%
+    return prefix.replace("%", "%%") + " fetch %f %p", omitted
+
+
+def invocation(
+    cfg: Config, repo_flag: str | None, env: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """This walship with the same settings, as a shell command prefix (the words
+    before the command name): for restore_command and for the backup-fetch line.
 
     The config file (absolute path) and the non-secret ``WALSHIP_*`` variables
     of this environment are passed on (``VAR=value walship ... fetch %f %p``;
@@ -164,8 +174,7 @@ def restore_command_and_omitted(
         words += ["--config", shlex.quote(os.path.abspath(cfg.config))]
     if repo_flag:
         words += ["--repo", shlex.quote(_absolute_repo(repo_flag))]
-    # PostgreSQL replaces %f, %p, %r and %% in restore_command: a literal % is %%
-    return " ".join(w.replace("%", "%%") for w in words) + " fetch %f %p", omitted
+    return " ".join(words), omitted
 
 
 def restore_command(args: argparse.Namespace, cfg: Config) -> str:
@@ -241,11 +250,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 plan = _plan(args, cfg, inv, target, timeline)
     finally:
         backend.close()
+    walship, _ = invocation(cfg, getattr(args, "repo", None))
     if args.json:
-        json.dump(report.plan_json(plan, inv), sys.stdout, indent=2)
+        json.dump(report.plan_json(plan, inv, walship=walship), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(report.plan_text(plan, inv))
+        sys.stdout.write(report.plan_text(plan, inv, walship=walship))
     if not plan.reachable:
         log.warning(
             "plan.unreachable",

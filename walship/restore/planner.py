@@ -875,10 +875,10 @@ def plan(
             else f"no base backup named {backup!r}"
         )
         result.hint = (
-            "take a base backup with archiving through walship (pg_basebackup archives "
-            "a .backup file)"
+            "take a base backup with `walship backup-push` (or pg_basebackup with archiving "
+            "through walship, which archives a .backup file)"
             if backup is None
-            else "list backups with walship wal-show"
+            else "list backups with `walship backup-list`"
         )
         return result
 

@@ -47,7 +47,9 @@ def event_json(ev: WalEvent | None) -> dict[str, Any] | None:
     }
 
 
-def plan_json(plan: Plan, inv: Inventory) -> dict[str, Any]:
+def plan_json(plan: Plan, inv: Inventory, *, walship: str = "walship") -> dict[str, Any]:
+    """``walship``: the command prefix the plan was made with (executable, --config,
+    --repo), the same as in its restore_command."""
     t = plan.target
     value: Any = t.value
     if t.kind == "time":
@@ -106,8 +108,8 @@ def plan_json(plan: Plan, inv: Inventory) -> dict[str, Any]:
         if plan.latest is None
         else {"lsn": format_lsn(plan.latest[0]), "last_commit_time": format_time(plan.latest[1])},
         "settings": plan.settings,
-        "backup_fetch": backup_fetch_line(plan, plan.backup)
-        if plan.reachable and plan.backup is not None and plan.backup.source == "walship"
+        "backup_fetch": backup_fetch_line(plan, plan.backup, walship=walship)
+        if plan.backup is not None and _fetchable(plan)
         else None,
         "notes": plan.notes,
         "caution": plan.caution,
@@ -130,12 +132,20 @@ def _target_setting(plan: Plan) -> str:
     return "latest (no recovery target)"
 
 
-def backup_fetch_line(plan: Plan, b: Backup) -> str:
-    """The ``walship backup-fetch`` command that carries out a plan from a walship backup."""
+def _fetchable(plan: Plan) -> bool:
+    """A walship backup serves the plan: ``walship backup-fetch`` carries it out."""
+    return plan.reachable and plan.backup is not None and plan.backup.source == "walship"
+
+
+def backup_fetch_line(plan: Plan, b: Backup, *, walship: str = "walship") -> str:
+    """The ``walship backup-fetch`` command that carries out a plan from a walship backup.
+
+    ``walship`` is the (already shell-quoted) command prefix: the same executable,
+    config file and repository as the plan's restore_command."""
     import shlex
 
     t = plan.target
-    words = ["walship", "backup-fetch", b.name, "DIR"]
+    words = ["backup-fetch", b.name, "DIR"]
     if t.kind == "time" and isinstance(t.value, int):
         words += ["--target-time", format_time(t.value) or ""]
     elif t.kind == "lsn" and isinstance(t.value, int):
@@ -151,10 +161,10 @@ def backup_fetch_line(plan: Plan, b: Backup) -> str:
     action = plan.settings.get("recovery_target_action", "'pause'").strip("'")
     if action != "pause":
         words += ["--target-action", action]
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join([walship, *(shlex.quote(w) for w in words)])
 
 
-def plan_text(plan: Plan, inv: Inventory) -> str:
+def plan_text(plan: Plan, inv: Inventory, *, walship: str = "walship") -> str:
     lines: list[str] = []
     head = f"restore to {_target_setting(plan)}: "
     if plan.reachable:
@@ -222,10 +232,23 @@ def plan_text(plan: Plan, inv: Inventory) -> str:
         lines.append(f"  latest     archive ends at {format_lsn(plan.latest[0])}{when}")
     for note in plan.notes:
         lines.append(f"  note       {note}")
-    if plan.reachable and b is not None and b.source == "walship":
-        lines.append(f"  restore    {backup_fetch_line(plan, b)}")
-        lines.append("             (restores the backup and writes the settings below itself)")
-    if plan.settings:
+    if b is not None and _fetchable(plan):
+        # one instruction: backup-fetch restores and configures; the settings are shown
+        # for the record, not to be added by hand
+        lines.append(f"  restore    {backup_fetch_line(plan, b, walship=walship)}")
+        lines.append(
+            "             (DIR: an empty or missing directory; run it as the server's OS user; "
+            "then start the server)"
+        )
+        if plan.settings:
+            lines.append("")
+            lines.append(
+                "what backup-fetch will write (postgresql.auto.conf of the restored copy, "
+                "and recovery.signal; nothing to add by hand):"
+            )
+            for key, value in plan.settings.items():
+                lines.append(f"{key} = {value}")
+    elif plan.settings:
         lines.append("")
         lines.append(
             "recovery settings (add to postgresql.auto.conf of the restored backup, then "

@@ -13,6 +13,12 @@ and creating its temporary file makes it again.
 
 On disk an object is ``b"WSL1"``, a 4-byte big-endian length, the metadata as
 JSON, then the body; metadata thus lives and dies atomically with the body.
+
+Ownership: run as root in a repository whose root directory belongs to
+another user (postgres), what is created (directories, objects) is given to
+that user and group before it appears under its name, so that root running
+``walship index`` or ``plan-restore`` never leaves directories the
+repository's owner cannot list or write.
 """
 
 from __future__ import annotations
@@ -78,6 +84,24 @@ class LocalBackend(Store):
             )
         self.root = os.path.normpath(root)
         self.url = f"file://{self.root}"
+        self._owner: tuple[int, int] | None = None
+        self._owner_known = False
+
+    def _give_to(self) -> tuple[int, int] | None:
+        """``(uid, gid)`` of the repository root when running as root in a repository
+        that belongs to another user: what root creates there is given to that user
+        (else ``walship index`` or plan-restore run as root would leave root-owned
+        0750 directories its owner, e.g. postgres, can no longer list)."""
+        if not self._owner_known:
+            if os.geteuid() == 0:
+                try:
+                    st = os.stat(self.root)
+                except OSError:
+                    return None  # no root yet: the write fails and says so
+                if st.st_uid != 0:
+                    self._owner = (st.st_uid, st.st_gid)
+            self._owner_known = True
+        return self._owner
 
     # --- helpers ---------------------------------------------------------
     def _path(self, key: str) -> str:
@@ -106,6 +130,10 @@ class LocalBackend(Store):
                 os.mkdir(d, 0o750)
             except FileExistsError:
                 pass
+            else:
+                owner = self._give_to()
+                if owner is not None:
+                    os.chown(d, *owner)
             _fsync_dir(os.path.dirname(d))
 
     def _create_in(self, directory: str, tmp: str) -> int:
@@ -169,6 +197,9 @@ class LocalBackend(Store):
             fd = self._create_in(directory, tmp)
             try:
                 with open(fd, "wb", closefd=True) as fh:
+                    owner = self._give_to()
+                    if owner is not None:  # before the link: never visible as root's
+                        os.fchown(fh.fileno(), *owner)
                     fh.write(MAGIC + struct.pack(">I", len(header)) + header)
                     for chunk in chunks:
                         fh.write(chunk)
