@@ -78,7 +78,7 @@ def test_verify_passes_after_a_wal_window_delete(windowed: Any) -> None:
     ("segno", "what"),
     [
         (25, "gap: 000000010000000000000019 missing"),  # after the horizon
-        (11, "backup"),  # a kept backup's own start -> stop WAL
+        (11, "is incomplete: 1 of its 2 WAL segment(s) are missing"),  # a kept backup's own
     ],
 )
 def test_a_segment_removed_by_hand_is_still_an_error(windowed: Any, segno: int, what: str) -> None:
