@@ -15,6 +15,10 @@ def test_walship_toml_sample_names_only_real_settings(tmp_path: Path) -> None:
     text = (PACKAGING / "walship.toml.sample").read_text()
     names = re.findall(r"^#?([a-z][a-z0-9_]*) = ", text, re.M)
     assert "repo" in names and "fetch_error_exit" in names
+    # the settings the timers (packaging/systemd) run with are there to set
+    for group in ("retention_", "backup_", "check_", "drill_"):
+        wanted = {n for n in config.SETTINGS_BY_NAME if n.startswith(group)}
+        assert wanted and wanted <= set(names), (group, sorted(wanted - set(names)))
     unknown = [n for n in names if n not in config.SETTINGS_BY_NAME]
     assert unknown == [], f"packaging/walship.toml.sample names unknown settings {unknown}"
     # uncommented, every line is a valid value for its setting
@@ -24,6 +28,7 @@ def test_walship_toml_sample_names_only_real_settings(tmp_path: Path) -> None:
     cfg = config.load(config_path=str(enabled), env={})
     assert cfg.repo == "/var/lib/walship/main"
     assert cfg.fetch_error_exit == "abort"
+    assert cfg.retention_retain == 7 and cfg.retention_window == "14d"
 
 
 def test_postgresql_conf_sample_passes_p_and_f_in_order() -> None:

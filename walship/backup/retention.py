@@ -59,7 +59,7 @@ from ..pg import (
     segs_per_xlogid,
 )
 from ..pg.history import HistoryEntry, parse_history
-from ..restore import planner
+from ..restore import planner, removed
 from ..restore.backups import Backup, PgBackupFileSource, WalshipManifestSource
 from ..restore.inventory import parallel, read_object
 
@@ -357,6 +357,18 @@ class KeepRule:
             return False
         i = bisect.bisect_right(los, segno) - 1
         return i >= 0 and self.ranges[tli][i][1] >= segno
+
+    def keeps_any(self, tli: int, lo: int, hi: int) -> bool:
+        """Whether any segment ``lo``..``hi`` (inclusive) of ``tli`` is kept."""
+        if lo > hi:
+            return False
+        if self.protect_from is None or hi >= self.protect_from or tli in self.protected:
+            return True
+        los = self._los.get(tli)
+        if not los:
+            return False
+        i = bisect.bisect_right(los, hi) - 1  # the last range starting at or before hi
+        return i >= 0 and self.ranges[tli][i][1] >= lo
 
 
 def reachable_timelines(
@@ -1005,6 +1017,8 @@ class Progress:
     backups: int = 0
     garbage: int = 0
     index_entries: int = 0
+    #: WAL ranges recorded as removed on purpose (retention/state.json) by this run
+    recorded: int = 0
 
 
 def _chunks(keys: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -1105,13 +1119,57 @@ def delete_leftovers(backend: Backend, repo: Repo, name: str, progress: Progress
     progress.garbage += 1
 
 
+def removed_ranges(plan: Plan) -> list[tuple[int, int, int]]:
+    """(timeline, first, last) stretches of WAL the plan deletes on purpose: runs of
+    deleted segments, joined across segments that were already missing but that the
+    policy does not keep either (no kept segment lies between)."""
+    wal, rule = plan.repo.wal, plan.rule
+    out: list[tuple[int, int, int]] = []
+    for tli in sorted(wal.segnos):
+        run: tuple[int, int] | None = None
+        for s in wal.segnos[tli]:
+            if rule.keeps(tli, s):
+                continue
+            if run is not None and not rule.keeps_any(tli, run[1] + 1, s - 1):
+                run = (run[0], s)
+                continue
+            if run is not None:
+                out.append((tli, *run))
+            run = (s, s)
+        if run is not None:
+            out.append((tli, *run))
+    return out
+
+
+def record_removal(cfg: Config, backend: Backend, plan: Plan) -> int:
+    """Write retention/state.json (what is about to go, merged with earlier runs) before
+    any WAL is deleted: a crash after this never leaves a gap nobody can explain, and
+    one before it has deleted no WAL yet. Returns the number of ranges this run
+    adds (0: it deletes no segment, nothing is written)."""
+    ranges = removed_ranges(plan)
+    if not ranges:
+        return 0
+    state = removed.load(cfg, backend) or removed.State()
+    state.add(ranges, removed.now_iso(), plan.policy.describe())
+    state.restorable = {
+        tli: removed.Restorable(
+            p.backup, p.lsn, None if p.time is None else removed.iso_of_us(p.time)
+        )
+        for tli, p in plan.after.items()
+    }
+    removed.store(cfg, backend, state, plan.repo.seg_size)
+    return len(ranges)
+
+
 def execute(cfg: Config, backend: Backend, plan: Plan) -> Progress:
-    """Delete what ``plan`` says, in a crash-safe order: interrupted deletes and
-    garbage; backups, oldest first (each: manifest first); then WAL oldest first per
-    timeline; then the index entries of that WAL. A second run finishes the job."""
+    """Delete what ``plan`` says, in a crash-safe order: the record of the WAL that
+    goes (retention/state.json); interrupted deletes and garbage; backups, oldest
+    first (each: manifest first); then WAL oldest first per timeline; then the index
+    entries of that WAL. A second run finishes the job."""
     if plan.broken:
         raise Refused(refusal_text(plan.broken))
-    progress = Progress()
+    ranges = record_removal(cfg, backend, plan)
+    progress = Progress(recorded=ranges)
     for g in plan.garbage:
         if g.action == "delete":
             delete_leftovers(backend, plan.repo, g.name, progress)

@@ -12,6 +12,7 @@ from ..backup import retention
 from ..errors import ConfigError
 from ..pg import format_lsn
 from ..restore.planner import format_time
+from ..restore.removed import STATE_KEY
 from ..storage.registry import open_backend
 
 if TYPE_CHECKING:
@@ -207,6 +208,11 @@ def plan_text(plan: retention.Plan, progress: retention.Progress | None) -> str:
     total = f"{plan.object_count()} objects, {_size(plan.byte_count())}"
     if progress is not None:
         out.append(f"deleted: {progress.objects} objects in {progress.requests} delete calls")
+        if progress.recorded:
+            out.append(
+                f"recorded: {progress.recorded} range(s) of WAL removed on purpose in "
+                f"{STATE_KEY} (walship verify reports them as info, not as gaps)"
+            )
     else:
         out.append(f"would delete: {total}")
     return "\n".join(out) + "\n"
@@ -309,5 +315,6 @@ def plan_json(
             "delete_calls": progress.requests,
             "backups": progress.backups,
             "leftovers": progress.garbage,
+            "recorded_ranges": progress.recorded,
         }
     return doc

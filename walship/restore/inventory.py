@@ -1,6 +1,7 @@
 """Read what a repository holds for restore planning: one listing, a few small objects.
 
-Requests: ``repository.json`` (1 GET), one paginated listing of ``wal/``
+Requests: ``repository.json`` (1 GET), ``retention/state.json`` (1 GET, what
+``walship delete`` removed on purpose), one paginated listing of ``wal/``
 (every segment, .partial, .backup and .history key), one GET per ``.history``
 and per ``.backup`` object (small; read concurrently), one listing of
 ``basebackups/`` and one GET per walship backup manifest (parsed without its
@@ -23,6 +24,7 @@ from ..pg import FileKind, classify, parse_segment_name, segment_file_name
 from ..pg.history import parse_history
 from ..pg.records import read_segments, scan_segment
 from ..pg.types import SegmentSummary, WalEvent
+from . import removed
 from .backups import SOURCES, Backup, BackupSource, dedupe
 from .planner import Inventory
 
@@ -180,6 +182,11 @@ def load_inventory(
                 backups.append(parsed)
 
     summary_map = load_summaries(cfg, backend) if summaries else None
+    retention_state, retention_error = None, None
+    try:
+        retention_state = removed.load(cfg, backend)
+    except WalshipError as exc:
+        retention_error = exc.one_line()
     names = {name for name, _ in lst.segments}
     inv = Inventory(
         seg_size=seg_size,
@@ -193,6 +200,8 @@ def load_inventory(
         system_identifier=sysid,
         url=backend.url,
         load_events=lambda s: full_events(cfg, backend, s, names),
+        retention=retention_state,
+        retention_error=retention_error,
     )
     return inv, lst
 

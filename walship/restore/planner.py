@@ -50,12 +50,15 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..pg import format_lsn, segment_file_name, segno_of_end_lsn, segno_of_lsn
 from ..pg.history import HistoryEntry
 from ..pg.types import RESTORE_POINT, XACT_END_KINDS, SegmentSummary, WalEvent
 from .backups import Backup
+
+if TYPE_CHECKING:
+    from .removed import State
 
 INF_LSN = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -143,6 +146,10 @@ class Inventory:
     #: full events of a sparse summary (one whose commits/aborts are only counted);
     #: supplied by inventory.py, None when they cannot be had
     load_events: Callable[[SegmentSummary], Sequence[WalEvent]] | None = None
+    #: what walship delete removed on purpose (retention/state.json), None if nothing
+    retention: State | None = None
+    #: why retention/state.json could not be used
+    retention_error: str | None = None
 
     def __post_init__(self) -> None:
         self._sets = {tli: set(segs) for tli, segs in self.segments.items()}
@@ -1023,6 +1030,7 @@ def _failure(
                     ".partial files"
                 )
             result.hint = result.hint or "restore the missing segment into the repository"
+            _explain_removed(inv, result, tli, out.missing, path.target_tli)
         if out.kind == ARCHIVE_ENDS and path is not None:
             _latest(inv, result, datas[path.target_tli], b)
         return result
@@ -1062,6 +1070,7 @@ def _failure(
                     "and indexed but is missing from the repository"
                 )
                 result.hint = "restore the missing segment into the repository"
+                _explain_removed(inv, result, tli, segno, path.target_tli)
                 return result
         if after:
             return _no_backup(result, target, after)
@@ -1093,6 +1102,29 @@ def _failure(
     result.reason = out.reason
     result.hint = out.hint
     return result
+
+
+def _explain_removed(inv: Inventory, result: Plan, tli: int, segno: int, target: int) -> None:
+    """A missing segment ``walship delete`` removed on purpose: say so, and where the
+    oldest restorable point of the timeline is (retention/state.json)."""
+    state = inv.retention
+    why = state.find(tli, segno) if state is not None else None
+    if state is None or why is None:
+        return
+    result.reason += f" (removed by retention on {why.when()}: {why.policy or 'walship delete'})"
+    point = state.restorable.get(target)
+    if point is not None:
+        when = f" ({point.time.replace('T', ' ').removesuffix('Z')} UTC)" if point.time else ""
+        result.hint = (
+            f"the oldest restorable point on timeline {target} is {format_lsn(point.lsn)}{when}, "
+            f"the consistency point of backup {point.backup}: choose a later target, or "
+            "--immediate to restore an older backup to its consistency point"
+        )
+    else:
+        result.hint = (
+            "choose a later target, or --immediate to restore an older backup to its "
+            "consistency point"
+        )
 
 
 def _consistent(b: Backup) -> str:

@@ -8,7 +8,7 @@ from ..pg import format_lsn
 from ..pg.types import WalEvent
 from .backups import Backup
 from .planner import INF_LSN, Inventory, Plan, TimelineInfo, describe_event, format_time
-from .verify import ERROR, Problem
+from .verify import ERROR, INFO, Problem
 
 
 def _lsn(lsn: int | None) -> str | None:
@@ -395,6 +395,7 @@ def verify_text(
     for p in errors:
         lines.append(f"ERROR   {p.message}")
     for p in warnings:
-        lines.append(f"warning {p.message}")
+        label = "info   " if p.severity == INFO else "warning"
+        lines.append(f"{label} {p.message}")
     lines.append("OK" if not errors else f"FAILED: {len(errors)} problem(s)")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,12 @@ Checks (docs/planning.md):
   own backups also every part their manifest lists
   (:func:`check_parts`; ``--deep`` re-reads the parts and compares digests).
 
-Problems are errors (exit 20) or warnings (reported, exit 0).
+* retention: a gap inside a range ``walship delete`` recorded as removed on
+  purpose (``retention/state.json``, :mod:`walship.restore.removed`) is info,
+  not an error; any other gap (after the recorded ranges, or inside a kept
+  backup's own WAL, which :func:`check_backups` checks) stays an error.
+
+Problems are errors (exit 20), warnings or info (reported, exit 0).
 """
 
 from __future__ import annotations
@@ -30,17 +35,20 @@ from .planner import Inventory, Path, PathScan, last_segment_on_path, timeline_p
 
 if TYPE_CHECKING:
     from ..storage.base import ObjectInfo
+    from .removed import Removed
 
 ERROR = "error"
 WARNING = "warning"
+#: reported, never a failure: e.g. WAL ``walship delete`` removed on purpose
+INFO = "info"
 
 #: ``walship verify`` exit code when it found an error
 EXIT_PROBLEMS = 20
 
 
 class Problem(NamedTuple):
-    severity: str  # ERROR | WARNING
-    kind: str  # history | split-brain | gap | backup | integrity | index | no-backup
+    severity: str  # ERROR | WARNING | INFO
+    kind: str  # history | split-brain | gap | backup | integrity | index | no-backup | retention
     message: str
     objects: tuple[str, ...] = ()  # archive file names concerned
 
@@ -50,6 +58,8 @@ def check(inv: Inventory) -> list[Problem]:
     problems += check_histories(inv)
     problems += check_backups(inv)
     problems += check_continuity(inv)
+    if inv.retention_error is not None:
+        problems.append(Problem(ERROR, "retention", inv.retention_error, ()))
     reported = {name for p in problems for name in p.objects}
     problems += check_index(inv, reported)
     return problems
@@ -292,15 +302,30 @@ def check_continuity(inv: Inventory) -> list[Problem]:
         for segno in scan.missing:
             missing.setdefault((scan.tli_for(segno), segno), set()).add(target)
     out: list[Problem] = []
-    runs: list[tuple[int, int, int, set[int]]] = []  # tli, first, last, targets
+    state = inv.retention
+    # tli, first, last, targets, the retention record (None: a real gap)
+    runs: list[tuple[int, int, int, set[int], Removed | None]] = []
     for (tli, segno), targets in sorted(missing.items()):
-        if runs and runs[-1][0] == tli and runs[-1][2] == segno - 1:
-            runs[-1] = (tli, runs[-1][1], segno, runs[-1][3] | targets)
+        why = state.find(tli, segno) if state is not None else None
+        if runs and runs[-1][0] == tli and runs[-1][2] == segno - 1 and runs[-1][4] == why:
+            runs[-1] = (tli, runs[-1][1], segno, runs[-1][3] | targets, why)
         else:
-            runs.append((tli, segno, segno, set(targets)))
-    for tli, first, last, targets in runs:
+            runs.append((tli, segno, segno, set(targets), why))
+    for tli, first, last, targets, why in runs:
         names = tuple(inv.seg_name(tli, s) for s in range(first, last + 1))
         what = names[0] if first == last else f"{names[0]}..{names[-1]} ({len(names)} segments)"
+        if why is not None:
+            out.append(
+                Problem(
+                    INFO,
+                    "retention",
+                    f"{what} of timeline {tli} removed by retention on {why.when()} "
+                    f"({why.policy or 'walship delete'}): the backups before it restore to "
+                    "their consistency point only",
+                    names,
+                )
+            )
+            continue
         partial = " (only a .partial is archived)" if inv.has_partial(tli, first) else ""
         tl = ", ".join(str(t) for t in sorted(targets))
         out.append(
@@ -329,10 +354,14 @@ def check_index(inv: Inventory, reported: set[str] | None = None) -> list[Proble
     out: list[Problem] = []
     # a segment that was indexed but is gone was archived once: it has been lost
     # (this also catches a lost tail, which continuity checks cannot see)
+    # (WAL walship delete removed on purpose is no loss)
+    state = inv.retention
     vanished = [
         inv.seg_name(tli, segno)
         for tli, segno in sorted(inv.summaries)
-        if not inv.has(tli, segno) and inv.seg_name(tli, segno) not in (reported or set())
+        if not inv.has(tli, segno)
+        and inv.seg_name(tli, segno) not in (reported or set())
+        and (state is None or state.find(tli, segno) is None)
     ]
     if vanished:
         out.append(

@@ -7,6 +7,10 @@ check-then-write), and the directory is fsynced. A crash at any instant leaves
 either no object or a whole one, plus at worst a stray ``.walship-tmp-*`` file
 that listings ignore.
 
+A delete removes the directories it leaves empty (``wal/<16hex>/``,
+``basebackups/<name>/``); a put whose directory vanishes between its makedirs
+and creating its temporary file makes it again.
+
 On disk an object is ``b"WSL1"``, a 4-byte big-endian length, the metadata as
 JSON, then the body; metadata thus lives and dies atomically with the body.
 
@@ -47,6 +51,8 @@ MAGIC = b"WSL1"
 TMP_PREFIX = ".walship-tmp-"
 CHUNK = 1 << 20
 MAX_META = 1 << 16
+#: makedirs + create attempts of a put whose directory a concurrent delete removes
+RECREATE_ATTEMPTS = 5
 
 
 def _os_error(exc: OSError, what: str) -> StorageError:
@@ -130,6 +136,19 @@ class LocalBackend(Store):
                     os.chown(d, *owner)
             _fsync_dir(os.path.dirname(d))
 
+    def _create_in(self, directory: str, tmp: str) -> int:
+        """Make ``directory`` and create ``tmp`` in it. A delete removes directories it
+        empties: when one vanishes between the makedirs and the create, make it again
+        (once ``tmp`` is in it, it is not empty and no rmdir can remove it)."""
+        for attempt in range(RECREATE_ATTEMPTS):
+            try:
+                self._makedirs(directory)  # (a parent may vanish under it too)
+                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            except FileNotFoundError:
+                if attempt == RECREATE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     @staticmethod
     def _read_meta(fh: BinaryIO, where: str) -> dict[str, str]:
         head = fh.read(8)
@@ -175,8 +194,7 @@ class LocalBackend(Store):
         header = json.dumps(meta, sort_keys=True).encode()
         size = 0
         try:
-            self._makedirs(directory)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = self._create_in(directory, tmp)
             try:
                 with open(fd, "wb", closefd=True) as fh:
                     owner = self._give_to()
@@ -278,8 +296,40 @@ class LocalBackend(Store):
                 pass
             except OSError as exc:
                 raise _os_error(exc, f"cannot delete {path}") from None
+        parents: set[str] = set()
         for directory in touched:
-            _fsync_dir(directory)
+            try:
+                _fsync_dir(directory)
+            except FileNotFoundError:
+                continue  # a concurrent delete removed it already
+            parents |= self._remove_empty(directory)
+        for directory in parents:
+            try:
+                _fsync_dir(directory)
+            except FileNotFoundError:
+                pass
+
+    def _remove_empty(self, directory: str) -> set[str]:
+        """Remove ``directory`` and then its parents while they are empty, never the
+        repository's root nor its top-level directories (``wal/``, ``basebackups/``).
+        rmdir(2) refuses a directory that is not empty, so an object a concurrent
+        push links (its temporary file is already there) keeps its directory.
+        Returns the directories whose entries changed (to fsync)."""
+        changed: set[str] = set()
+        d = directory
+        while os.path.dirname(d) != self.root and d.startswith(self.root + os.sep):
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+                    break
+                raise _os_error(exc, f"cannot remove the empty directory {d}") from None
+            d = os.path.dirname(d)
+            changed.add(d)
+        changed.discard(directory)
+        return changed
 
     def close(self) -> None:
         pass
