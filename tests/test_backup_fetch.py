@@ -880,3 +880,36 @@ def test_no_backup_hint_names_backup_push(
     assert err.count("no walship base backup in the repository") == 1, err
     assert "pg_basebackup" not in err, err
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "split", [False, True], ids=["file-in-one-part", "file-split-across-parts"]
+)
+def test_every_restored_byte_is_checked_against_its_files_digest(
+    repo: tuple[str, Config, MemoryBackend],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    split: bool,
+) -> None:
+    """backup-fetch leaves out the parts' own SHA-256 (each byte would be hashed
+    twice): a part rewritten with a matching envelope digest but other file bytes
+    must still be caught, by the file's digest (inline, or read back when split)."""
+    url, cfg, backend = repo
+    files = {**FILES, "base/1/big": bytes(range(256)) * 12}  # 3072 bytes: spans parts
+    m = write_backup(cfg, backend, spec(files=files, part_size=1000 if split else 8000))
+    (big,) = [f for f in m.files if f.path == "base/1/big"]
+    assert (len(big.chunks) > 1) == split
+    part, offset, _length = big.chunks[-1]
+    key = part_key(m.name, part)
+    with objects.open_object(cfg, backend, key) as obj:
+        raw = bytearray(b"".join(obj.raw))
+        header = dict(obj.header)
+    raw[offset] ^= 0xFF
+    header["raw_sha256"] = hashlib.sha256(raw).hexdigest()  # a self-consistent part
+    backend.put(key, objects.envelope.encode(header, [bytes(raw)], level=1), mode="overwrite")
+    target = tmp_path / "r"
+    code, _out, err = run_cli(capsys, "--repo", url, "backup-fetch", m.name, str(target))
+    assert code == 1, err
+    assert "base/1/big" in err and "does not match its digest" in err, err
+    assert (target / fetch.MARKER).exists()
+    assert not (target / "global" / "pg_control").exists()

@@ -343,12 +343,16 @@ def decode(
     where: str,
     *,
     decryptor_factory: DecryptorFactory | None = None,
+    check_digest: bool = True,
 ) -> tuple[dict[str, Any], Iterator[bytes]]:
     """Parse the header and return it with an iterator of verified raw chunks.
 
     The iterator raises :class:`IntegrityError` at its end if the size or
     SHA-256 of what it yielded differs from the header: consumers must not
-    commit output before the iterator is exhausted.
+    commit output before the iterator is exhausted. ``check_digest=False``
+    leaves out the SHA-256 (the size is still checked, and decryption still
+    authenticates): only for a caller that verifies every byte it uses
+    against digests of its own (backup-fetch checks each file's digest).
     """
     header, head_bytes, buf = read_header(chunks, where)
     body: Iterator[bytes] = buf.rest()
@@ -365,7 +369,7 @@ def decode(
         decryptor.start(head_bytes)
         body = ahead = Ahead(_decrypt(decryptor, body))
     raw = compress.decompress_stream(str(header["compression"]), body, where)
-    return header, _verify(header, raw, where, ahead)
+    return header, _verify(header, raw, where, ahead, check_digest)
 
 
 def _decrypt(decryptor: Decryptor, body: Iterator[bytes]) -> Iterator[bytes]:
@@ -379,27 +383,33 @@ def _decrypt(decryptor: Decryptor, body: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _verify(
-    header: dict[str, Any], raw: Iterator[bytes], where: str, ahead: Ahead | None = None
+    header: dict[str, Any],
+    raw: Iterator[bytes],
+    where: str,
+    ahead: Ahead | None = None,
+    check_digest: bool = True,
 ) -> Iterator[bytes]:
     digest = hashlib.sha256()
     size = 0
-    hasher = Hasher(digest)  # hashes each chunk while the next one is decoded
+    hasher = Hasher(digest) if check_digest else None  # hashes while the next is decoded
     try:
         for chunk in raw:
             size += len(chunk)
             if size > int(header["raw_size"]):
                 raise IntegrityError(f"{where}: object decodes to more bytes than its header says")
-            hasher.update(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
             yield chunk
     finally:
         if ahead is not None:
             ahead.close()  # a consumer that stops early must not leave the helper waiting
-        hasher.close()
+        if hasher is not None:
+            hasher.close()
     if size != int(header["raw_size"]):
         raise IntegrityError(
             f"{where}: object is truncated (decoded {size} of {header['raw_size']} bytes)"
         )
-    if digest.hexdigest() != header["raw_sha256"]:
+    if check_digest and digest.hexdigest() != header["raw_sha256"]:
         raise IntegrityError(
             f"{where}: content digest mismatch (object is corrupt)",
             hint=f"expected sha256 {header['raw_sha256']}, got {digest.hexdigest()}",

@@ -98,12 +98,20 @@ class OpenedObject:
         self.close()
 
 
-def open_object(cfg: Config, backend: Backend, key: str) -> OpenedObject:
-    """Open and start decoding ``key``; raises NotFound before any byte."""
+def open_object(
+    cfg: Config, backend: Backend, key: str, *, check_digest: bool = True
+) -> OpenedObject:
+    """Open and start decoding ``key``; raises NotFound before any byte.
+
+    ``check_digest=False``: see :func:`walship.codec.envelope.decode`.
+    """
     stream = backend.open(key)
     try:
         header, raw = envelope.decode(
-            iter(stream), f"{backend.url}/{key}", decryptor_factory=decryptor_factory(cfg)
+            iter(stream),
+            f"{backend.url}/{key}",
+            decryptor_factory=decryptor_factory(cfg),
+            check_digest=check_digest,
         )
     except BaseException:
         stream.close()
