@@ -10,12 +10,14 @@ What is written, in this order (docs/backups.md, "Restoring a backup"):
    the tablespace's original path or its relocation (``--tablespace-map``),
    as ``pg_basebackup -Fp`` does, so no ``tablespace_map`` file is written.
 3. The parts, on ``workers`` threads: each part is decoded once, as a stream
-   (decryption, decompression and its own digest check), and its bytes are
-   written at their offsets into the files the manifest places there. Every
-   file's SHA-256 is checked (while writing for a file held in one part; by
-   reading it back for a file split across parts). Memory is bounded by the
+   (decryption, decompression, its size), and its bytes are written at their
+   offsets into the files the manifest places there. Every file's SHA-256 is
+   checked (while writing for a file held in one part; by reading it back
+   for a file split across parts), which covers every byte written: the
+   part's own SHA-256 is left out. A file is fsync'ed once complete; its
+   writeback starts while decoding goes on. Memory is bounded by the
    decoder's chunks per worker, whatever the backup's size.
-4. Modes and mtimes; everything fsync'ed; a PostgreSQL-format
+4. Modes and mtimes; empty files and directories fsync'ed; a PostgreSQL-format
    ``backup_manifest`` (:mod:`walship.pg.backup_manifest`) so that
    ``pg_verifybackup`` accepts the copy; the caller's recovery settings.
 5. Last, ``global/pg_control`` (written meanwhile as
