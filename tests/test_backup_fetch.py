@@ -559,8 +559,14 @@ def _interrupt_main_thread(pid: int) -> None:
         except OSError:
             return ["exited"]
 
+    # futex (202): the main thread waits for the worker (it may still be running
+    # for a moment after the worker blocked on the FIFO)
+    deadline = time.monotonic() + 60
     before = waiting_on()
-    assert before[0] == "202", before  # futex: the main thread waits for the worker
+    while before[0] != "202" and time.monotonic() < deadline:
+        time.sleep(0.005)
+        before = waiting_on()
+    assert before[0] == "202", before
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.tgkill(pid, pid, signal.SIGINT) == 0, os.strerror(ctypes.get_errno())
     deadline = time.monotonic() + 60
