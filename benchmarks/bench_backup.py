@@ -331,6 +331,9 @@ class Tool:
         """The archive_command this tool's backups need (None: archiving not needed)."""
         return None
 
+    def clear(self) -> None:
+        """Before each backup (repositories that keep every backup: nothing)."""
+
     def prepare(self) -> None:
         """Untimed set-up with the server running, before its archive_command is set."""
 
@@ -442,9 +445,12 @@ class PgBaseBackup(Tool):
     def stored_bytes(self) -> int:
         return tree_bytes(self.out) if os.path.isdir(self.out) else 0
 
-    def backup(self) -> Measured:
+    def clear(self) -> None:
+        """Each repetition writes its output anew (before it is measured)."""
         if os.path.exists(self.out):
             pgh.run(["rm", "-rf", self.out])
+
+    def backup(self) -> Measured:
         c = self.ctx.cluster
         cmd = [
             c.bin("pg_basebackup"),
@@ -537,6 +543,7 @@ def run_size(
                     row["settings"] = tool.settings
                     row["load_1m_before"] = os.getloadavg()[0]
                     log(f"s{scale}/{tool_name} #{rep + 1}: backup")
+                    tool.clear()
                     stored_before = tool.stored_bytes()
                     backup = tool.backup()
                     row.update(
