@@ -35,7 +35,7 @@ import hashlib
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -402,6 +402,71 @@ class Restore:
                 f"{files[segs[si][2]].path} (the part is shorter than its manifest says)"
             )
 
+    def _write_parts(
+        self, segments: dict[int, list[tuple[int, int, int, int]]], split: list[FileEntry]
+    ) -> None:
+        """Every part written, and every file split across parts read back.
+
+        Parts go in index order: the parts of one file are consecutive, so a
+        split file is complete early, and its read-back (its digest) is queued
+        as soon as its last part is written, to run while later parts are
+        decoded, instead of all read-backs after the last part. The first
+        error (or Ctrl-C) stops the rest, as in :meth:`_pool`.
+        """
+        remaining: dict[int, int] = {}  # split file -> its parts not yet written
+        waiting: dict[int, list[int]] = {}  # part -> split files it holds bytes of
+        for n, f in enumerate(split):
+            parts = {p for p, _o, length in f.chunks if length > 0}
+            remaining[n] = len(parts)
+            for p in parts:
+                waiting.setdefault(p, []).append(n)
+        lock = threading.Lock()
+        failed: list[BaseException] = []
+        futures: list[Future[None]] = []
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(segments))))
+
+        def guarded(func: Callable[..., None], *args: object) -> None:
+            if self._stop.is_set():
+                return
+            try:
+                func(*args)
+            except BaseException as exc:
+                self._stop.set()
+                failed.append(exc)
+
+        def part(index: int) -> None:
+            self._write_part(index, segments[index])
+            ready: list[int] = []
+            with lock:
+                for n in waiting.get(index, ()):
+                    remaining[n] -= 1
+                    if remaining[n] == 0:
+                        ready.append(n)
+                for n in ready:  # queued before this part's future is done
+                    futures.append(pool.submit(guarded, self._check_read_back, split[n]))
+
+        try:
+            with lock:
+                futures.extend(pool.submit(guarded, part, i) for i in sorted(segments))
+            done = 0
+            while True:
+                with lock:
+                    if done == len(futures):
+                        break
+                    future = futures[done]
+                future.result()
+                done += 1
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if failed:
+            raise failed[0]
+        for n, k in remaining.items():  # a chunk in no listed part: still never unchecked
+            if k:
+                self._check_read_back(split[n])
+
     def _check_read_back(self, f: FileEntry) -> None:
         h = hashlib.sha256()
         with open(self._disk(f.path), "rb") as fh:
@@ -496,12 +561,7 @@ class Restore:
                         f"backup {self.m.name}: manifest entry {f.path} is empty but has "
                         "the digest of other bytes"
                     )
-        segments = self._segments()
-        # the largest parts first: the last worker to finish is not left with a big one
-        sizes = {p.index: p.raw_size for p in self.m.parts}
-        order = sorted(segments, key=lambda i: -sizes.get(i, 0))
-        self._pool(self._write_part, [(i, segments[i]) for i in order])
-        self._pool(self._check_read_back, [(f,) for f in files if len(f.chunks) > 1])
+        self._write_parts(self._segments(), [f for f in files if len(f.chunks) > 1])
         self._attributes(files)
         self._sync(files)
         result = Result(self.m.name, self.root, len(files), self.m.raw_size)
