@@ -426,13 +426,7 @@ class Restore:
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(segments))))
 
         def guarded(func: Callable[..., None], *args: object) -> None:
-            if self._stop.is_set():
-                return
-            try:
-                func(*args)
-            except BaseException as exc:
-                self._stop.set()
-                failed.append(exc)
+            self._guarded(failed, func, args)
 
         def part(index: int) -> None:
             self._write_part(index, segments[index])
@@ -478,6 +472,18 @@ class Restore:
                 f"backup {self.m.name}: {f.path} does not match its digest in the manifest"
             )
 
+    def _guarded(
+        self, failed: list[BaseException], func: Callable[..., None], args: tuple[object, ...]
+    ) -> None:
+        """One job: skipped once stopped; its error stops the others and is kept."""
+        if self._stop.is_set():
+            return
+        try:
+            func(*args)
+        except BaseException as exc:
+            self._stop.set()
+            failed.append(exc)
+
     def _pool(self, func: Callable[..., None], jobs: list[tuple[object, ...]]) -> None:
         """Run jobs on the workers; the first error (or Ctrl-C) stops the rest.
 
@@ -488,13 +494,7 @@ class Restore:
         failed: list[BaseException] = []
 
         def guarded(args: tuple[object, ...]) -> None:
-            if self._stop.is_set():
-                return
-            try:
-                func(*args)
-            except BaseException as exc:
-                self._stop.set()
-                failed.append(exc)
+            self._guarded(failed, func, args)
 
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)))
         try:
