@@ -193,6 +193,40 @@ def test_a_claimed_fetch_imports_no_storage_codec_or_hashing(site: dict[str, str
     ]
     assert forbidden == []
     assert _restored(site) == make_segment(2)
+    # Without site (an editable install's finder imports re at start-up) and through
+    # bin/walship, what is imported is the claim's own doing: not typing (walship.pg's
+    # records are plain tuples for this: ~7 ms of a ~13 ms call), re, enum, collections.
+    import walship
+
+    _wait_helper(spool)
+    Path(site["pgdata"], "pg_wal", "RECOVERYXLOG").unlink(missing_ok=True)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(walship.__file__)))
+    bare = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-X",
+            "importtime",
+            os.path.join(os.path.dirname(sys.executable), "walship"),
+            "fetch",
+            segment_name(3),
+            "pg_wal/RECOVERYXLOG",
+        ],
+        env=_env(site, PYTHONPATH=package_parent),
+        cwd=site["pgdata"],
+        capture_output=True,
+        text=True,
+    )
+    assert bare.returncode == 0 and "(prefetched)" in bare.stderr, bare.stderr
+    imported = {
+        line.split("|")[2].strip()
+        for line in bare.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "walship.pg" in imported
+    heavy = {"typing", "re", "enum", "functools", "collections", "contextlib", "tomllib"}
+    assert heavy & imported == set()
+    assert _restored(site) == make_segment(3)
 
 
 def test_the_threads_that_fetch_ahead_keep_the_callers_priority(site: dict[str, str]) -> None:

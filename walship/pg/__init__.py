@@ -20,7 +20,6 @@ docs/ and the PostgreSQL WAL reference for the rules these implement.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from ..errors import InvalidWalError
 
@@ -98,11 +97,32 @@ def timeline_of(name: str) -> int:
     return int(name[:8], 16)
 
 
-class SegmentName(NamedTuple):
+# The two records below are tuple subclasses written out, not typing.NamedTuple:
+# importing typing costs walship fetch and push ~7 ms, a third of a call served
+# from the read-ahead spool or the look-ahead record (docs/benchmarks.md).
+
+
+class SegmentName(tuple[int, int]):
     """A WAL segment: timeline and segment number (needs the segment size)."""
 
-    tli: int
-    segno: int
+    __slots__ = ()
+
+    def __new__(cls, tli: int, segno: int) -> SegmentName:
+        return tuple.__new__(cls, (tli, segno))
+
+    @property
+    def tli(self) -> int:
+        return self[0]
+
+    @property
+    def segno(self) -> int:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"SegmentName(tli={self[0]}, segno={self[1]})"
+
+    def _asdict(self) -> dict[str, int]:
+        return {"tli": self[0], "segno": self[1]}
 
     def name(self, seg_size: int) -> str:
         return segment_file_name(self.tli, self.segno, seg_size)
@@ -164,16 +184,70 @@ def segno_of_end_lsn(lsn: int, seg_size: int) -> int:
     return (lsn - 1) // seg_size
 
 
-class LongPageHeader(NamedTuple):
+_HEADER_FIELDS = (
+    "magic",
+    "info",
+    "tli",
+    "pageaddr",
+    "system_identifier",
+    "seg_size",
+    "xlog_blcksz",
+)
+
+
+class LongPageHeader(tuple[int, int, int, int, int, int, int]):
     """The long page header at the start of a segment (fields as in PostgreSQL)."""
 
-    magic: int
-    info: int
-    tli: int
-    pageaddr: int
-    system_identifier: int
-    seg_size: int
-    xlog_blcksz: int
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        magic: int,
+        info: int,
+        tli: int,
+        pageaddr: int,
+        system_identifier: int,
+        seg_size: int,
+        xlog_blcksz: int,
+    ) -> LongPageHeader:
+        return tuple.__new__(
+            cls, (magic, info, tli, pageaddr, system_identifier, seg_size, xlog_blcksz)
+        )
+
+    @property
+    def magic(self) -> int:
+        return self[0]
+
+    @property
+    def info(self) -> int:
+        return self[1]
+
+    @property
+    def tli(self) -> int:
+        return self[2]
+
+    @property
+    def pageaddr(self) -> int:
+        return self[3]
+
+    @property
+    def system_identifier(self) -> int:
+        return self[4]
+
+    @property
+    def seg_size(self) -> int:
+        return self[5]
+
+    @property
+    def xlog_blcksz(self) -> int:
+        return self[6]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in zip(_HEADER_FIELDS, self, strict=True))
+        return f"LongPageHeader({fields})"
+
+    def _asdict(self) -> dict[str, int]:
+        return dict(zip(_HEADER_FIELDS, self, strict=True))
 
     @property
     def pg_version(self) -> int | None:
