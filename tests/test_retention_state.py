@@ -158,3 +158,64 @@ def test_an_unusable_state_is_a_verify_error(windowed: Any) -> None:
     proc = _walship(root, "verify")
     assert proc.returncode == 20
     assert "retention/state.json is unusable" in proc.stdout
+
+
+def test_wal_show_status_and_metrics_count_no_gap_after_a_wal_window_delete(
+    windowed: Any, tmp_path: Any
+) -> None:
+    """The ranges removed on purpose are shown as such, not as gaps: the gaps metric
+    (which the alert rules watch) stays 0 after a correct delete, and a segment
+    removed by hand is still a gap everywhere."""
+    backend, root, _names = windowed
+    text = _walship(root, "wal-show")
+    assert text.returncode == 0, text.stderr
+    assert " gap " not in text.stdout
+    assert (
+        "removed    000000010000000000000004..000000010000000000000009 (6, by retention on"
+        in text.stdout
+    )
+    doc = json.loads(_walship(root, "wal-show", "--json").stdout)
+    (tl,) = doc["timelines"]
+    assert tl["gaps"] == []
+    assert [(r["first"][-2:], r["last"][-2:]) for r in tl["removed_by_retention"]] == [
+        ("04", "09"),
+        ("0C", "13"),
+    ]
+    status = json.loads(_walship(root, "status", "--json").stdout)["repository"]
+    assert status["gaps"] == 0
+    assert len(status["timelines"][0]["removed_by_retention"]) == 2
+    prom = tmp_path / "walship.prom"
+    conf = tmp_path / "walship.toml"
+    conf.write_text(f'repo = "{root}"\nmetrics_cache = "{tmp_path / "summary.json"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSHIP_")}
+    argv = [sys.executable, "-m", "walship", "--config", str(conf), "metrics"]
+    metrics = subprocess.run(
+        [*argv, "--textfile", str(prom), "--refresh"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert metrics.returncode == 0, metrics.stderr
+    assert "\nwalship_repository_gaps 0.0\n" in prom.read_text()
+
+    backend.delete([seg_key(25)])
+    doc = json.loads(_walship(root, "wal-show", "--json").stdout)
+    (tl,) = doc["timelines"]
+    assert [(g["first"][-2:], g["count"]) for g in tl["gaps"]] == [("19", 1)]
+    assert len(tl["removed_by_retention"]) == 2
+    status = json.loads(_walship(root, "status", "--json").stdout)["repository"]
+    assert status["gaps"] == 1
+
+
+def test_a_gap_partly_removed_by_retention_is_split() -> None:
+    s = removed.State()
+    s.add([(1, 4, 9), (1, 12, 19)], "2026-12-01T00:00:00Z", "wal-window 1d")
+    covered, gaps = s.split(1, 3, 13)
+    assert [(r.first, r.last) for r in covered] == [(4, 9), (12, 13)]
+    assert gaps == [(3, 3), (10, 11)]
+    assert s.split(1, 4, 9)[1] == []
+    assert s.split(2, 4, 9) == ([], [(4, 9)])
+    covered, gaps = s.split(1, 15, 25)
+    assert [(r.first, r.last) for r in covered] == [(15, 19)]
+    assert gaps == [(20, 25)]

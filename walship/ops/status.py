@@ -164,6 +164,9 @@ def summarize(
                 "history": t.history,
                 "ranges": [_range(inv, t.tli, a, b) for a, b in t.ranges],
                 "gaps": [_range(inv, t.tli, a, b) for a, b in t.gaps],
+                "removed_by_retention": [
+                    {**_range(inv, t.tli, r.first, r.last), "when": r.when()} for r in t.removed
+                ],
                 "first_commit_time": iso(us_to_s(t.first_time)),
                 "last_commit_time": iso(us_to_s(t.last_time)),
             }
@@ -479,8 +482,13 @@ def text(doc: dict[str, Any]) -> str:
         for t in repo["timelines"]:
             ranges = ", ".join(f"{r['first']}..{r['last']}" for r in t["ranges"]) or "none"
             gaps = ", ".join(f"{g['first']}..{g['last']}" for g in t["gaps"])
+            removed = ", ".join(
+                f"{g['first']}..{g['last']}" for g in t.get("removed_by_retention", ())
+            )
             lines.append(
-                f"  timeline {t['timeline']}: {ranges}" + (f"  GAPS: {gaps}" if gaps else "")
+                f"  timeline {t['timeline']}: {ranges}"
+                + (f"  GAPS: {gaps}" if gaps else "")
+                + (f"  (removed by retention: {removed})" if removed else "")
             )
         bk = repo["backups"]
         if bk["count"]:

@@ -58,7 +58,7 @@ from ..pg.types import RESTORE_POINT, XACT_END_KINDS, SegmentSummary, WalEvent
 from .backups import Backup
 
 if TYPE_CHECKING:
-    from .removed import State
+    from .removed import Removed, State
 
 INF_LSN = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -1196,12 +1196,15 @@ class TimelineInfo(NamedTuple):
     reason: str | None
     history: str  # "ok" | "missing" | "none needed" | error text
     ranges: list[tuple[int, int]]  # runs of archived segment numbers
-    gaps: list[tuple[int, int]]  # runs of missing segment numbers between them
+    gaps: list[tuple[int, int]]  # runs of missing segment numbers between them, unexplained
     partials: list[int]
     first_time: int | None
     last_time: int | None
     restore_points: list[tuple[str, int, int | None]]  # (name, lsn, time)
     children: list[int]
+    #: missing runs between the ranges that ``walship delete`` removed on purpose
+    #: (retention/state.json): not gaps, though a restore cannot cross them either
+    removed: tuple[Removed, ...] = ()
 
 
 def _runs(segnos: Iterable[int]) -> list[tuple[int, int]]:
@@ -1235,6 +1238,14 @@ def overview(inv: Inventory) -> list[TimelineInfo]:
         segs = inv.segments.get(tli, [])
         ranges = _runs(segs)
         gaps = [(a[1] + 1, b[0] - 1) for a, b in itertools.pairwise(ranges)]
+        removed: list[Removed] = []
+        if inv.retention is not None and gaps:
+            unexplained: list[tuple[int, int]] = []
+            for a, b in gaps:
+                covered, rest = inv.retention.split(tli, a, b)
+                removed += covered
+                unexplained += rest
+            gaps = unexplained
         first_t: int | None = None
         last_t: int | None = None
         rps: list[tuple[str, int, int | None]] = []
@@ -1278,6 +1289,7 @@ def overview(inv: Inventory) -> list[TimelineInfo]:
                 last_t,
                 rps,
                 sorted(children.get(tli, [])),
+                tuple(removed),
             )
         )
     return out

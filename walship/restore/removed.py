@@ -87,6 +87,31 @@ class State:
         r = self._by_tli[tli][i]
         return r if r.last >= segno else None
 
+    def split(self, tli: int, first: int, last: int) -> tuple[list[Removed], list[tuple[int, int]]]:
+        """Segments ``first``..``last`` of ``tli`` (missing from the archive) as the
+        retention records covering parts of them (each clipped to the run) and the
+        runs no record explains: the real gaps."""
+        covered: list[Removed] = []
+        gaps: list[tuple[int, int]] = []
+        at = first
+        firsts = self._firsts.get(tli, [])
+        i = max(0, bisect.bisect_right(firsts, first) - 1)
+        for r in self._by_tli.get(tli, [])[i:]:
+            if r.first > last:
+                break
+            if r.last < at:
+                continue
+            if r.first > at:
+                gaps.append((at, r.first - 1))
+            lo, hi = max(r.first, at), min(r.last, last)
+            covered.append(Removed(tli, lo, hi, r.first_at, r.last_at, r.policy))
+            at = hi + 1
+            if at > last:
+                break
+        if at <= last:
+            gaps.append((at, last))
+        return covered, gaps
+
     def add(self, ranges: Iterable[tuple[int, int, int]], at: str, policy: str) -> None:
         """Merge (timeline, first, last) ranges deleted ``at`` into the state."""
         new = [Removed(t, lo, hi, at, at, policy) for t, lo, hi in ranges]

@@ -290,6 +290,10 @@ def overview_json(inv: Inventory, infos: list[TimelineInfo]) -> dict[str, Any]:
                 "segments": sum(b - a + 1 for a, b in t.ranges),
                 "ranges": _ranges(inv, t.tli, t.ranges),
                 "gaps": _ranges(inv, t.tli, t.gaps),
+                "removed_by_retention": [
+                    {**_ranges(inv, t.tli, [(r.first, r.last)])[0], "when": r.when()}
+                    for r in t.removed
+                ],
                 "partials": [inv.seg_name(t.tli, s) + ".partial" for s in t.partials],
                 "first_commit_time": format_time(t.first_time),
                 "last_commit_time": format_time(t.last_time),
@@ -338,6 +342,11 @@ def overview_text(inv: Inventory, infos: list[TimelineInfo]) -> str:
             if b != a:
                 rng += f"..{inv.seg_name(t.tli, b)}"
             lines.append(f"  gap        {rng} ({b - a + 1} missing)")
+        for r in t.removed:
+            rng = inv.seg_name(t.tli, r.first)
+            if r.last != r.first:
+                rng += f"..{inv.seg_name(t.tli, r.last)}"
+            lines.append(f"  removed    {rng} ({r.last - r.first + 1}, by retention on {r.when()})")
         for s in t.partials:
             lines.append(f"  partial    {inv.seg_name(t.tli, s)}.partial")
         if t.first_time is not None:
