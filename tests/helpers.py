@@ -71,3 +71,12 @@ def lock_held(path: str | os.PathLike[str]) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported, from its stderr."""
+    return {
+        line.split("|")[2].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import make_segment, segment_name
+from helpers import imported_modules, make_segment, segment_name
 from lookahead_site import WALSHIP, Site, object_path
 
 from walship.archive import lookahead
@@ -224,11 +224,7 @@ def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> N
         text=True,
     )
     assert result.returncode == 0 and "(ahead)" in result.stderr, result.stderr
-    imported = {
-        line.split("|")[2].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = imported_modules(result.stderr)
     assert "walship.archive.lookahead" in imported
     forbidden = [
         m
@@ -262,11 +258,7 @@ def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> N
         text=True,
     )
     assert bare.returncode == 0 and "(ahead)" in bare.stderr, bare.stderr
-    imported = {
-        line.split("|")[2].strip()
-        for line in bare.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = imported_modules(bare.stderr)
     heavy = {"re", "enum", "functools", "collections", "contextlib", "runpy", "importlib.util"}
     assert heavy & imported == set()
 

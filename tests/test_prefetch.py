@@ -23,6 +23,7 @@ import pytest
 from helpers import (
     SYSID,
     environment_without_settings,
+    imported_modules,
     lock_held,
     make_segment,
     remove_tree,
@@ -178,11 +179,7 @@ def test_a_claimed_fetch_imports_no_storage_codec_or_hashing(site: dict[str, str
         text=True,
     )
     assert result.returncode == 0 and "(prefetched)" in result.stderr, result.stderr
-    imported = {
-        line.split("|")[2].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = imported_modules(result.stderr)
     assert "walship.archive.prefetch" in imported
     forbidden = [
         m
@@ -218,11 +215,7 @@ def test_a_claimed_fetch_imports_no_storage_codec_or_hashing(site: dict[str, str
         text=True,
     )
     assert bare.returncode == 0 and "(prefetched)" in bare.stderr, bare.stderr
-    imported = {
-        line.split("|")[2].strip()
-        for line in bare.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = imported_modules(bare.stderr)
     assert "walship.pg" in imported
     heavy = {"typing", "re", "enum", "functools", "collections", "contextlib", "tomllib"}
     assert heavy & imported == set()
