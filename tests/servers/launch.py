@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 
@@ -61,10 +63,22 @@ def start_moto() -> Running:
     return Running("moto", f"http://127.0.0.1:{port}", port, [server])
 
 
+@functools.cache
+def _weed_mini_help(weed: str) -> str:
+    proc = subprocess.run([weed, "mini", "-h"], capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
+
+
 def start_seaweedfs() -> Running:
     weed = venv_bin("weed")
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
-    extra_ports = free_ports(3)
+    extra_ports = free_ports(4)
+    # every listener on a free port: a fixed default (the Lance listener's 9101,
+    # from SeaweedFS 4.3x on) would be taken by the next server started beside it
+    # (a parallel test worker's), and `weed mini` exits when a listener cannot bind
+    lance = (
+        [f"-s3.port.lance={extra_ports[3]}"] if "-s3.port.lance" in _weed_mini_help(weed) else []
+    )
     server = Server(
         "seaweedfs",
         [
@@ -87,6 +101,7 @@ def start_seaweedfs() -> Running:
             f"-s3.port.iceberg={extra_ports[0]}",
             f"-admin.port={extra_ports[1]}",
             f"-admin.port.grpc={extra_ports[2]}",
+            *lance,
             "-master.volumeSizeLimitMB=64",
             "-volume.max=0",
         ],
