@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
 import time
 
 SEG = 16 << 20
@@ -80,3 +81,24 @@ def imported_modules(stderr: str) -> set[str]:
         for line in stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
+
+
+def run_bare_with_importtime(
+    args: list[str], *, env: dict[str, str], cwd: str
+) -> subprocess.CompletedProcess[str]:
+    """bin/walship ARGS under ``python -S -X importtime``, walship found through
+    PYTHONPATH: without site (an editable install's finder imports re at
+    start-up), what is imported is the command's own doing."""
+    import sys
+
+    import walship
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(walship.__file__)))
+    walship_bin = os.path.join(os.path.dirname(sys.executable), "walship")
+    return subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", walship_bin, *args],
+        env={**env, "PYTHONPATH": package_parent},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import imported_modules, make_segment, segment_name
+from helpers import imported_modules, make_segment, run_bare_with_importtime, segment_name
 from lookahead_site import WALSHIP, Site, object_path
 
 from walship.archive import lookahead
@@ -238,24 +238,8 @@ def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> N
     # with it enum, functools, collections: ~5 ms a call); bin/walship does not.
     # Without site (-S: an editable install's finder imports re at start-up),
     # walship found through PYTHONPATH, what is imported is the command's doing.
-    import walship
-
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(walship.__file__)))
-    bare = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-X",
-            "importtime",
-            *WALSHIP,
-            "push",
-            f"pg_wal/{names[2]}",
-            names[2],
-        ],
-        cwd=site.pgdata,
-        env={**site.env, "PYTHONPATH": package_parent},
-        capture_output=True,
-        text=True,
+    bare = run_bare_with_importtime(
+        ["push", f"pg_wal/{names[2]}", names[2]], env=site.env, cwd=str(site.pgdata)
     )
     assert bare.returncode == 0 and "(ahead)" in bare.stderr, bare.stderr
     imported = imported_modules(bare.stderr)

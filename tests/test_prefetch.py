@@ -27,6 +27,7 @@ from helpers import (
     lock_held,
     make_segment,
     remove_tree,
+    run_bare_with_importtime,
     segment_name,
 )
 
@@ -193,26 +194,10 @@ def test_a_claimed_fetch_imports_no_storage_codec_or_hashing(site: dict[str, str
     # Without site (an editable install's finder imports re at start-up) and through
     # bin/walship, what is imported is the claim's own doing: not typing (walship.pg's
     # records are plain tuples for this: ~7 ms of a ~13 ms call), re, enum, collections.
-    import walship
-
     _wait_helper(spool)
     Path(site["pgdata"], "pg_wal", "RECOVERYXLOG").unlink(missing_ok=True)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(walship.__file__)))
-    bare = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-X",
-            "importtime",
-            os.path.join(os.path.dirname(sys.executable), "walship"),
-            "fetch",
-            segment_name(3),
-            "pg_wal/RECOVERYXLOG",
-        ],
-        env=_env(site, PYTHONPATH=package_parent),
-        cwd=site["pgdata"],
-        capture_output=True,
-        text=True,
+    bare = run_bare_with_importtime(
+        ["fetch", segment_name(3), "pg_wal/RECOVERYXLOG"], env=_env(site), cwd=site["pgdata"]
     )
     assert bare.returncode == 0 and "(prefetched)" in bare.stderr, bare.stderr
     imported = imported_modules(bare.stderr)

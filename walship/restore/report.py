@@ -309,6 +309,12 @@ def overview_json(inv: Inventory, infos: list[TimelineInfo]) -> dict[str, Any]:
     }
 
 
+def _span(inv: Inventory, tli: int, first: int, last: int) -> str:
+    """``NAME`` or ``FIRST..LAST``: segments ``first``..``last`` of ``tli``."""
+    name = inv.seg_name(tli, first)
+    return name if first == last else f"{name}..{inv.seg_name(tli, last)}"
+
+
 def overview_text(inv: Inventory, infos: list[TimelineInfo]) -> str:
     lines = [f"repository {inv.url}"]
     if inv.system_identifier is not None:
@@ -333,20 +339,16 @@ def overview_text(inv: Inventory, infos: list[TimelineInfo]) -> str:
         if not t.ranges:
             lines.append("  segments   none")
         for i, (a, b) in enumerate(t.ranges):
-            rng = inv.seg_name(t.tli, a)
-            if b != a:
-                rng += f"..{inv.seg_name(t.tli, b)}"
-            lines.append(f"  {'segments' if i == 0 else '':<10} {rng} ({b - a + 1})")
+            lines.append(
+                f"  {'segments' if i == 0 else '':<10} {_span(inv, t.tli, a, b)} ({b - a + 1})"
+            )
         for a, b in t.gaps:
-            rng = inv.seg_name(t.tli, a)
-            if b != a:
-                rng += f"..{inv.seg_name(t.tli, b)}"
-            lines.append(f"  gap        {rng} ({b - a + 1} missing)")
+            lines.append(f"  gap        {_span(inv, t.tli, a, b)} ({b - a + 1} missing)")
         for r in t.removed:
-            rng = inv.seg_name(t.tli, r.first)
-            if r.last != r.first:
-                rng += f"..{inv.seg_name(t.tli, r.last)}"
-            lines.append(f"  removed    {rng} ({r.last - r.first + 1}, by retention on {r.when()})")
+            span = _span(inv, t.tli, r.first, r.last)
+            lines.append(
+                f"  removed    {span} ({r.last - r.first + 1}, by retention on {r.when()})"
+            )
         for s in t.partials:
             lines.append(f"  partial    {inv.seg_name(t.tli, s)}.partial")
         if t.first_time is not None:
