@@ -47,12 +47,17 @@ def stored_sha256(repo: Path, name: str) -> str:
 
 def test_a_backlog_is_pushed_ahead_and_acknowledged_from_records(site: Site) -> None:
     names = site.add(1, 12)
-    results = site.archive(1)  # the first call finds 11 waiting: starts the background
-    assert "(ahead)" not in results[0].stderr
+    # the first call finds 11 more waiting: it starts the background process and
+    # hands its own file over to it (one push of it, one storage SDK loaded)
+    results = site.archive(1)
+    assert "started the walship background process" in results[0].stderr
+    assert f"pushed {names[0]} (ahead)" in results[0].stderr, results[0].stderr
     site.wait_recorded(names[1:])
-    results = site.archive()
-    for name, result in zip(names[1:], results, strict=True):
+    results += site.archive()
+    for name, result in zip(names, results, strict=True):
         assert f"pushed {name} (ahead)" in result.stderr, result.stderr
+    everything = "".join(r.stderr for r in results) + site.log()
+    assert "already archived" not in everything  # nothing was pushed twice
     for segno, name in enumerate(names, start=1):
         expected = hashlib.sha256(make_segment(segno)).hexdigest()
         assert stored_sha256(site.repo, name) == expected
@@ -63,6 +68,57 @@ def test_a_backlog_is_pushed_ahead_and_acknowledged_from_records(site: Site) -> 
         time.sleep(0.05)
     assert site.records() == set()
     assert sorted(p.name for p in site.status.iterdir()) == sorted(f"{n}.done" for n in names)
+
+
+def test_a_call_while_the_background_process_runs_hands_its_file_over(site: Site) -> None:
+    """Steady state: the background process is up (idle) and one new segment comes.
+    The call neither pushes it a second time nor loads the storage layer."""
+    names = _pushed_ahead(site, last=2)
+    site.archive()
+    assert site.background_running()
+    (name,) = site.add(3, 3)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *WALSHIP, "push", f"pg_wal/{name}", name],
+        cwd=site.pgdata,
+        env=site.env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and f"pushed {name} (ahead)" in result.stderr, result.stderr
+    imported = imported_modules(result.stderr)
+    assert not [m for m in imported if m.startswith(("walship.storage", "walship.codec"))]
+    assert "zstandard" not in imported
+    assert stored_sha256(site.repo, name) == hashlib.sha256(make_segment(3)).hexdigest()
+    assert "already archived" not in result.stderr + site.log()
+    assert names[1] not in site.ready()
+
+
+def test_a_call_pushes_its_file_itself_when_the_background_process_does_not_take_it(
+    site: Site,
+) -> None:
+    """The background process refuses a file (here: in the repository with other
+    content) and will not retry it soon: the call waits a bounded time, then
+    pushes the file itself under the normal rules and reports the refusal."""
+    names = _pushed_ahead(site, last=2)
+    site.archive()
+    assert site.background_running()
+    other = site.root / segment_name(3)
+    other.write_bytes(make_segment(3, payload=b"from another server"))
+    subprocess.run(
+        [*WALSHIP, "push", str(other), other.name], env=site.env, check=True, capture_output=True
+    )
+    (name,) = site.add(3, 3)
+    deadline = time.monotonic() + 30
+    while "not pushed ahead" not in site.log():  # the background tried and refused
+        assert time.monotonic() < deadline, site.log()
+        time.sleep(0.05)
+    started = time.monotonic()
+    result = site.push(name)
+    assert result.returncode == 3, result.stderr
+    assert "already archived with different content" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < lookahead.TAKE_SECONDS + 5
+    assert names
 
 
 def test_backlog_is_reported(site: Site) -> None:
@@ -168,8 +224,10 @@ def test_another_repository_does_not_use_the_records(site: Site, tmp_path: Path)
     other = tmp_path / "other-repo"
     result = site.push(names[1], WALSHIP_REPO=str(other))
     assert result.returncode == 0, result.stderr
-    assert "(ahead)" not in result.stderr
-    assert object_path(other, names[1]).exists()
+    # stored in the other repository (by the call, or by that repository's own
+    # background process, which it may hand the file to), not taken from the records
+    assert stored_sha256(other, names[1]) == hashlib.sha256(make_segment(2)).hexdigest()
+    assert len(site.spools()) == 2
 
 
 def test_a_refusal_while_pushing_ahead_is_reported_by_the_call_itself(

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from .archive.lookahead import LOCK, LOG, TMP, Spool, settled, stat_of
+from .archive.lookahead import LOCK, LOG, TMP, Spool, settled, settles_in, stat_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ REQUEST_POLL_SECONDS = 0.005
 REQUEST_ACTIVE_SECONDS = 2.0
 #: a file that could not be pushed ahead is retried after this long
 RETRY_SECONDS = 30.0
+#: longest a push ahead waits for a file written a moment ago to settle (a record
+#: needs its ctime older than the read by the timestamp granularity)
+SETTLE_WAIT_SECONDS = 3.5
 #: the background process's log file is rotated beyond this size
 LOG_LIMIT = 1 << 20
 #: niceness added to the threads that push ahead: PostgreSQL's archiver waits on
@@ -455,9 +458,20 @@ class _Lookahead:
                 before = stat_of(path)
             except FileNotFoundError:
                 return  # archived and recycled meanwhile
-            if not settled(before, started):
-                self.retry_at[name] = time.monotonic() + 0.1  # changed a moment ago
-                return
+            wait = settles_in(before, started)
+            if wait > 0:
+                # written a moment ago (the archiver calls as soon as a segment is
+                # done): wait it out holding the .busy marker, so that the call for
+                # it waits for this push instead of making one of its own
+                time.sleep(min(wait, SETTLE_WAIT_SECONDS))
+                started = time.time_ns()
+                try:
+                    before = stat_of(path)
+                except FileNotFoundError:
+                    return
+                if not settled(before, started):
+                    self.retry_at[name] = time.monotonic() + 0.1  # changing still
+                    return
             result = push.push(self.cfg, self.proc.backend(), path, name, self.identities)
             if result.already:
                 # the same line as a push of its own (a re-push after a crash, a standby

@@ -58,6 +58,9 @@ MARGIN_NS = 50_000_000
 COARSE_MARGIN_NS = 3_000_000_000
 #: longest a push waits for the background process to finish the file it asked for
 WAIT_SECONDS = 60.0
+#: longest a push waits for a running background process to take its file (it looks
+#: at archive_status every 0.1 s when idle) before pushing the file itself
+TAKE_SECONDS = 2.0
 POLL_SECONDS = 0.003
 
 
@@ -109,9 +112,14 @@ def settled(st: Stat, read_started_ns: int) -> bool:
     milliseconds (whole seconds on some file systems): a file changed within
     one tick of the read's start could be changed again with the same ctime.
     """
+    return settles_in(st, read_started_ns) == 0.0
+
+
+def settles_in(st: Stat, now_ns: int) -> float:
+    """Seconds until a read started then would make :func:`settled` true (0: now)."""
     ctime = st[4]
     margin = COARSE_MARGIN_NS if ctime % 1_000_000_000 == 0 else MARGIN_NS
-    return ctime < read_started_ns - margin
+    return max(0.0, (ctime + margin + 1 - now_ns) / 1e9)
 
 
 class Record:
@@ -234,6 +242,35 @@ class Spool:
             if now > check_lock:
                 if not self.background_running():
                     return None
+                check_lock = now + 0.1
+            time.sleep(POLL_SECONDS)
+
+    def hand_over(self, name: str, path: str) -> Record | None:
+        """Let the running background process push ``name`` (a ``.ready`` file).
+
+        A push that finds the background process running but not (yet) on its
+        file waits until it takes it (its ``.busy`` marker), then for its record,
+        instead of pushing the file too: two pushes of one file are safe
+        (identical content is success) but cost twice, and a push of its own
+        would load the storage SDK the background process already has. None
+        when it does not take the file within :data:`TAKE_SECONDS` or stops:
+        the call then pushes the file itself.
+        """
+        deadline = time.monotonic() + TAKE_SECONDS
+        busy = self.busy_path(name)
+        check_lock = 0.0
+        while True:
+            record = self.acknowledged(name, path)
+            if record is not None:
+                return record
+            if os.path.exists(busy):  # taken (and maybe done since: look again)
+                return self.wait_for_background(name, path) or self.acknowledged(name, path)
+            now = time.monotonic()
+            if now > deadline:
+                return None
+            if now > check_lock:
+                if not self.background_running():
+                    return self.acknowledged(name, path)
                 check_lock = now + 0.1
             time.sleep(POLL_SECONDS)
 

@@ -34,6 +34,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if spool is not None:
         started = time.monotonic()
         record = spool.acknowledged(args.name, path) or spool.wait_for_background(args.name, path)
+        if record is None:
+            ready = spool.ready()
+            # a backlog and nobody pushing ahead: start the background process now
+            _start_background(spool, args, cfg, ready)
+            if args.name in ready:
+                # it runs (or was just started): it pushes this file too, with the
+                # storage SDK it has loaded, so let it, rather than push it twice
+                record = spool.hand_over(args.name, path)
         # after the record: what the background process logged about this file (written
         # before its record) reaches the server log with this call
         spool.relay_log()
@@ -46,10 +54,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             )
             _after(spool, args, cfg)
             return 0
-        # a backlog and nobody pushing ahead: start the background process now,
-        # so that it is ready (imports done, first pushes under way) by the time
-        # this push ends, instead of starting only then
-        _start_background(spool, args, cfg, spool.ready())
     _push(args, cfg, path, spool)
     if spool is not None:
         _after(spool, args, cfg)
