@@ -91,6 +91,13 @@ def compress_stream(
     yield cobj.flush()
 
 
+def compress_whole(kind: str, data: bytes | memoryview, level: int) -> bytes:
+    """``data`` compressed in one call (one zstd frame, with its content size)."""
+    if kind != "zstd":
+        raise ValueError(f"unknown compression {kind!r}")
+    return bytes(_zstd().ZstdCompressor(level=level).compress(data))
+
+
 class _ChunkReader:
     """``read(n)`` over an iterator of chunks for zstd's stream reader.
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from _thread import _local as _thread_local
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -184,7 +185,7 @@ class Hasher:
         import _thread
 
         self.digest = digest
-        self._item: bytes | None = None
+        self._item: bytes | memoryview | None = None
         self._error: BaseException | None = None
         self._closed = False
         self._ready = _thread.allocate_lock()  # held while there is nothing to do
@@ -207,7 +208,7 @@ class Hasher:
             finally:
                 self._idle.release()
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         if self._closed:
             raise ValueError("Hasher is closed")
         self._idle.acquire()  # the previous chunk is done
@@ -456,6 +457,10 @@ def file_digest_compressed(
     """
     if compression == "none":
         return (*file_digest(path, chunk), None)
+    if threads == 0:
+        whole = _digest_compressed_whole(path, compression, level, limit)
+        if whole is not None:
+            return whole
     digest = hashlib.sha256()
     state = {"size": 0}
     heads: list[bytes] = []
@@ -492,6 +497,49 @@ def file_digest_compressed(
         hasher.close()
     first = heads[0] if heads else b""
     return state["size"], digest.hexdigest(), first, (body if held <= limit else None)
+
+
+#: each thread's read buffer for :func:`_digest_compressed_whole`, kept between
+#: pushes: faulting in 16 MiB of fresh pages costs more (~8 ms) than reading them
+_buffers = _thread_local()
+
+
+def _digest_compressed_whole(
+    path: str, compression: str, level: int, limit: int
+) -> tuple[int, str, bytes, list[bytes]] | None:
+    """:func:`file_digest_compressed` for a file of at most ``limit`` bytes (a WAL
+    segment): read whole into this thread's buffer, hashed in a helper thread
+    while compressed in one call. zstd compresses contiguous input ~10-20 %
+    faster than the same bytes streamed in 1 MiB chunks (no copy into its
+    window, no external-dictionary matching; docs/benchmarks.md). None when
+    the file is (or grew) larger: the caller streams it.
+    """
+    with open(path, "rb", buffering=0) as fh:
+        import os
+
+        if os.fstat(fh.fileno()).st_size > limit:
+            return None
+        buf: bytearray | None = getattr(_buffers, "buf", None)
+        if buf is None or len(buf) != limit:
+            buf = _buffers.buf = bytearray(limit)
+        view = memoryview(buf)
+        size = 0
+        while size < limit:
+            n = fh.readinto(view[size:])
+            if not n:
+                break
+            size += n
+        if size == limit and fh.read(1):
+            return None  # grew past the limit meanwhile
+    data = view[:size]
+    digest = hashlib.sha256()
+    hasher = Hasher(digest)
+    try:
+        hasher.update(data)
+        body = compress.compress_whole(compression, data, level)
+    finally:
+        hasher.close()
+    return size, digest.hexdigest(), bytes(data[:8192]), [body]
 
 
 def file_chunks(path: str, expected_size: int, chunk: int = CHUNK) -> Iterator[bytes]:
