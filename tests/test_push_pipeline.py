@@ -41,6 +41,44 @@ def test_one_pass_matches_two_passes(tmp_path: Path, size: int, threads: int) ->
     assert b"".join(raw) == data
 
 
+def test_pushes_at_once_never_share_a_read_buffer(tmp_path: Path) -> None:
+    """More pushes at once than cores: each gets its own file's digest and body
+    (the whole-file buffers are shared between pushes, one at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = []
+    for i in range(8):
+        data = os.urandom(3 << 20) + bytes([i]) * (2 << 20)
+        path = tmp_path / f"f{i}"
+        path.write_bytes(data)
+        files.append((str(path), data))
+
+    def run(item: tuple[str, bytes]) -> bool:
+        path, data = item
+        for _ in range(3):
+            n, sha, first, body = envelope.file_digest_compressed(path, "zstd", 1, 0, limit=8 << 20)
+            assert body is not None and len(body) == 1
+            header = {
+                "name": "x",
+                "kind": "segment",
+                "compression": "zstd",
+                "raw_size": n,
+                "raw_sha256": sha,
+            }
+            stored = b"".join(envelope.encode(header, iter(()), compressed=body))
+            _, raw = envelope.decode(iter([stored]), "test")
+            if (sha, first, b"".join(raw)) != (
+                hashlib.sha256(data).hexdigest(),
+                data[:8192],
+                data,
+            ):
+                return False
+        return True
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(pool.map(run, files))
+
+
 def test_over_the_limit_gives_no_body_but_the_right_digest(tmp_path: Path) -> None:
     path, data = _file(tmp_path, 5 << 20)
     n, sha, first, body = envelope.file_digest_compressed(path, "zstd", 1, 0, limit=1 << 20)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
-from _thread import _local as _thread_local
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -499,47 +499,81 @@ def file_digest_compressed(
     return state["size"], digest.hexdigest(), first, (body if held <= limit else None)
 
 
-#: each thread's read buffer for :func:`_digest_compressed_whole`, kept between
-#: pushes: faulting in 16 MiB of fresh pages costs more (~8 ms) than reading them
-_buffers = _thread_local()
+class _Buffers:
+    """Read buffers of :func:`_digest_compressed_whole`, at most one per core.
+
+    Reused: faulting in 16 MiB of fresh pages costs more (~8 ms) than reading
+    into them. A push holds one only while it reads and compresses (CPU work:
+    more at once than cores gains nothing), not while it uploads, so the
+    memory they take is bounded by the cores, not by ``push_concurrency``.
+    """
+
+    def __init__(self, count: int) -> None:
+        import _thread
+
+        self._locks = [_thread.allocate_lock() for _ in range(count)]
+        self._bufs: list[bytearray | None] = [None] * count
+        self._ident = _thread.get_ident
+
+    def take(self) -> int:
+        for i, lock in enumerate(self._locks):
+            if lock.acquire(False):
+                return i
+        i = self._ident() % len(self._locks)
+        self._locks[i].acquire()  # all in use: wait for one
+        return i
+
+    def buffer(self, slot: int, size: int) -> bytearray:
+        buf = self._bufs[slot]
+        if buf is None or len(buf) != size:
+            buf = self._bufs[slot] = bytearray(size)
+        return buf
+
+    def give_back(self, slot: int) -> None:
+        self._locks[slot].release()
+
+
+_buffers = _Buffers(os.cpu_count() or 1)
 
 
 def _digest_compressed_whole(
     path: str, compression: str, level: int, limit: int
 ) -> tuple[int, str, bytes, list[bytes]] | None:
     """:func:`file_digest_compressed` for a file of at most ``limit`` bytes (a WAL
-    segment): read whole into this thread's buffer, hashed in a helper thread
-    while compressed in one call. zstd compresses contiguous input ~10-20 %
-    faster than the same bytes streamed in 1 MiB chunks (no copy into its
-    window, no external-dictionary matching; docs/benchmarks.md). None when
-    the file is (or grew) larger: the caller streams it.
+    segment): read whole into a reused buffer, hashed in a helper thread while
+    compressed in one call. zstd compresses contiguous input 10-20 % faster
+    than the same bytes streamed in 1 MiB chunks (no copy into its window, no
+    external-dictionary matching; docs/benchmarks.md). None when the file is
+    (or grew) larger: the caller streams it.
     """
     with open(path, "rb", buffering=0) as fh:
-        import os
-
         if os.fstat(fh.fileno()).st_size > limit:
             return None
-        buf: bytearray | None = getattr(_buffers, "buf", None)
-        if buf is None or len(buf) != limit:
-            buf = _buffers.buf = bytearray(limit)
-        view = memoryview(buf)
-        size = 0
-        while size < limit:
-            n = fh.readinto(view[size:])
-            if not n:
-                break
-            size += n
-        if size == limit and fh.read(1):
-            return None  # grew past the limit meanwhile
-    data = view[:size]
-    digest = hashlib.sha256()
-    hasher = Hasher(digest)
-    try:
-        hasher.update(data)
-        body = compress.compress_whole(compression, data, level)
-    finally:
-        hasher.close()
-    return size, digest.hexdigest(), bytes(data[:8192]), [body]
+        slot = _buffers.take()
+        try:
+            view = memoryview(_buffers.buffer(slot, limit))
+            size = 0
+            while size < limit:
+                n = fh.readinto(view[size:])
+                if not n:
+                    break
+                size += n
+            if size == limit and fh.read(1):
+                return None  # grew past the limit meanwhile
+            data = view[:size]
+            digest = hashlib.sha256()
+            hasher = Hasher(digest)
+            try:
+                hasher.update(data)
+                body = compress.compress_whole(compression, data, level)
+            finally:
+                hasher.close()
+            first = bytes(data[:8192])
+            del data
+            view.release()
+        finally:
+            _buffers.give_back(slot)
+    return size, digest.hexdigest(), first, [body]
 
 
 def file_chunks(path: str, expected_size: int, chunk: int = CHUNK) -> Iterator[bytes]:
