@@ -16,8 +16,8 @@ next N segments of the same timeline spooled in ``f/`` of the spool
 Every spooled file went through the normal fetch (size, SHA-256, name and
 cluster checks, temporary file, fsync, rename). A later fetch of that name
 *claims* it: checks the long page header against the name, the segment size
-and ``global/pg_control``, renames it to DEST (same file system), fsyncs DEST
-and ``pg_wal``. A segment being fetched (``NAME.part`` exists and the spool's
+and ``global/pg_control``, and renames it to DEST (same file system; not
+fsynced again, see :func:`claim`). A segment being fetched (``NAME.part`` exists and the spool's
 lock is held) is waited for rather than fetched twice.
 
 Absence is never answered from the spool: a name that is not spooled is
@@ -140,14 +140,6 @@ def remove_stale(cfg: Config, pgdata: str) -> None:
     shutil.rmtree(legacy, ignore_errors=True)
 
 
-def _fsync_path(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def claim(cfg: Config, spool: Spool, name: str, dest: str) -> bool:
     """Move the spooled copy of ``name`` to ``dest``; False if there is none to use."""
     path = os.path.join(spool.readahead, name)
@@ -181,13 +173,15 @@ def claim(cfg: Config, spool: Spool, name: str, dest: str) -> bool:
         except OSError:
             pass
         return False
+    # A rename, not fsynced: the spooled bytes were fsynced when spooled, and %p is
+    # PostgreSQL's temporary name (pg_wal/RECOVERYXLOG), which it durable_renames
+    # to the segment's own name (fsync of the file and of pg_wal) before replaying
+    # it. After a crash before that, recovery asks for the segment again. Two more
+    # fsyncs here would each force a journal commit on the startup process's path.
     try:
         os.replace(path, dest)
     except FileNotFoundError:  # removed meanwhile (out of the window, or discarded)
         return False
-    try:
-        _fsync_path(dest)
-        _fsync_path(os.path.dirname(dest), directory=True)
     except OSError as exc:
         raise WalshipError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return True
