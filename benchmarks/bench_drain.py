@@ -264,6 +264,21 @@ S3_SERVERS = ("seaweedfs", "moto")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def system_cpu() -> list[int]:
+    """The machine's CPU time counters (/proc/stat, first line, in ticks)."""
+    with open("/proc/stat") as fh:
+        return [int(v) for v in fh.readline().split()[1:]]
+
+
+def cpu_share(before: list[int], after: list[int]) -> dict[str, float]:
+    """Busy and stolen (by the hypervisor) shares of all cores between two samples."""
+    d = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(d) or 1
+    idle = d[3] + d[4]  # idle, iowait
+    steal = d[7] if len(d) > 7 else 0
+    return {"cpu_busy_pct": 100 * (total - idle) / total, "cpu_steal_pct": 100 * steal / total}
+
+
 def proc_cpu_s(pid: int) -> float:
     """CPU seconds (user + system, its waited-for children included) of ``pid``."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -733,7 +748,11 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
         command = tool.archive_command(cluster)
         cluster.psql(f"ALTER SYSTEM SET archive_command = {sql_literal(command)}")
         pid = postmaster_pid(cluster.datadir)
+        # the copy of the snapshot leaves ~1 GiB dirty: written back now, not during
+        # (and at the expense of) this tool's drain
+        os.sync()
         server_cpu = ctx.s3.cpu_s() if ctx.s3 is not None and tool.name in S3_TOOLS else None
+        cpu0 = system_cpu()
         t0 = time.monotonic()
         os.kill(pid, signal.SIGHUP)  # our server, by its pid: the archiver wakes and archives
         last_change, left = t0, waiting
@@ -755,6 +774,11 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
                 )
             time.sleep(0.01)
         seconds = now - t0
+        result.update(cpu_share(cpu0, system_cpu()))
+        log(
+            f"  {tool.name}: {len(snap.segments) / seconds:.1f} seg/s, CPU busy "
+            f"{result['cpu_busy_pct']:.0f} %, stolen {result['cpu_steal_pct']:.1f} %"
+        )
         if server_cpu is not None:
             assert ctx.s3 is not None
             # the S3 server's CPU while the backlog drained: it shares the cores
@@ -887,6 +911,7 @@ def restore(ctx: Ctx, snap: Snapshot, tool: Tool, run: int = 0) -> dict[str, Any
             name,
             {"restore_command": sql_literal(command), "recovery_target_action": "'promote'"},
         )
+        os.sync()  # the copy of the backup: written back before, not during, the restore
         server_cpu = ctx.s3.cpu_s() if ctx.s3 is not None and tool.name in S3_TOOLS else None
         t0 = time.monotonic()
         cluster.start()
