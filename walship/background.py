@@ -146,22 +146,39 @@ def start(spool: Spool, config_path: str | None, repo: str | None, log_format: s
 
 
 class _FileLog:
-    """Log lines appended to the spool's log (opened per line: callers take it away)."""
+    """Log lines appended to the spool's log, which calls take away (rename, read,
+    unlink: walship/archive/lookahead.py, :func:`relay_log`).
+
+    Each line is written under an ``flock`` of the file, and only if the file
+    open is still the one named ``log``: a line is never written into a file
+    a call has already taken and read (it would be lost with it), and a call
+    that takes the file waits for a line being written to it.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def write(self, text: str) -> int:
+        import fcntl
+
+        data = text.encode("utf-8", "replace")
         try:
             if os.stat(self.path).st_size > LOG_LIMIT:
                 os.replace(self.path, self.path + ".old")
         except OSError:
             pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            return os.write(fd, text.encode("utf-8", "replace"))
-        finally:
-            os.close(fd)
+        for _ in range(100):  # another try only when a call took the file meanwhile
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                mine, named = os.fstat(fd), os.stat(self.path)
+                if (mine.st_dev, mine.st_ino) == (named.st_dev, named.st_ino):
+                    return os.write(fd, data)
+            except FileNotFoundError:
+                pass  # taken between the open and the stat: open the new one
+            finally:
+                os.close(fd)  # (and so unlock)
+        return 0
 
     def flush(self) -> None:
         pass

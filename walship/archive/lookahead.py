@@ -312,7 +312,12 @@ def relay_log(path: str) -> None:
     except OSError:
         return  # nothing logged (the usual case)
     try:
+        import fcntl
+
         with open(taken, "rb") as fh:
+            # a line being written is finished first; the background process
+            # writes no more into a file it no longer finds under its name
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             text = fh.read(1 << 16).decode("utf-8", "replace")
         if sys.stderr is not None:
             sys.stderr.write(text)
