@@ -112,12 +112,22 @@ def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> Non
 def _start_background(
     spool: lookahead.Spool, args: argparse.Namespace, cfg: Config, ready: list[str]
 ) -> None:
-    """Start the background process when files other than this one wait."""
-    if any(n != args.name for n in ready) and not spool.background_running():
+    """Ask for look-ahead when files wait, and start the background process when
+    files other than this one wait and none runs.
+
+    ``r/`` is what asks for look-ahead: made here, not only at a start, since
+    the running process may have been started by a fetch (read-ahead during
+    recovery) and would otherwise never push ahead, nor take a file handed to
+    it, once the promoted server archives."""
+    others = any(n != args.name for n in ready)
+    running = spool.background_running()
+    if not ready or not (others or running):
+        return
+    try:
+        os.makedirs(spool.records, mode=0o700, exist_ok=True)
+    except OSError:
+        pass  # background.start reports it
+    if others and not running:
         from .. import background
 
-        try:
-            os.makedirs(spool.records, mode=0o700, exist_ok=True)  # asks for look-ahead
-        except OSError:
-            pass  # background.start reports it
         background.start(spool, cfg.config, args.repo, args.log_format)
