@@ -316,6 +316,14 @@ class _Process:
                 self._backend = open_backend(self.cfg.require("repo"), self.cfg)
             return self._backend
 
+    def _open_quietly(self) -> None:
+        """Open the repository ahead of need; a failure is left to the push or fetch
+        that needs it (which reports it under the normal rules)."""
+        try:
+            self.backend()
+        except Exception:
+            pass
+
     def run(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -324,6 +332,12 @@ class _Process:
 
         if self.cfg.compression != "none":
             compress._zstd()  # loaded once here, not raced for by the threads
+        opener = None
+        if not _local(self.cfg):
+            # the storage SDK (~0.3 s of CPU, mostly holding the GIL) loads beside the
+            # first reads and compressions (which release it), not before them
+            opener = threading.Thread(target=self._open_quietly, name="walship-open")
+            opener.start()
         self.push.clean_start()
         self.read.clean_start()
         stamp = _code_stamp()
@@ -373,6 +387,8 @@ class _Process:
         finally:
             pushers.shutdown(wait=True)
             fetchers.shutdown(wait=True)
+            if opener is not None:
+                opener.join()
             if self._backend is not None:
                 self._backend.close()
 
@@ -489,7 +505,10 @@ class _Lookahead:
                 if not settled(before, started):
                     self.retry_at[name] = time.monotonic() + 0.1  # changing still
                     return
-            result = push.push(self.cfg, self.proc.backend(), path, name, self.identities)
+            # compressed before the repository is needed: the first pushes of a
+            # process compress while the storage SDK loads (see _Process.run)
+            prepared = push.prepare(self.cfg, path, name)
+            result = push.store(self.cfg, self.proc.backend(), prepared, self.identities)
             if result.already:
                 # the same line as a push of its own (a re-push after a crash, a standby
                 # with archive_mode=always); logged before the record is written, so the

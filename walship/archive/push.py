@@ -104,19 +104,45 @@ def _handed_over(pieces: list[bytes]) -> Iterator[bytes]:
         yield pieces.pop()
 
 
-def push(
-    cfg: Config,
-    backend: Backend,
-    source: str,
-    name: str,
-    identities: ConfirmedIdentities | None = None,
-) -> PushResult:
+class Prepared:
+    """A file read, checked and compressed for :func:`store`: the CPU half of a push.
+
+    The background process prepares a file before it needs the repository, so
+    that its first pushes compress while the storage SDK is still loading.
+    """
+
+    __slots__ = ("body", "header", "identity", "key", "kind", "name", "path", "result", "started")
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        path: str,
+        body: list[bytes] | None,
+        identity: repository.Identity | None,
+        result: PushResult,
+        header: dict[str, object],
+        started: float,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.path = path
+        self.body = body
+        self.identity = identity
+        self.result = result
+        self.key = result.key
+        self.header = header
+        self.started = started
+
+
+def prepare(cfg: Config, source: str, name: str) -> Prepared:
+    """Read, check and compress ``source`` (archived as ``name``); no storage I/O."""
     started = time.monotonic()
     kind = classify(name)
     path = os.path.abspath(source)
     size, sha256, first, body = _digest(path, cfg)
     extra: dict[str, object] = {}
-
+    mine = None
     if kind in (FileKind.SEGMENT, FileKind.PARTIAL):
         try:
             page = parse_long_header(first)
@@ -130,10 +156,6 @@ def push(
                 hint="the file is truncated or not a complete WAL segment",
             )
         mine = repository.Identity(page.system_identifier, page.seg_size, page.pg_version)
-        if identities is None or not identities.fresh(mine):
-            repository.ensure_identity(backend, mine)
-            if identities is not None:
-                identities.confirm(mine)
         extra["system_identifier"] = str(page.system_identifier)
         extra["pg_version"] = page.pg_version
     else:
@@ -144,29 +166,57 @@ def push(
         with open(path, "rb") as fh:
             check_text_file(name, kind, fh.read())
 
-    key = repository.key_for(name)
-    result = PushResult(name, key, size, sha256)
+    result = PushResult(name, repository.key_for(name), size, sha256)
     result.system_identifier = str(extra.get("system_identifier", "-"))
     header = objects.new_header(name, kind, size, sha256, cfg, **extra)
+    return Prepared(name, kind, path, body, mine, result, header, started)
+
+
+def push(
+    cfg: Config,
+    backend: Backend,
+    source: str,
+    name: str,
+    identities: ConfirmedIdentities | None = None,
+) -> PushResult:
+    return store(cfg, backend, prepare(cfg, source, name), identities)
+
+
+def store(
+    cfg: Config,
+    backend: Backend,
+    prepared: Prepared,
+    identities: ConfirmedIdentities | None = None,
+) -> PushResult:
+    """The storage half of a push: identity check, conditional create, comparison."""
+    name, key, result = prepared.name, prepared.key, prepared.result
+    mine = prepared.identity
+    if mine is not None and (identities is None or not identities.fresh(mine)):
+        repository.ensure_identity(backend, mine)
+        if identities is not None:
+            identities.confirm(mine)
+    body, prepared.body = prepared.body, None  # handed over once (a retry compresses again)
     for attempt in (1, 2):
         try:
-            chunks = envelope.file_chunks(path, size)
+            chunks = envelope.file_chunks(prepared.path, result.raw_size)
             # handed over, not kept: while the store holds the object's bytes (a
             # remote backend joins them into one request body) this list does not
             # hold a second copy. A second attempt compresses the file again.
             compressed = _handed_over(body) if body is not None and attempt == 1 else None
-            info = objects.put_object(cfg, backend, key, header, chunks, compressed=compressed)
+            info = objects.put_object(
+                cfg, backend, key, prepared.header, chunks, compressed=compressed
+            )
             result.stored_size = info.size
             break
         except AlreadyExists:
             existing = objects.stored_digest(cfg, backend, key)
-        if existing == sha256:
+        if existing == result.sha256:
             result.already = True
             break
         if existing is not None:
             raise ConflictError(
                 f"{name} is already archived with different content; refusing to overwrite "
-                f"(archived sha256 {existing}, new sha256 {sha256})",
+                f"(archived sha256 {existing}, new sha256 {result.sha256})",
                 hint="another cluster or a cloned server may be writing to this repository; "
                 "investigate before changing anything",
             )
@@ -188,11 +238,15 @@ def push(
             "progress): check the object in the store (docs/storage.md, 'Error mapping'); "
             "PostgreSQL retries archive_command",
         )
-    if cfg.index_on_push and kind in (FileKind.SEGMENT, FileKind.PARTIAL) and not result.already:
+    if (
+        cfg.index_on_push
+        and prepared.kind in (FileKind.SEGMENT, FileKind.PARTIAL)
+        and not result.already
+    ):
         from ..index.build import index_pushed_file  # only when enabled: keeps push light
 
-        index_pushed_file(cfg, backend, path, name, sha256)
-    result.seconds = time.monotonic() - started
+        index_pushed_file(cfg, backend, prepared.path, name, result.sha256)
+    result.seconds = time.monotonic() - prepared.started
     return result
 
 
