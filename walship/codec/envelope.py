@@ -37,6 +37,7 @@ from . import compress
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+    from queue import SimpleQueue
 
 MAGIC = b"\x89WALSHP\n"
 FORMAT = 1
@@ -508,32 +509,29 @@ class _Buffers:
     memory they take is bounded by the cores, not by ``push_concurrency``.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self) -> None:
         import _thread
 
-        self._locks = [_thread.allocate_lock() for _ in range(count)]
-        self._bufs: list[bytearray | None] = [None] * count
-        self._ident = _thread.get_ident
+        self._free: SimpleQueue[bytearray | None] | None = None
+        self._making = _thread.allocate_lock()
 
-    def take(self) -> int:
-        for i, lock in enumerate(self._locks):
-            if lock.acquire(False):
-                return i
-        i = self._ident() % len(self._locks)
-        self._locks[i].acquire()  # all in use: wait for one
-        return i
+    def take(self, size: int) -> bytearray:
+        with self._making:  # made on first use: `queue` is for pushes only
+            if self._free is None:
+                from queue import SimpleQueue
 
-    def buffer(self, slot: int, size: int) -> bytearray:
-        buf = self._bufs[slot]
-        if buf is None or len(buf) != size:
-            buf = self._bufs[slot] = bytearray(size)
-        return buf
+                self._free = SimpleQueue()
+                for _ in range(os.cpu_count() or 1):
+                    self._free.put(None)  # a slot; its buffer is made on first use
+        buf = self._free.get()
+        return buf if buf is not None and len(buf) == size else bytearray(size)
 
-    def give_back(self, slot: int) -> None:
-        self._locks[slot].release()
+    def give_back(self, buf: bytearray) -> None:
+        assert self._free is not None
+        self._free.put(buf)
 
 
-_buffers = _Buffers(os.cpu_count() or 1)
+_buffers = _Buffers()
 
 
 def _digest_compressed_whole(
@@ -549,9 +547,9 @@ def _digest_compressed_whole(
     with open(path, "rb", buffering=0) as fh:
         if os.fstat(fh.fileno()).st_size > limit:
             return None
-        slot = _buffers.take()
+        buf = _buffers.take(limit)
         try:
-            view = memoryview(_buffers.buffer(slot, limit))
+            view = memoryview(buf)
             size = 0
             while size < limit:
                 n = fh.readinto(view[size:])
@@ -572,7 +570,7 @@ def _digest_compressed_whole(
             del data
             view.release()
         finally:
-            _buffers.give_back(slot)
+            _buffers.give_back(buf)
     return size, digest.hexdigest(), first, [body]
 
 
