@@ -16,7 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import imported_modules, make_segment, run_bare_with_importtime, segment_name
+from helpers import (
+    imported_modules,
+    make_segment,
+    remove_tree,
+    run_bare_with_importtime,
+    segment_name,
+)
 from lookahead_site import WALSHIP, Site
 
 from walship.archive import lookahead
@@ -91,6 +97,22 @@ def test_a_call_while_the_background_process_runs_hands_its_file_over(site: Site
     assert stored_sha256(site.repo, name) == hashlib.sha256(make_segment(3)).hexdigest()
     assert "already archived" not in result.stderr + site.log()
     assert names[1] not in site.ready()
+
+
+def test_a_call_asks_a_running_process_for_look_ahead_before_handing_over(site: Site) -> None:
+    """A background process started by a fetch (read-ahead during recovery) has no
+    ``r/``: it pushes nothing ahead until a push asks. After promotion the first
+    push must ask (make ``r/``) rather than wait for a process that will not take
+    its file, and push the following ones at the archiver's pace."""
+    _pushed_ahead(site, last=2)
+    site.archive()
+    assert site.background_running()
+    for spool in site.spools():
+        remove_tree(spool / "r")  # as a process a fetch started has it
+    names = site.add(3, 5)
+    results = site.archive()
+    for name, result in zip(names, results, strict=True):
+        assert f"pushed {name} (ahead)" in result.stderr, result.stderr
 
 
 def test_a_call_pushes_its_file_itself_when_the_background_process_does_not_take_it(
@@ -250,7 +272,7 @@ def test_a_refusal_while_pushing_ahead_is_reported_by_the_call_itself(
     assert result.returncode == 3, result.stderr
     assert "already archived with different content" in result.stderr
     seen = ahead.stderr + result.stderr + site.log()
-    assert f"not pushed ahead: {names[2]} is already archived" in seen
+    assert f"not pushed ahead: {names[2]} is already archived" in seen, seen
 
 
 def test_off_outside_pg_wal_and_when_disabled(site: Site, tmp_path: Path) -> None:
@@ -432,3 +454,43 @@ def test_pushes_ahead_recheck_the_repository_identity_at_least_every_ttl(
     monkeypatch.setattr(push.time, "monotonic", lambda: now + push.ConfirmedIdentities.TTL + 1)
     with pytest.raises(ForeignClusterError):
         push.push(cfg, backend, str(paths[3]), paths[3].name, ids)
+
+
+def test_no_background_log_line_is_lost_while_calls_take_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background process appends lines to the spool's log while calls take it
+    (rename, read, unlink) to copy it into the server log: every line must reach
+    one call, once (a line written into a file already taken was lost)."""
+    import io
+    import threading
+
+    from walship import background
+
+    path = str(tmp_path / "log")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    writers = [background._FileLog(path) for _ in range(2)]
+    lines = 3000
+    done = threading.Event()
+
+    def write(w: int) -> None:
+        for i in range(lines):
+            writers[w].write(f"writer {w} line {i}\n")
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    reader = threading.Thread(
+        target=lambda: [lookahead.relay_log(path) for _ in iter(done.is_set, True)]
+    )
+    reader.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    lookahead.relay_log(path)
+    got = out.getvalue().splitlines()
+    expected = [f"writer {w} line {i}" for w in range(2) for i in range(lines)]
+    assert sorted(got) == sorted(expected)
+    assert os.listdir(tmp_path) == []
