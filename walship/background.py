@@ -269,7 +269,7 @@ def concurrency(cfg: Config) -> int:
     """Pushes at once: ``push_concurrency``, or by default one per core for a local
     repository (compression is the work) and one per core plus one, at most
     16, for a remote store (one waits on the network while the others
-    compress; each push holds ~25 MiB, docs/benchmarks.md)."""
+    compress; each push holds ~15 MiB besides the read buffers, docs/benchmarks.md)."""
     if cfg.push_concurrency > 0:
         return int(cfg.push_concurrency)
     cores = os.cpu_count() or 1
