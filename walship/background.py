@@ -57,8 +57,9 @@ REQUEST_ACTIVE_SECONDS = 2.0
 #: a file that could not be pushed ahead is retried after this long
 RETRY_SECONDS = 30.0
 #: longest a push ahead waits for a file written a moment ago to settle (a record
-#: needs its ctime older than the read by the timestamp granularity)
-SETTLE_WAIT_SECONDS = 3.5
+#: needs its ctime older than the read by the timestamp granularity: 50 ms; a
+#: file with a whole-second ctime would need 3 s, and is left to its call)
+SETTLE_WAIT_SECONDS = 0.1
 #: the background process's log file is rotated beyond this size
 LOG_LIMIT = 1 << 20
 #: niceness added to the threads that push ahead: PostgreSQL's archiver waits on
@@ -492,11 +493,14 @@ class _Lookahead:
             except FileNotFoundError:
                 return  # archived and recycled meanwhile
             wait = settles_in(before, started)
+            if wait > SETTLE_WAIT_SECONDS:  # whole-second timestamps: up to 3 s
+                self.retry_at[name] = time.monotonic() + 0.1  # the call pushes it
+                return
             if wait > 0:
                 # written a moment ago (the archiver calls as soon as a segment is
                 # done): wait it out holding the .busy marker, so that the call for
                 # it waits for this push instead of making one of its own
-                time.sleep(min(wait, SETTLE_WAIT_SECONDS))
+                time.sleep(wait)
                 started = time.time_ns()
                 try:
                     before = stat_of(path)
