@@ -37,7 +37,7 @@ from . import compress
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
-    from queue import SimpleQueue
+    from _queue import SimpleQueue
 
 MAGIC = b"\x89WALSHP\n"
 FORMAT = 1
@@ -516,9 +516,11 @@ class _Buffers:
         self._making = _thread.allocate_lock()
 
     def take(self, size: int) -> bytearray:
-        with self._making:  # made on first use: `queue` is for pushes only
+        with self._making:  # made on first use: for pushes only
             if self._free is None:
-                from queue import SimpleQueue
+                # queue.SimpleQueue itself, from its C module: the `queue` module
+                # imports `threading`, which a push does not otherwise load
+                from _queue import SimpleQueue
 
                 self._free = SimpleQueue()
                 for _ in range(os.cpu_count() or 1):
