@@ -21,6 +21,20 @@ def _file(tmp_path: Path, size: int) -> tuple[str, bytes]:
     return str(path), data
 
 
+def _decoded(size: int, sha: str, body: list[bytes]) -> bytes:
+    """What an object stored with this compressed body decodes to (digest checked)."""
+    header = {
+        "name": "x",
+        "kind": "segment",
+        "compression": "zstd",
+        "raw_size": size,
+        "raw_sha256": sha,
+    }
+    stored = b"".join(envelope.encode(header, iter(()), compressed=body))
+    _, raw = envelope.decode(iter([stored]), "test")
+    return b"".join(raw)
+
+
 @pytest.mark.parametrize("threads", [0, 2])
 @pytest.mark.parametrize("size", [0, 1, 8191, 8193, (3 << 20) + 5])
 def test_one_pass_matches_two_passes(tmp_path: Path, size: int, threads: int) -> None:
@@ -29,16 +43,7 @@ def test_one_pass_matches_two_passes(tmp_path: Path, size: int, threads: int) ->
     assert (n, sha, first) == envelope.file_digest(path)
     assert sha == hashlib.sha256(data).hexdigest()
     assert body is not None
-    header = {
-        "name": "x",
-        "kind": "segment",
-        "compression": "zstd",
-        "raw_size": n,
-        "raw_sha256": sha,
-    }
-    stored = b"".join(envelope.encode(header, iter(()), compressed=body))
-    _, raw = envelope.decode(iter([stored]), "test")
-    assert b"".join(raw) == data
+    assert _decoded(n, sha, body) == data
 
 
 def test_pushes_at_once_never_share_a_read_buffer(tmp_path: Path) -> None:
@@ -58,16 +63,7 @@ def test_pushes_at_once_never_share_a_read_buffer(tmp_path: Path) -> None:
         for _ in range(3):
             n, sha, first, body = envelope.file_digest_compressed(path, "zstd", 1, 0, limit=8 << 20)
             assert body is not None and len(body) == 1
-            header = {
-                "name": "x",
-                "kind": "segment",
-                "compression": "zstd",
-                "raw_size": n,
-                "raw_sha256": sha,
-            }
-            stored = b"".join(envelope.encode(header, iter(()), compressed=body))
-            _, raw = envelope.decode(iter([stored]), "test")
-            if (sha, first, b"".join(raw)) != (
+            if (sha, first, _decoded(n, sha, body)) != (
                 hashlib.sha256(data).hexdigest(),
                 data[:8192],
                 data,
