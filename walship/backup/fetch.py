@@ -14,10 +14,11 @@ What is written, in this order (docs/backups.md, "Restoring a backup"):
    offsets into the files the manifest places there. Every file's SHA-256 is
    checked (while writing for a file held in one part; by reading it back
    for a file split across parts), which covers every byte written: the
-   part's own SHA-256 is left out. A file is fsync'ed once complete; its
+   part's own SHA-256 is left out. A file gets its mode and mtime and is
+   fsync'ed once complete (so both are durable with its bytes); its
    writeback starts while decoding goes on. Memory is bounded by the
    decoder's chunks per worker, whatever the backup's size.
-4. Modes and mtimes; empty files and directories fsync'ed; a PostgreSQL-format
+4. Modes and mtimes of empty files and directories, which are then fsync'ed; a PostgreSQL-format
    ``backup_manifest`` (:mod:`walship.pg.backup_manifest`) so that
    ``pg_verifybackup`` accepts the copy; the caller's recovery settings.
 5. Last, ``global/pg_control`` (written meanwhile as
@@ -375,6 +376,7 @@ class Restore:
                         if written == length:
                             f = files[n]
                             if hasher is not None:  # the whole file: durable now, not at the end
+                                _set_attributes(fd, f)  # (made durable by the same fsync)
                                 os.fsync(fd)
                             os.close(fd)
                             fd = -1
@@ -466,6 +468,7 @@ class Restore:
         with open(self._disk(f.path), "rb") as fh:
             while block := fh.read(READ_BACK):
                 h.update(block)
+            _set_attributes(fh.fileno(), f)  # all its bytes are written: durable with them
             os.fsync(fh.fileno())
         if h.hexdigest() != f.sha256:
             raise IntegrityError(
@@ -588,10 +591,13 @@ class Restore:
         return result
 
     def _attributes(self, files: list[FileEntry]) -> None:
+        """Modes and mtimes of the empty files and of the directories (fsynced next,
+        by :meth:`_sync`); a file with bytes got its own before its fsync."""
         for f in files:
-            path = self._disk(f.path)
-            os.chmod(path, f.mode & 0o7777)
-            os.utime(path, (f.mtime, f.mtime))
+            if f.size == 0:
+                path = self._disk(f.path)
+                os.chmod(path, f.mode & 0o7777)
+                os.utime(path, (f.mtime, f.mtime))
         for d in sorted(self.m.directories, key=lambda d: d.path, reverse=True):
             path = os.path.join(self.root, d.path)
             if d.path.count("/") == 1 and d.path.startswith("pg_tblspc/"):
@@ -679,6 +685,12 @@ def _write_new(path: str, data: bytes, mode: int, mtime: float | None = None) ->
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     os.rename(tmp, path)
+
+
+def _set_attributes(fd: int, f: FileEntry) -> None:
+    """The manifest's mode and mtime on a complete file, before its fsync."""
+    os.fchmod(fd, f.mode & 0o7777)
+    os.utime(fd, (f.mtime, f.mtime))
 
 
 def _fsync_dir(path: str) -> None:

@@ -36,8 +36,8 @@ from . import compress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
     from _queue import SimpleQueue
+    from collections.abc import Iterable, Iterator
 
 MAGIC = b"\x89WALSHP\n"
 FORMAT = 1
