@@ -37,13 +37,15 @@ import json, os, resource, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from walship import config
 from walship.archive import push
-from walship.codec import compress
+from walship.codec import compress, envelope
 from walship.storage.registry import open_backend
 
 repo, threads, segs = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 cfg = config.load(config_path=None, overrides={"repo": repo})
 backend = open_backend(repo, cfg)
 compress._zstd()
+if hasattr(envelope, "keep_read_buffers"):
+    envelope.keep_read_buffers()  # as the background process does
 ids = push.ConfirmedIdentities()
 push.push(cfg, backend, segs[0], os.path.basename(segs[0]), ids)  # repository.json, warm-up
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()

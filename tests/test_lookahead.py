@@ -79,7 +79,7 @@ def test_a_backlog_is_pushed_ahead_and_acknowledged_from_records(site: Site) -> 
 def test_a_call_while_the_background_process_runs_hands_its_file_over(site: Site) -> None:
     """Steady state: the background process is up (idle) and one new segment comes.
     The call neither pushes it a second time nor loads the storage layer."""
-    names = _pushed_ahead(site, last=2)
+    _pushed_ahead(site, last=2)
     site.archive()
     assert site.background_running()
     (name,) = site.add(3, 3)
@@ -96,23 +96,47 @@ def test_a_call_while_the_background_process_runs_hands_its_file_over(site: Site
     assert "zstandard" not in imported
     assert stored_sha256(site.repo, name) == hashlib.sha256(make_segment(3)).hexdigest()
     assert "already archived" not in result.stderr + site.log()
-    assert names[1] not in site.ready()
 
 
-def test_a_call_asks_a_running_process_for_look_ahead_before_handing_over(site: Site) -> None:
-    """A background process started by a fetch (read-ahead during recovery) has no
-    ``r/``: it pushes nothing ahead until a push asks. After promotion the first
-    push must ask (make ``r/``) rather than wait for a process that will not take
-    its file, and push the following ones at the archiver's pace."""
+def test_a_process_not_asked_for_look_ahead_is_not_handed_files(site: Site) -> None:
+    """A background process started by a fetch (read-ahead during recovery, with
+    restore_command's configuration) has no ``r/``: it pushes nothing ahead.
+    After promotion the calls push their files themselves, at once (no wait for
+    a process that will not take them), and do not ask that process to push
+    with a configuration that is not archive_command's."""
     _pushed_ahead(site, last=2)
     site.archive()
     assert site.background_running()
     for spool in site.spools():
         remove_tree(spool / "r")  # as a process a fetch started has it
     names = site.add(3, 5)
-    results = site.archive()
-    for name, result in zip(names, results, strict=True):
-        assert f"pushed {name} (ahead)" in result.stderr, result.stderr
+    for name in names:
+        started = time.monotonic()
+        result = site.push(name)
+        assert result.returncode == 0, result.stderr
+        assert time.monotonic() - started < lookahead.TAKE_SECONDS, result.stderr
+        assert f"pushed {name} raw_size=" in result.stderr, result.stderr
+        (site.status / f"{name}.ready").rename(site.status / f"{name}.done")
+        assert (
+            stored_sha256(site.repo, name)
+            == hashlib.sha256(make_segment(int(name[-8:], 16))).hexdigest()
+        )
+    assert not any((spool / "r").exists() for spool in site.spools())
+
+
+def test_a_call_does_not_hand_over_a_file_whose_record_no_longer_matches(site: Site) -> None:
+    """A segment pushed ahead whose ctime changed since (a ``chmod``): its record
+    no longer acknowledges it, and the background process, which recorded it,
+    will not push it again; the call pushes it itself, without waiting."""
+    names = _pushed_ahead(site, last=3)
+    site.archive(2)
+    os.chmod(site.pg_wal / names[2], 0o600)
+    started = time.monotonic()
+    result = site.push(names[2])
+    assert result.returncode == 0, result.stderr
+    assert "(ahead)" not in result.stderr
+    assert "already archived with identical content" in result.stderr
+    assert time.monotonic() - started < lookahead.TAKE_SECONDS
 
 
 def test_a_call_pushes_its_file_itself_when_the_background_process_does_not_take_it(
@@ -404,12 +428,15 @@ def _thread_nice(pid: int) -> dict[int, int]:
 def test_only_the_threads_that_push_ahead_run_at_a_lower_priority(site: Site) -> None:
     # the archiver's calls come first (nice +5 on the pushing threads); the process
     # itself, and the threads that fetch ahead, keep the caller's priority
+    # the archiver's current file, when handed over, is pushed at the caller's
+    # priority: its call waits for that push (a thread of its own)
     base = os.getpriority(os.PRIO_PROCESS, 0)
     _pushed_ahead(site)
     (pid,) = _background_pids(site)
     nice = _thread_nice(pid)
     assert nice[pid] == base, nice
     assert base + 5 in nice.values(), nice
+    assert list(nice.values()).count(base) == 2, nice  # the main thread, the head push
 
 
 def test_the_background_process_runs_with_two_malloc_arenas(site: Site) -> None:

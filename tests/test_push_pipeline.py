@@ -35,9 +35,19 @@ def _decoded(size: int, sha: str, body: list[bytes]) -> bytes:
     return b"".join(raw)
 
 
+@pytest.fixture
+def kept_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the background process: segments read whole, compressed in one call."""
+    monkeypatch.setattr(envelope._buffers, "kept", True)
+
+
+@pytest.mark.parametrize("kept", [False, True])
 @pytest.mark.parametrize("threads", [0, 2])
 @pytest.mark.parametrize("size", [0, 1, 8191, 8193, (3 << 20) + 5])
-def test_one_pass_matches_two_passes(tmp_path: Path, size: int, threads: int) -> None:
+def test_one_pass_matches_two_passes(
+    tmp_path: Path, size: int, threads: int, kept: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(envelope._buffers, "kept", kept)
     path, data = _file(tmp_path, size)
     n, sha, first, body = envelope.file_digest_compressed(path, "zstd", 1, threads)
     assert (n, sha, first) == envelope.file_digest(path)
@@ -46,7 +56,7 @@ def test_one_pass_matches_two_passes(tmp_path: Path, size: int, threads: int) ->
     assert _decoded(n, sha, body) == data
 
 
-def test_pushes_at_once_never_share_a_read_buffer(tmp_path: Path) -> None:
+def test_pushes_at_once_never_share_a_read_buffer(tmp_path: Path, kept_buffers: None) -> None:
     """More pushes at once than cores: each gets its own file's digest and body
     (the whole-file buffers are shared between pushes, one at a time)."""
     from concurrent.futures import ThreadPoolExecutor

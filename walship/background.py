@@ -36,7 +36,16 @@ import sys
 import threading
 import time
 
-from .archive.lookahead import LOCK, LOG, TMP, Spool, settled, settles_in, stat_of
+from .archive.lookahead import (
+    LOCK,
+    LOG,
+    SETTLE_WAIT_SECONDS,
+    TMP,
+    Spool,
+    settled,
+    settles_in,
+    stat_of,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,10 +65,6 @@ REQUEST_POLL_SECONDS = 0.005
 REQUEST_ACTIVE_SECONDS = 2.0
 #: a file that could not be pushed ahead is retried after this long
 RETRY_SECONDS = 30.0
-#: longest a push ahead waits for a file written a moment ago to settle (a record
-#: needs its ctime older than the read by the timestamp granularity: 50 ms; a
-#: file with a whole-second ctime would need 3 s, and is left to its call)
-SETTLE_WAIT_SECONDS = 0.1
 #: the background process's log file is rotated beyond this size
 LOG_LIMIT = 1 << 20
 #: niceness added to the threads that push ahead: PostgreSQL's archiver waits on
@@ -329,10 +334,11 @@ class _Process:
         from concurrent.futures import ThreadPoolExecutor
 
         from . import log
-        from .codec import compress
+        from .codec import compress, envelope
 
         if self.cfg.compression != "none":
             compress._zstd()  # loaded once here, not raced for by the threads
+        envelope.keep_read_buffers()  # many files: one-call compression, kept buffers
         opener = None
         if not _local(self.cfg):
             # the storage SDK (~0.3 s of CPU, mostly holding the GIL) loads beside the
@@ -351,6 +357,10 @@ class _Process:
             thread_name_prefix="walship-push",
             initializer=_lower_priority if _PER_THREAD_NICE else None,
         )
+        # the oldest .ready file, when no push has it yet, is the one PostgreSQL's
+        # archiver is on: its call waits for this push (a file handed over), which
+        # therefore runs at the call's priority, not at NICE
+        head = ThreadPoolExecutor(max_workers=1, thread_name_prefix="walship-push-head")
         fetchers = ThreadPoolExecutor(
             max_workers=self.read.workers, thread_name_prefix="walship-fetch"
         )
@@ -372,7 +382,7 @@ class _Process:
                 self.wake.clear()  # before the scan: a push ending during it wakes the next
                 busy = self.read.step(fetchers)
                 if now >= next_scan or woken:  # archive_status is listed less often
-                    busy = self.push.step(pushers) or busy
+                    busy = self.push.step(pushers, head) or busy
                     next_scan = now + (POLL_SECONDS if self.push.inflight else IDLE_POLL_SECONDS)
                 elif self.push.inflight:
                     busy = True
@@ -387,6 +397,7 @@ class _Process:
                     self.wake.wait(max(0.0, min(next_scan, next_check) - time.monotonic()))
         finally:
             pushers.shutdown(wait=True)
+            head.shutdown(wait=True)
             fetchers.shutdown(wait=True)
             if opener is not None:
                 opener.join()
@@ -416,6 +427,8 @@ class _Lookahead:
         self.proc = proc
         self.workers = concurrency(proc.cfg)
         self.inflight: dict[str, Future[None]] = {}
+        #: the file pushed at the caller's priority (see :meth:`step`), if any
+        self.head: str | None = None
         self.retry_at: dict[str, float] = {}
         self.recorded: set[str] = set()
         from .archive.push import ConfirmedIdentities
@@ -432,11 +445,17 @@ class _Lookahead:
             if entry.startswith(TMP) or entry.endswith(".busy"):
                 _unlink(os.path.join(self.spool.records, entry))
 
-    def step(self, pool: ThreadPoolExecutor) -> bool:
-        """One scan of archive_status; True while there is work."""
+    def step(self, pool: ThreadPoolExecutor, head: ThreadPoolExecutor) -> bool:
+        """One scan of archive_status; True while there is work.
+
+        At most :attr:`workers` pushes in ``pool`` (at NICE), plus in ``head`` (at
+        the caller's priority) the oldest waiting file when no push has it: the
+        one the archiver's call for it waits on."""
         for name, future in list(self.inflight.items()):
             if future.done():
                 del self.inflight[name]
+        if self.head not in self.inflight:
+            self.head = None
         if not os.path.isdir(self.spool.records):
             return bool(self.inflight)  # no push asked for look-ahead (yet)
         ready = self.spool.ready()
@@ -444,12 +463,13 @@ class _Lookahead:
         window = ready[: self.cfg.archive_lookahead]
         now = time.monotonic()
         waiting = False
-        for name in window:
-            if len(self.inflight) >= self.workers:
-                waiting = True
-                break
+        for position, name in enumerate(window):
             if name in self.inflight or name in self.recorded:
                 continue
+            to_head = position == 0 and self.head is None
+            if not to_head and len(self.inflight) - (self.head is not None) >= self.workers:
+                waiting = True
+                break
             if self.retry_at.get(name, 0.0) > now:
                 continue
             if self.spool.acknowledged(name, os.path.join(self.spool.pg_wal, name)):
@@ -460,9 +480,11 @@ class _Lookahead:
                     pass
             except OSError:
                 return bool(self.inflight)  # the spool is going away
-            future = pool.submit(self._push_one, name)
+            future = (head if to_head else pool).submit(self._push_one, name)
             future.add_done_callback(lambda _f: self.proc.wake.set())
             self.inflight[name] = future
+            if to_head:
+                self.head = name
         return waiting or bool(self.inflight) or any(n not in self.recorded for n in window)
 
     def _clean(self, ready: set[str]) -> None:
@@ -564,6 +586,8 @@ class _ReadAhead:
         self.workers = 1 if _local(proc.cfg) else REMOTE_FETCHES
         self.window: list[str] = []
         self.inflight: dict[str, Future[None]] = {}
+        #: the file pushed at the caller's priority (see :meth:`step`), if any
+        self.head: str | None = None
         self.request = 0  # which request the window is of
         self.stopped = -1  # the request whose window met an absent segment or an error
         self.serving = False

@@ -61,6 +61,12 @@ WAIT_SECONDS = 60.0
 #: longest a push waits for a running background process to take its file (it looks
 #: at archive_status every 0.1 s when idle) before pushing the file itself
 TAKE_SECONDS = 2.0
+#: ... for the process the push has just started (interpreter start and imports
+#: first; one that fails to start releases its lock, which ends the wait at once)
+START_TAKE_SECONDS = 10.0
+#: a file that takes longer than this to settle (see :func:`settled`) is not pushed
+#: ahead: its call pushes it (the background process uses the same rule)
+SETTLE_WAIT_SECONDS = 0.1
 POLL_SECONDS = 0.003
 
 
@@ -187,8 +193,10 @@ class Spool:
         return record if now == record.stat else None
 
     def write(self, record: Record) -> None:
-        """Write a record atomically (temp, fsync, rename). Only after the object is durable."""
-        os.makedirs(self.records, mode=0o700, exist_ok=True)
+        """Write a record atomically (temp, fsync, rename). Only after the object is durable.
+
+        Into ``r/`` only if it exists: ``r/`` is what asks the background process
+        for look-ahead, and only a push that starts the process makes it."""
         final = self.record_path(record.name)
         temp = os.path.join(self.records, f"{TMP}{os.getpid()}-{record.name}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -208,7 +216,10 @@ class Spool:
     def record_if_unchanged(
         self, name: str, path: str, before: Stat, started_ns: int, sha256: str, sysid: str
     ) -> bool:
-        """After a durable push of ``path``: record it if the file did not change meanwhile."""
+        """After a durable push of ``path``: record it if the file did not change meanwhile
+        (and look-ahead is on: without ``r/`` nothing pushes ahead, so nothing reads it)."""
+        if not os.path.isdir(self.records):
+            return False
         try:
             after = stat_of(path)
         except OSError:
@@ -245,7 +256,20 @@ class Spool:
                 check_lock = now + 0.1
             time.sleep(POLL_SECONDS)
 
-    def hand_over(self, name: str, path: str) -> Record | None:
+    def will_take(self, name: str, path: str) -> bool:
+        """Whether a running background process would push ``name`` if handed it:
+        it was asked for look-ahead (``r/`` exists), holds no record of that name
+        (a record that no longer matches the file, after a ``chmod`` say, keeps
+        it from pushing the file again), and the file settles in time."""
+        if not os.path.isdir(self.records) or os.path.exists(self.record_path(name)):
+            return False
+        try:
+            st = stat_of(path)
+        except OSError:
+            return False
+        return settles_in(st, time.time_ns()) <= SETTLE_WAIT_SECONDS
+
+    def hand_over(self, name: str, path: str, just_started: bool = False) -> Record | None:
         """Let the running background process push ``name`` (a ``.ready`` file).
 
         A push that finds the background process running but not (yet) on its
@@ -253,10 +277,11 @@ class Spool:
         instead of pushing the file too: two pushes of one file are safe
         (identical content is success) but cost twice, and a push of its own
         would load the storage SDK the background process already has. None
-        when it does not take the file within :data:`TAKE_SECONDS` or stops:
-        the call then pushes the file itself.
+        when it does not take the file within :data:`TAKE_SECONDS`
+        (:data:`START_TAKE_SECONDS` for a process the call has just started) or
+        stops: the call then pushes the file itself.
         """
-        deadline = time.monotonic() + TAKE_SECONDS
+        deadline = time.monotonic() + (START_TAKE_SECONDS if just_started else TAKE_SECONDS)
         busy = self.busy_path(name)
         check_lock = 0.0
         while True:
@@ -318,7 +343,8 @@ def relay_log(path: str) -> None:
             # a line being written is finished first; the background process
             # writes no more into a file it no longer finds under its name
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            text = fh.read(1 << 16).decode("utf-8", "replace")
+            # all of it: the process rotates the file to log.old past 1 MiB
+            text = fh.read().decode("utf-8", "replace")
         if sys.stderr is not None:
             sys.stderr.write(text)
             sys.stderr.flush()

@@ -2,9 +2,10 @@
 
 When SOURCE is in ``pg_wal`` and ``archive_lookahead`` is on, a file the
 background process already pushed is acknowledged from its record (the fast
-path: no storage, compression or encryption module is imported), and a call
-that finds other files waiting makes sure the background process runs
-(walship/background.py, docs/push-fetch.md).
+path: no storage, compression or encryption module is imported), a call
+that finds other files waiting makes sure the background process runs, and a
+call whose file that process would push hands it over and waits for its
+record instead of pushing it too (walship/background.py, docs/push-fetch.md).
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if record is None:
             ready = spool.ready()
             # a backlog and nobody pushing ahead: start the background process now
-            _start_background(spool, args, cfg, ready)
-            if args.name in ready:
+            started_it = _start_background(spool, args, cfg, ready)
+            if args.name in ready and spool.will_take(args.name, path):
                 # it runs (or was just started): it pushes this file too, with the
                 # storage SDK it has loaded, so let it, rather than push it twice
-                record = spool.hand_over(args.name, path)
+                record = spool.hand_over(args.name, path, just_started=started_it)
         # after the record: what the background process logged about this file (written
         # before its record) reaches the server log with this call
         spool.relay_log()
@@ -111,23 +112,21 @@ def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> Non
 
 def _start_background(
     spool: lookahead.Spool, args: argparse.Namespace, cfg: Config, ready: list[str]
-) -> None:
-    """Ask for look-ahead when files wait, and start the background process when
-    files other than this one wait and none runs.
+) -> bool:
+    """Start the background process when files other than this one wait and none
+    runs; True if this call started it.
 
-    ``r/`` is what asks for look-ahead: made here, not only at a start, since
-    the running process may have been started by a fetch (read-ahead during
-    recovery) and would otherwise never push ahead, nor take a file handed to
-    it, once the promoted server archives."""
-    others = any(n != args.name for n in ready)
-    running = spool.background_running()
-    if not ready or not (others or running):
-        return
-    try:
-        os.makedirs(spool.records, mode=0o700, exist_ok=True)
-    except OSError:
-        pass  # background.start reports it
-    if others and not running:
+    ``r/`` (what asks a process for look-ahead) is made only here, for the
+    process this call starts with its own configuration: a process a fetch
+    started (read-ahead during recovery, with restore_command's configuration)
+    is never asked to push, and calls push their files themselves until it
+    exits."""
+    if any(n != args.name for n in ready) and not spool.background_running():
         from .. import background
 
-        background.start(spool, cfg.config, args.repo, args.log_format)
+        try:
+            os.makedirs(spool.records, mode=0o700, exist_ok=True)  # asks for look-ahead
+        except OSError:
+            pass  # background.start reports it
+        return background.start(spool, cfg.config, args.repo, args.log_format)
+    return False
