@@ -448,9 +448,9 @@ class _Lookahead:
     def step(self, pool: ThreadPoolExecutor, head: ThreadPoolExecutor) -> bool:
         """One scan of archive_status; True while there is work.
 
-        At most :attr:`workers` pushes in ``pool`` (at NICE), plus in ``head`` (at
-        the caller's priority) the oldest waiting file when no push has it: the
-        one the archiver's call for it waits on."""
+        At most :attr:`workers` pushes at once: in ``pool`` (at NICE), but the
+        oldest waiting file, when no push has it, in ``head`` (at the caller's
+        priority): the archiver's call for it waits on that push."""
         for name, future in list(self.inflight.items()):
             if future.done():
                 del self.inflight[name]
@@ -466,10 +466,10 @@ class _Lookahead:
         for position, name in enumerate(window):
             if name in self.inflight or name in self.recorded:
                 continue
-            to_head = position == 0 and self.head is None
-            if not to_head and len(self.inflight) - (self.head is not None) >= self.workers:
+            if len(self.inflight) >= self.workers:
                 waiting = True
                 break
+            to_head = position == 0 and self.head is None
             if self.retry_at.get(name, 0.0) > now:
                 continue
             if self.spool.acknowledged(name, os.path.join(self.spool.pg_wal, name)):
