@@ -134,6 +134,9 @@ def run_lookahead(cfg: object, wal: str, names: list[str], server_pid: int) -> d
         open(os.path.join(spool.path, LOCK), "w").close()
         proc = background._Process(cfg, spool, lambda: cfg)  # type: ignore[arg-type]
         thread = threading.Thread(target=proc.run, daemon=True)
+        import resource
+
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         s0, c0, w0 = proc_cpu(server_pid), time.process_time(), time.monotonic()
         thread.start()
         while len([e for e in os.listdir(spool.records) if len(e) == 24]) < len(names):
@@ -142,6 +145,7 @@ def run_lookahead(cfg: object, wal: str, names: list[str], server_pid: int) -> d
             time.sleep(0.005)
         wall, cpu = time.monotonic() - w0, time.process_time() - c0
         server = proc_cpu(server_pid) - s0
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
         assert thread.ident is not None
         loop = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
         os.unlink(os.path.join(spool.path, LOCK))  # it exits at its next check
@@ -153,12 +157,14 @@ def run_lookahead(cfg: object, wal: str, names: list[str], server_pid: int) -> d
             "server_cpu_ms": server / n * 1000,
             "workers": float(proc.push.workers),
             "loop_cpu_ms": loop / n * 1000,
+            "page_faults": faults / n,
         }
         print(
             f"lookahead: {n} segments, {proc.push.workers} at once: {row['seg_per_s']:.1f} seg/s, "
             f"walship CPU {row['walship_cpu_ms']:.1f} ms, "
             f"server CPU {row['server_cpu_ms']:.1f} ms per segment "
-            f"(walship's main loop: {row['loop_cpu_ms']:.1f} ms)"
+            f"(walship's main loop: {row['loop_cpu_ms']:.1f} ms; "
+            f"{row['page_faults']:.0f} page faults)"
         )
         return row
     finally:

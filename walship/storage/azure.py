@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
@@ -292,11 +292,11 @@ class AzureBackend(RemoteBackend):
     def _one_request(self, part: Part) -> bool:
         # the SDK reads a Put Blob's body into memory: a spooled part is one
         # staged block and a Put Block List carrying its Content-MD5 instead
-        return part.data is not None
+        return part.in_memory
 
     def _put_one(self, full: str, part: Part, mode: str, meta: dict[str, str], what: str) -> object:
-        data = part.body()
-        assert isinstance(data, bytes)  # a spooled part is staged (_one_request)
+        data = part.data
+        assert data is not None  # a spooled part is staged (_one_request)
         return self.client.get_blob_client(full).upload_blob(
             data,
             length=len(data),
@@ -321,9 +321,14 @@ class AzureBackend(RemoteBackend):
     ) -> str:
         blob, tag = upload
         block_id = base64.b64encode(f"{tag}-{index:06d}".encode()).decode()
+
         # bytes, or the spool file rewound for this attempt: streamed by the SDK
+        def body() -> bytes | BinaryIO:
+            data = part.data
+            return data if data is not None else part.body()
+
         self._call(
-            lambda: blob.stage_block(block_id, part.body(), length=part.size),
+            lambda: blob.stage_block(block_id, body(), length=part.size),
             f"stage block {index} of {where}",
             IDEMPOTENT,
         )
