@@ -141,7 +141,6 @@ class PiecesReader(io.RawIOBase):
             total += len(view)
         self._size = total
         self._pos = 0
-        self._index = 0  # the piece holding _pos (or len(_views) at the end)
 
     def __len__(self) -> int:
         return self._size - self._pos
@@ -167,9 +166,6 @@ class PiecesReader(io.RawIOBase):
         if pos < 0:
             raise ValueError(f"negative seek position {pos}")
         self._pos = pos
-        self._index = (
-            bisect.bisect_right(self._starts, pos) - 1 if pos < self._size else len(self._views)
-        )
         return pos
 
     def read(self, size: int | None = -1) -> bytes:
@@ -177,20 +173,16 @@ class PiecesReader(io.RawIOBase):
         n = left if size is None or size < 0 else min(size, left)
         out: list[memoryview] = []
         while n > 0:
-            view = self._views[self._index]
-            offset = self._pos - self._starts[self._index]
+            index = bisect.bisect_right(self._starts, self._pos) - 1  # the piece at _pos
+            view = self._views[index]
+            offset = self._pos - self._starts[index]
             take = min(n, len(view) - offset)
             out.append(view[offset : offset + take])
             self._pos += take
             n -= take
-            if offset + take == len(view):
-                self._index += 1
         if len(out) == 1:
             return out[0].tobytes()
         return b"".join(out)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
