@@ -74,6 +74,18 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _fsync_existing(path: str) -> None:
+    """fsync a file someone else wrote (nothing to do when it went away meanwhile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalBackend(Store):
     def __init__(self, root: str) -> None:
         if not os.path.isabs(root):
@@ -210,6 +222,11 @@ class LocalBackend(Store):
                     try:
                         os.link(tmp, path)
                     except FileExistsError:
+                        # what a caller then reads may be acknowledged ("identical
+                        # content"): make durable what its creator may not have (killed
+                        # between its link and its fsync of the directory)
+                        _fsync_existing(path)
+                        _fsync_dir(directory)
                         raise AlreadyExists(f"{self.url}/{key} already exists") from None
                 else:
                     os.replace(tmp, path)
