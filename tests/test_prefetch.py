@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -241,6 +243,28 @@ def test_a_damaged_spooled_file_is_not_used(site: dict[str, str]) -> None:
         assert "(prefetched)" not in result.stderr
         assert _restored(site) == make_segment(segno)
         _wait_helper(spool)
+
+
+def test_a_spooled_copy_that_cannot_be_moved_is_fetched_directly(site: dict[str, str]) -> None:
+    """The spool on another file system (``f/`` a symlink to tmpfs): moving a
+    spooled copy to %p fails with EXDEV, and the fetch falls back to the
+    repository instead of failing recovery."""
+    spool = _spool(site)
+    elsewhere = Path(tempfile.mkdtemp(prefix="walship-f-", dir="/dev/shm"))
+    try:
+        assert os.stat(elsewhere).st_dev != os.stat(site["pgdata"]).st_dev
+        spool.parent.mkdir(parents=True)
+        os.symlink(elsewhere, spool)
+        assert _fetch(site, 1).returncode == 0
+        _wait_helper(spool)
+        assert segment_name(2) in _spooled(spool)
+        result = _fetch(site, 2)
+        assert result.returncode == 0, result.stderr
+        assert "not used (cannot move it" in result.stderr, result.stderr
+        assert "(prefetched)" not in result.stderr and "Traceback" not in result.stderr
+        assert _restored(site) == make_segment(2)
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
 
 
 def test_fetch_waits_for_the_segment_the_helper_is_fetching(site: dict[str, str]) -> None:

@@ -183,7 +183,15 @@ def claim(cfg: Config, spool: Spool, name: str, dest: str) -> bool:
     except FileNotFoundError:  # removed meanwhile (out of the window, or discarded)
         return False
     except OSError as exc:
-        raise WalshipError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        # e.g. EXDEV, the spool on another file system (a symlinked .walship): the
+        # fetch straight from the repository writes DEST itself, and reports its own
+        # error if DEST cannot be written
+        log.warning(
+            "prefetch.rejected",
+            f"prefetched copy of {name} not used (cannot move it to {dest}: "
+            f"{exc.strerror or exc}); fetching it directly",
+        )
+        return False
     return True
 
 
