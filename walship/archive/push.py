@@ -111,7 +111,7 @@ class Prepared:
     that its first pushes compress while the storage SDK is still loading.
     """
 
-    __slots__ = ("body", "header", "identity", "key", "kind", "name", "path", "result", "started")
+    __slots__ = ("body", "header", "identity", "kind", "name", "path", "result", "started")
 
     def __init__(
         self,
@@ -130,7 +130,6 @@ class Prepared:
         self.body = body
         self.identity = identity
         self.result = result
-        self.key = result.key
         self.header = header
         self.started = started
 
@@ -189,7 +188,8 @@ def store(
     identities: ConfirmedIdentities | None = None,
 ) -> PushResult:
     """The storage half of a push: identity check, conditional create, comparison."""
-    name, key, result = prepared.name, prepared.key, prepared.result
+    name, result = prepared.name, prepared.result
+    key = result.key
     mine = prepared.identity
     if mine is not None and (identities is None or not identities.fresh(mine)):
         repository.ensure_identity(backend, mine)
