@@ -87,7 +87,13 @@ def new_bucket(endpoint: str, name: str) -> None:
 
 
 def segments(wal: str, limit: int) -> list[str]:
+    """The finished segments of ``wal``: those waiting as ``.ready`` when it has an
+    archive_status (its other files are recycled ones PostgreSQL preallocated,
+    which a push rightly refuses and the look-ahead would wait for forever)."""
     names = sorted(n for n in os.listdir(wal) if len(n) == 24 and n[:8] != "00000000")
+    status = os.path.join(wal, "archive_status")
+    if os.path.isdir(status):
+        names = [n for n in names if os.path.exists(os.path.join(status, n + ".ready"))]
     return names[:limit] if limit else names
 
 
@@ -131,6 +137,7 @@ def run_lookahead(cfg: object, wal: str, names: list[str], server_pid: int) -> d
         time.sleep(0.1)
         spool = Spool(pg_wal, cfg)  # type: ignore[arg-type]
         os.makedirs(spool.records)
+        spool.announce()  # as the calls do: push ahead with these settings
         open(os.path.join(spool.path, LOCK), "w").close()
         proc = background._Process(cfg, spool, lambda: cfg)  # type: ignore[arg-type]
         thread = threading.Thread(target=proc.run, daemon=True)

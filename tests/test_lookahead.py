@@ -246,10 +246,12 @@ def test_a_damaged_or_forged_record_is_not_trusted(site: Site) -> None:
     os.makedirs(spool.records)
     record_path = Path(spool.record_path(names[1]))
     stat = lookahead.stat_of(str(site.pg_wal / names[1]))
-    good = lookahead.Record(spool.tag, names[1], "0" * 64, "1", stat).line()
+    good = lookahead.Record(spool.tag, spool.fingerprint, names[1], "0" * 64, "1", stat).line()
     for text in (
         good[:-1],  # truncated (no newline)
         good.replace(spool.tag, "0" * 16),  # another repository's
+        good.replace(spool.fingerprint, "0" * 32),  # pushed with other settings
+        good.replace(lookahead.MAGIC, "walship-record/1"),  # an older walship's
         good.replace(names[1], names[2]),  # another file's
         good.replace(" ".join(map(str, stat)), " ".join(map(str, (*stat[:4], stat[4] - 1)))),
         "garbage\n",
@@ -273,6 +275,105 @@ def test_another_repository_does_not_use_the_records(site: Site, tmp_path: Path)
     # background process, which it may hand the file to), not taken from the records
     assert stored_sha256(other, names[1]) == hashlib.sha256(make_segment(2)).hexdigest()
     assert len(site.spools()) == 2
+
+
+def test_calls_with_other_settings_do_not_use_a_process_or_records_of_the_old_ones(
+    site: Site,
+) -> None:
+    """archive_command's settings change (here the compression level, through the
+    environment, as a new --config or a restart with other variables would) while
+    a background process with the old ones runs: the calls trust none of its
+    records, hand it nothing, and it stops pushing ahead and exits; the next
+    process has the new settings."""
+    names = _pushed_ahead(site, last=6)
+    new = {"WALSHIP_COMPRESSION_LEVEL": "7"}
+    result = site.push(names[1], **new)
+    assert result.returncode == 0, result.stderr
+    assert "(ahead)" not in result.stderr
+    assert "already archived with identical content" in result.stderr
+    deadline = time.monotonic() + 10
+    while site.background_running():
+        assert time.monotonic() < deadline, site.log()
+        time.sleep(0.05)
+    assert "archive_command's settings are not this process's" in site.log()
+    (site.status / f"{names[1]}.ready").rename(site.status / f"{names[1]}.done")
+    # the next call starts a process with the new settings, and its records serve them
+    result = site.push(names[2], **new)
+    assert result.returncode == 0, result.stderr
+    assert "started the walship background process" in result.stderr
+    (site.status / f"{names[2]}.ready").rename(site.status / f"{names[2]}.done")
+    site.wait_recorded(names[3:])
+    for name in names[3:]:
+        result = site.push(name, **new)
+        assert f"pushed {name} (ahead)" in result.stderr, result.stderr
+        (site.status / f"{name}.ready").rename(site.status / f"{name}.done")
+        # ... and not to a call with the old ones
+    assert (
+        lookahead.Spool(str(site.pg_wal), Config(repo=str(site.repo))).fingerprint
+        != (
+            lookahead.Spool(str(site.pg_wal), Config(repo=str(site.repo), compression_level=7))
+        ).fingerprint
+    )
+
+
+def test_records_stay_bounded_while_calls_push_their_files_themselves(tmp_path: Path) -> None:
+    """No background process runs (it went idle) and the server archives one file
+    at a time: each call records its file, and removes the records of files that
+    are no longer waiting."""
+    site = Site(tmp_path, background_idle="1")
+    try:
+        names = _pushed_ahead(site, last=3)
+        site.archive()
+        deadline = time.monotonic() + 20
+        while site.background_running():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for segno in range(4, 12):
+            (name,) = site.add(segno, segno)
+            result = site.push(name)
+            assert result.returncode == 0 and "(ahead)" not in result.stderr, result.stderr
+            (site.status / f"{name}.ready").rename(site.status / f"{name}.done")
+            assert len(site.records()) <= 1, site.records()
+        assert not site.background_running()
+        assert names
+    finally:
+        site.stop_background()
+
+
+def test_a_spool_removed_and_made_again_has_one_process(site: Site) -> None:
+    """``rm -r pg_wal/.walship`` while the process runs, and a call makes the spool
+    again before the process looked: the old process sees that its lock file is
+    not the spool's any more and exits; one process serves the new spool."""
+    names = _pushed_ahead(site, last=3)
+    remove_tree(site.pg_wal / ".walship")
+    more = site.add(4, 6)
+    result = site.push(names[0])
+    assert result.returncode == 0, result.stderr
+    assert "started the walship background process" in result.stderr
+    deadline = time.monotonic() + 10
+    while len(_background_pids(site)) != 1:
+        assert time.monotonic() < deadline, _background_pids(site)
+        time.sleep(0.05)
+    assert site.background_running()
+    site.wait_recorded(more)
+
+
+def _background_pids(site: Site) -> list[int]:
+    """The background processes serving this pg_wal (from /proc: no pid file)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"walship.background" in a for a in argv) and str(site.pg_wal).encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def test_the_spool_tag_digest_is_sha256_on_every_python() -> None:
+    """The built-in SHA-256 module is _sha256 in 3.11 and _sha2 from 3.12."""
+    assert lookahead.sha256_hex(b"walship") == hashlib.sha256(b"walship").hexdigest()
 
 
 def test_a_refusal_while_pushing_ahead_is_reported_by_the_call_itself(
@@ -304,6 +405,7 @@ def test_off_outside_pg_wal_and_when_disabled(site: Site, tmp_path: Path) -> Non
     result = site.push(names[0], WALSHIP_ARCHIVE_LOOKAHEAD="0")
     assert result.returncode == 0, result.stderr
     assert not (site.pg_wal / ".walship").exists()
+    assert "archive backlog ready=4" in result.stderr, result.stderr  # each push logs it
     copy = tmp_path / names[1]
     copy.write_bytes((site.pg_wal / names[1]).read_bytes())
     result = subprocess.run(
@@ -315,6 +417,10 @@ def test_off_outside_pg_wal_and_when_disabled(site: Site, tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert not (site.pg_wal / ".walship").exists()
+    assert "archive backlog ready=4" in result.stderr, result.stderr  # the data directory's
+    # ... and a push that fails logs it too
+    result = site.push(names[2], WALSHIP_ARCHIVE_LOOKAHEAD="0", WALSHIP_REPO="s3://")
+    assert result.returncode != 0 and "archive backlog ready=" in result.stderr, result.stderr
 
 
 def test_the_fast_path_imports_no_storage_compression_or_crypto(site: Site) -> None:

@@ -22,11 +22,21 @@ through files in the spool only, and it notices everything itself:
   absent segment or error (logged). It never creates ``f/``: once a fetch
   removed it at the end of recovery, it has nothing to do.
 
+Settings: the process publishes the fingerprint of its settings
+(``config.process``), the push calls theirs (``config.push``). It pushes ahead
+only while the two are equal, its records name it, and a call acknowledges
+only a record of its own settings; when the calls push with other settings (a
+new ``--config``, environment or file contents) and no recovery reads ahead, it
+exits, and the next call starts one with theirs.
+
 It exits after ``background_idle`` seconds without work, when its
-configuration or walship's code changes, or when its spool (or pg_wal) is
-removed. It is started as ``python -I -c ...`` with walship's own directory
-first on ``sys.path`` and changes to ``/`` before importing anything else, so
-nothing in the caller's working directory or environment is importable.
+configuration or walship's code changes, when the calls' settings are not
+its own, or when its spool (or pg_wal) is removed. It is started as ``python
+-I -c ...`` with walship's own directory first on ``sys.path``, changes to
+``/`` before importing anything else and drops every relative ``sys.path``
+entry, so nothing in the caller's working directory or environment is
+importable; then it changes back to the caller's directory (so that relative
+paths in the settings name what they name for the calls).
 """
 
 from __future__ import annotations
@@ -208,6 +218,59 @@ def _lower_priority() -> None:
         pass
 
 
+#: a relay file (``log.<pid>``) older than this was left by a killed call
+STALE_RELAY_SECONDS = 60.0
+#: the spool of another configuration unused this long (no process, nothing changed
+#: in it) is removed: its records and read-ahead are of use to no one
+STALE_SPOOL_SECONDS = 7 * 86400.0
+
+
+def _sweep(spool: Spool) -> None:
+    """Remove what killed calls and old configurations left in ``pg_wal/.walship``."""
+    import fcntl
+    import shutil
+
+    now = time.time()
+    try:
+        entries = os.listdir(spool.path)
+    except OSError:
+        entries = []
+    for entry in entries:
+        head, _, pid = entry.partition(".")
+        if head == LOG and pid.isdigit():
+            path = os.path.join(spool.path, entry)
+            try:
+                if now - os.stat(path).st_mtime > STALE_RELAY_SECONDS:
+                    os.unlink(path)
+            except OSError:
+                pass
+    root = os.path.dirname(spool.path)
+    try:
+        others = [e for e in os.listdir(root) if e != spool.tag]
+    except OSError:
+        return
+    for other in others:
+        path = os.path.join(root, other)
+        try:
+            newest = max(
+                os.stat(p).st_mtime
+                for p in (path, os.path.join(path, "r"), os.path.join(path, "f"))
+                if os.path.exists(p)
+            )
+            if now - newest < STALE_SPOOL_SECONDS:
+                continue
+            fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no process serves it now
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _code_stamp() -> tuple[int, int]:
     st = os.stat(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py"))
     return (st.st_ino, st.st_mtime_ns)
@@ -244,6 +307,13 @@ def _serve(
     from . import config, log
 
     fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already (inherited): never waits
+    try:
+        # the caller's directory (PostgreSQL's data directory) again, now that nothing
+        # relative is on sys.path: relative paths in the settings mean what they mean
+        # to the calls
+        os.chdir(pgdata)
+    except OSError:
+        pass
     overrides: dict[str, object] = {"repo": repo, "log_format": log_format}
     cfg = config.load(config_path=config_path, overrides=overrides)
     if cfg.pgdata is None:
@@ -252,7 +322,7 @@ def _serve(
     log.configure(level=cfg.log_level, fmt=cfg.log_format)
     log.set_stream(_FileLog(os.path.join(spool.path, LOG)))
     try:
-        _Process(cfg, spool, lambda: _reload(config_path, overrides, pgdata)).run()
+        _Process(cfg, spool, lambda: _reload(config_path, overrides, pgdata), lock_fd).run()
     except Exception as exc:
         log.warning("background.error", f"the walship background process failed: {exc}")
         raise
@@ -302,10 +372,20 @@ def _unlink(path: str) -> None:
 class _Process:
     """The main loop: both roles share one backend; each has its own threads."""
 
-    def __init__(self, cfg: Config, spool: Spool, reload: Callable[[], Config | None]) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        spool: Spool,
+        reload: Callable[[], Config | None],
+        lock_fd: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.spool = spool
         self.reload = reload
+        #: the lock file this process holds: when its name leads elsewhere (the spool
+        #: removed and made again), another process may serve the new one
+        lock = os.fstat(lock_fd) if lock_fd is not None else os.stat(self._lock_path())
+        self.lock_id = (lock.st_dev, lock.st_ino)
         self._backend: Backend | None = None
         self._opening = threading.Lock()
         #: set when a push ends: the next scan of archive_status starts at once
@@ -347,6 +427,8 @@ class _Process:
             opener.start()
         self.push.clean_start()
         self.read.clean_start()
+        self.spool.serving()  # which settings this process pushes with (for the calls)
+        _sweep(self.spool)
         stamp = _code_stamp()
         idle = float(self.cfg.background_idle)
         last_work = time.monotonic()
@@ -404,9 +486,24 @@ class _Process:
             if self._backend is not None:
                 self._backend.close()
 
+    def _lock_path(self) -> str:
+        return os.path.join(self.spool.path, LOCK)
+
     def _why_exit(self, stamp: tuple[int, int]) -> str | None:
-        if not os.path.exists(os.path.join(self.spool.path, LOCK)):
+        try:
+            lock = os.stat(self._lock_path())
+        except OSError:
             return "its spool was removed"
+        if (lock.st_dev, lock.st_ino) != self.lock_id:
+            return "its spool was removed (and made again)"
+        if (
+            self.spool.push_settings_announced()
+            and not self.spool.push_settings_are_mine()
+            and not os.path.isdir(self.spool.readahead)
+        ):
+            # the calls push with other settings (another --config or environment):
+            # the next one starts a process with theirs
+            return "archive_command's settings are not this process's"
         try:
             if _code_stamp() != stamp:
                 return "walship was upgraded"
@@ -456,8 +553,10 @@ class _Lookahead:
                 del self.inflight[name]
         if self.head not in self.inflight:
             self.head = None
-        if not os.path.isdir(self.spool.records):
-            return bool(self.inflight)  # no push asked for look-ahead (yet)
+        if not os.path.isdir(self.spool.records) or not self.spool.push_settings_are_mine():
+            # no push asked for look-ahead (yet), or archive_command's settings are not
+            # this process's: nothing pushed ahead (its records would not be trusted)
+            return bool(self.inflight)
         ready = self.spool.ready()
         self._clean(set(ready))
         window = ready[: self.cfg.archive_lookahead]

@@ -12,6 +12,9 @@ repository's identity (URL and the endpoint settings that decide which store
 it names). It holds:
 
     lock            flock held by the background process serving this spool
+    config.push     the fingerprint of archive_command's settings (written by
+                    the calls): the process pushes ahead only while it is its own
+    config.process  the fingerprint of the running process's settings
     log             that process's log lines (the next push or fetch copies
                     them to its stderr, i.e. the server log)
     r/<name>        one record per file pushed (one line, see :class:`Record`)
@@ -20,7 +23,9 @@ it names). It holds:
     f/              fetch read-ahead (walship/archive/prefetch.py)
 
 A record is written only after the object is durable in the repository,
-and holds (dev, inode, size, mtime_ns, ctime_ns) of the file as stat'ed
+names the fingerprint of the settings it was pushed with (a call acknowledges
+only a record of its own settings), and holds (dev, inode, size, mtime_ns,
+ctime_ns) of the file as stat'ed
 before the push read it and again after; both must be equal, and the
 file's ctime must be older than the read by more than the file system's
 timestamp granularity, else no record is written. The fast path acknowledges
@@ -48,9 +53,14 @@ RECORDS = "r"
 READAHEAD = "f"
 LOCK = "lock"
 LOG = "log"
+PUSH_CONFIG = "config.push"
+PROCESS_CONFIG = "config.process"
 BUSY = ".busy"
 TMP = ".tmp-"
-MAGIC = "walship-record/1"
+MAGIC = "walship-record/2"
+#: settings a fingerprint leaves out: they change neither what a push stores nor how
+#: (the background process fills in pgdata; the log settings change what is logged)
+UNFINGERPRINTED = frozenset({"pgdata", "config", "log_level", "log_format", "agent_dir"})
 #: a file whose ctime is this close to the moment its read started is not recorded
 #: (a later change could carry the same timestamp); see :func:`settled`
 MARGIN_NS = 50_000_000
@@ -94,12 +104,36 @@ def identity_text(cfg: Config) -> str:
     return "\n".join(fields)
 
 
-def tag_of(cfg: Config) -> str:
-    # _sha256, not hashlib: hashlib loads OpenSSL (~2 ms), on the fast path
-    import _sha256  # type: ignore[import-not-found]
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data``, hex: CPython's built-in module, not hashlib, which loads
+    OpenSSL (~2 ms, on the fast path). The module is ``_sha256`` in Python 3.11 and
+    ``_sha2`` from 3.12; hashlib where neither is built (a FIPS-style build)."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            from hashlib import sha256
+    return str(sha256(data).hexdigest())
 
-    text = identity_text(cfg).encode("utf-8", "surrogateescape")
-    return str(_sha256.sha256(text).hexdigest()[:16])
+
+def tag_of(cfg: Config) -> str:
+    return sha256_hex(identity_text(cfg).encode("utf-8", "surrogateescape"))[:16]
+
+
+def fingerprint_of(cfg: Config) -> str:
+    """A digest of every setting that decides what a push stores and how (compression,
+    encryption and its keys, the store's settings and credentials, ...): the calls
+    and the background process compare theirs, so that a process started with other
+    settings (another ``--config``, environment or file contents) pushes nothing
+    that a call acknowledges. Secrets go in only digested with the rest."""
+    from ..config import SETTINGS
+
+    text = "\n".join(
+        f"{s.name}={getattr(cfg, s.name)!r}" for s in SETTINGS if s.name not in UNFINGERPRINTED
+    )
+    return sha256_hex(text.encode("utf-8", "surrogateescape"))[:32]
 
 
 Stat = tuple[int, int, int, int, int]
@@ -129,37 +163,43 @@ def settles_in(st: Stat, now_ns: int) -> float:
 
 
 class Record:
-    """What was pushed: ``MAGIC tag name sha256 sysid dev ino size mtime_ns ctime_ns``."""
+    """What was pushed: ``MAGIC tag fingerprint name sha256 sysid dev ino size mtime_ns
+    ctime_ns``."""
 
-    __slots__ = ("name", "sha256", "stat", "sysid", "tag")
+    __slots__ = ("fingerprint", "name", "sha256", "stat", "sysid", "tag")
 
-    def __init__(self, tag: str, name: str, sha256: str, sysid: str, stat: Stat) -> None:
+    def __init__(
+        self, tag: str, fingerprint: str, name: str, sha256: str, sysid: str, stat: Stat
+    ) -> None:
         self.tag = tag
+        self.fingerprint = fingerprint
         self.name = name
         self.sha256 = sha256
         self.sysid = sysid
         self.stat = stat
 
     def line(self) -> str:
-        fields = [MAGIC, self.tag, self.name, self.sha256, self.sysid, *map(str, self.stat)]
-        return " ".join(fields) + "\n"
+        fields = [MAGIC, self.tag, self.fingerprint, self.name, self.sha256, self.sysid]
+        return " ".join([*fields, *map(str, self.stat)]) + "\n"
 
     @classmethod
     def parse(cls, text: str) -> Record | None:
         fields = text.split()
-        if len(fields) != 10 or fields[0] != MAGIC or not text.endswith("\n"):
+        if len(fields) != 11 or fields[0] != MAGIC or not text.endswith("\n"):
             return None
         try:
-            stat = tuple(int(f) for f in fields[5:])
+            stat = tuple(int(f) for f in fields[6:])
         except ValueError:
             return None
-        return cls(fields[1], fields[2], fields[3], fields[4], stat)  # type: ignore[arg-type]
+        tag, fingerprint, name, sha256, sysid = fields[1:6]
+        return cls(tag, fingerprint, name, sha256, sysid, stat)  # type: ignore[arg-type]
 
 
 class Spool:
     def __init__(self, pg_wal: str, cfg: Config) -> None:
         self.pg_wal = pg_wal
         self.tag = tag_of(cfg)
+        self.fingerprint = fingerprint_of(cfg)
         self.path = os.path.join(pg_wal, SPOOL, self.tag)
         self.records = os.path.join(self.path, RECORDS)
         self.readahead = os.path.join(self.path, READAHEAD)
@@ -179,6 +219,8 @@ class Spool:
         record = Record.parse(text)
         if record is None or record.tag != self.tag or record.name != name:
             return None
+        if record.fingerprint != self.fingerprint:
+            return None  # pushed with other settings: not this call's to acknowledge
         return record
 
     def acknowledged(self, name: str, path: str) -> Record | None:
@@ -226,8 +268,67 @@ class Spool:
             return False
         if after != before or not settled(before, started_ns):
             return False
-        self.write(Record(self.tag, name, sha256, sysid, before))
+        self.write(Record(self.tag, self.fingerprint, name, sha256, sysid, before))
         return True
+
+    def prune(self, ready: list[str]) -> None:
+        """Remove the records of files no longer waiting (of no use to anyone): what
+        the background process does, for calls that push their files themselves
+        while none runs (the spool stays bounded)."""
+        try:
+            entries = os.listdir(self.records)
+        except OSError:
+            return
+        waiting = None
+        for entry in entries:
+            if entry.startswith(TMP) or entry.endswith(BUSY):
+                continue  # a running process's (it removes its own)
+            if waiting is None:
+                waiting = set(ready)
+            if entry not in waiting:
+                self.remove(entry)
+
+    # ---------------------------------------------------------- settings
+
+    def _read_small(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self.path, name), encoding="ascii") as fh:
+                return fh.read(128).strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _write_small(self, name: str, text: str) -> None:
+        """Atomically, not fsynced: after a crash it may be missing or stale, which
+        only means that nothing is pushed ahead until a call writes it again."""
+        final = os.path.join(self.path, name)
+        temp = os.path.join(self.path, f"{TMP}{os.getpid()}-{name}")
+        with open(temp, "w", encoding="ascii") as fh:
+            fh.write(text + "\n")
+        os.replace(temp, final)
+
+    def announce(self) -> None:
+        """(A push call) make this call's settings the ones to push ahead with."""
+        if self._read_small(PUSH_CONFIG) != self.fingerprint:
+            try:
+                self._write_small(PUSH_CONFIG, self.fingerprint)
+            except OSError:
+                pass  # no spool (yet): nothing pushes ahead
+
+    def push_settings_are_mine(self) -> bool:
+        """(The background process) whether the calls push with this process's settings."""
+        return self._read_small(PUSH_CONFIG) == self.fingerprint
+
+    def push_settings_announced(self) -> bool:
+        """Whether any push call has said which settings it pushes with."""
+        return self._read_small(PUSH_CONFIG) is not None
+
+    def serving(self) -> None:
+        """(The background process, at its start) publish its settings' fingerprint."""
+        self._write_small(PROCESS_CONFIG, self.fingerprint)
+
+    def process_is_mine(self) -> bool:
+        """(A call) whether the running process has this call's settings."""
+        return self._read_small(PROCESS_CONFIG) == self.fingerprint
 
     # ---------------------------------------------------------- in flight
 
@@ -239,6 +340,8 @@ class Spool:
         busy = self.busy_path(name)
         if not os.path.exists(busy) or not self.background_running():
             return None
+        if not self.process_is_mine():
+            return None  # its record would not be this call's to acknowledge
         deadline = time.monotonic() + WAIT_SECONDS
         check_lock = time.monotonic() + 0.1
         while True:
@@ -256,12 +359,15 @@ class Spool:
                 check_lock = now + 0.1
             time.sleep(POLL_SECONDS)
 
-    def will_take(self, name: str, path: str) -> bool:
+    def will_take(self, name: str, path: str, just_started: bool = False) -> bool:
         """Whether a running background process would push ``name`` if handed it:
-        it was asked for look-ahead (``r/`` exists), holds no record of that name
-        (a record that no longer matches the file, after a ``chmod`` say, keeps
-        it from pushing the file again), and the file settles in time."""
+        it was asked for look-ahead (``r/`` exists) with this call's settings (the
+        process ``just_started`` by this call has them), holds no record of that
+        name (a record that no longer matches the file, after a ``chmod`` say,
+        keeps it from pushing the file again), and the file settles in time."""
         if not os.path.isdir(self.records) or os.path.exists(self.record_path(name)):
+            return False
+        if not just_started and not self.process_is_mine():
             return False
         try:
             st = stat_of(path)

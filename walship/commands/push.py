@@ -36,10 +36,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         started = time.monotonic()
         record = spool.acknowledged(args.name, path) or spool.wait_for_background(args.name, path)
         if record is None:
+            spool.announce()  # the settings to push ahead with are this call's
             ready = spool.ready()
             # a backlog and nobody pushing ahead: start the background process now
             started_it = _start_background(spool, args, cfg, ready)
-            if args.name in ready and spool.will_take(args.name, path):
+            if args.name in ready and spool.will_take(args.name, path, started_it):
                 # it runs (or was just started): it pushes this file too, with the
                 # storage SDK it has loaded, so let it, rather than push it twice
                 record = spool.hand_over(args.name, path, just_started=started_it)
@@ -55,10 +56,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             )
             _after(spool, args, cfg)
             return 0
-    _push(args, cfg, path, spool)
+    pgdata = cfg.pgdata or os.getcwd()
+    try:
+        _push(args, cfg, path, spool)
+    except BaseException:
+        _log_backlog(_status_dir(path, pgdata))  # each push says it, failed ones too
+        raise
     if spool is not None:
         _after(spool, args, cfg)
-    pgdata = cfg.pgdata or os.getcwd()
+    else:
+        _log_backlog(_status_dir(path, pgdata))
     pg_wal_dir = os.path.join(pgdata, "pg_wal")
     if os.path.isdir(lookahead.Spool(pg_wal_dir, cfg).readahead) or os.path.isdir(
         os.path.join(pg_wal_dir, lookahead.LEGACY_READAHEAD)
@@ -96,10 +103,24 @@ def _push(args: argparse.Namespace, cfg: Config, path: str, spool: lookahead.Spo
 
 
 def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> None:
-    """Report the backlog; start the background process when files are waiting."""
+    """Report the backlog; start the background process when files are waiting;
+    with none running, remove the records of files no longer waiting."""
     ready = spool.ready()
-    if log.enabled("debug"):
-        backlog = lookahead.backlog(spool.status)
+    _log_backlog(spool.status)
+    if not _start_background(spool, args, cfg, ready) and not spool.background_running():
+        spool.prune(ready)
+
+
+def _status_dir(path: str, pgdata: str) -> str:
+    """archive_status of the pg_wal holding ``path``, else of the data directory's."""
+    pg_wal = lookahead.pg_wal_of(path) or os.path.join(pgdata, "pg_wal")
+    return os.path.join(pg_wal, "archive_status")
+
+
+def _log_backlog(status_dir: str) -> None:
+    """The backlog at debug level (nothing when there is no archive_status)."""
+    if log.enabled("debug") and os.path.isdir(status_dir):
+        backlog = lookahead.backlog(status_dir)
         log.debug(
             "push.backlog",
             "archive backlog",
@@ -107,7 +128,6 @@ def _after(spool: lookahead.Spool, args: argparse.Namespace, cfg: Config) -> Non
             oldest=backlog.oldest or "-",
             oldest_age_s=round(backlog.oldest_age or 0.0, 1),
         )
-    _start_background(spool, args, cfg, ready)
 
 
 def _start_background(
@@ -116,11 +136,11 @@ def _start_background(
     """Start the background process when files other than this one wait and none
     runs; True if this call started it.
 
-    ``r/`` (what asks a process for look-ahead) is made only here, for the
-    process this call starts with its own configuration: a process a fetch
-    started (read-ahead during recovery, with restore_command's configuration)
-    is never asked to push, and calls push their files themselves until it
-    exits."""
+    ``r/`` (what asks a process for look-ahead) is made only here, and
+    ``config.push`` names this call's settings: a process pushes ahead only
+    with those settings. One a fetch started (read-ahead during recovery, with
+    restore_command's settings) pushes ahead only if they are the same; else
+    the calls push their files themselves until it exits."""
     if any(n != args.name for n in ready) and not spool.background_running():
         from .. import background
 
@@ -128,5 +148,6 @@ def _start_background(
             os.makedirs(spool.records, mode=0o700, exist_ok=True)  # asks for look-ahead
         except OSError:
             pass  # background.start reports it
+        spool.announce()  # ... with this call's settings (the process's too)
         return background.start(spool, cfg.config, args.repo, args.log_format)
     return False
