@@ -792,6 +792,9 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
         if archived < waiting:
             raise RuntimeError(f"{tool.name}: pg_stat_archiver counts {archived} of {waiting}")
         cluster.stop("immediate")  # no checkpoint: the archived segments stay in pg_wal
+        result.update(walship_log_summary(cluster.log()))
+        if result.get("walship_warnings"):
+            log(f"  {tool.name}: walship warnings: {result['walship_warnings'][:3]}")
         segs = len(snap.segments)
         result.update(
             drain_s=seconds,
@@ -822,6 +825,34 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
             os.environ.pop(key, None)
         shutil.rmtree(cluster.datadir, ignore_errors=True)
     return result
+
+
+def walship_log_summary(text: str) -> dict[str, Any]:
+    """What walship's calls logged during a drain: its warnings and errors (a push
+    ahead that failed makes its call wait, then push the file itself), and the
+    slowest call (``ms=`` of its line), to tell a stall from a slow steady state."""
+    warnings: list[str] = []
+    slowest = (0.0, "")
+    for line in text.splitlines():
+        if "walship[" not in line:
+            continue
+        if " WARNING " in line or " ERROR " in line:
+            warnings.append(line[line.index("walship[") :][:300])
+        ms = line.rpartition(" ms=")[2]
+        try:
+            value = float(ms.split()[0]) if " ms=" in line else 0.0
+        except (ValueError, IndexError):
+            continue
+        if value > slowest[0]:
+            slowest = (value, line.split(" pushed ", 1)[-1].split(" ", 1)[0])
+    out: dict[str, Any] = {}
+    if warnings:
+        out["walship_warnings"] = warnings[:20]
+        out["walship_warning_count"] = len(warnings)
+    if slowest[1]:
+        out["slowest_call_ms"] = slowest[0]
+        out["slowest_call"] = slowest[1]
+    return out
 
 
 def time_calls(datadir: str, command: str, segments: list[str]) -> list[float]:
@@ -1211,7 +1242,8 @@ def main() -> int:
                     if s3 is not None and name in S3_TOOLS:
                         s3.reset()
                 results.append(row)
-            shutil.rmtree(snap.datadir, ignore_errors=True)
+            if not args.keep:  # kept with the work directory (bench_s3_push.py reads it)
+                shutil.rmtree(snap.datadir, ignore_errors=True)
     finally:
         if s3 is not None:
             s3.server.stop()
