@@ -267,6 +267,40 @@ def test_a_spooled_copy_that_cannot_be_moved_is_fetched_directly(site: dict[str,
         shutil.rmtree(elsewhere, ignore_errors=True)
 
 
+def test_a_spooled_segment_is_never_served_for_another_timeline(
+    site: dict[str, str], tmp_path: Path
+) -> None:
+    """Segments 2-4 of timeline 1 are spooled; recovery then asks for segment 3 of
+    timeline 2 (after a promotion elsewhere): it gets timeline 2's segment from the
+    repository, or "absent" from the repository, never timeline 1's copy."""
+    spool = _spool(site)
+    assert _fetch(site, 1).returncode == 0
+    _wait_helper(spool)
+    assert segment_name(3) in _spooled(spool)
+
+    def fetch(name: str) -> subprocess.CompletedProcess[str]:
+        Path(site["pgdata"], "pg_wal", "RECOVERYXLOG").unlink(missing_ok=True)
+        return subprocess.run(
+            [*WALSHIP, "fetch", name, "pg_wal/RECOVERYXLOG"],
+            env=_env(site),
+            cwd=site["pgdata"],
+            capture_output=True,
+            text=True,
+        )
+
+    absent = fetch(segment_name(4, tli=2))  # not archived on timeline 2
+    assert absent.returncode == 1, absent.stderr
+    assert "(prefetched)" not in absent.stderr
+    assert not Path(site["pgdata"], "pg_wal", "RECOVERYXLOG").exists()
+    other = tmp_path / "src" / segment_name(3, tli=2)
+    other.write_bytes(make_segment(3, tli=2))
+    subprocess.run([*WALSHIP, "-q", "push", str(other), other.name], env=_env(site), check=True)
+    result = fetch(other.name)
+    assert result.returncode == 0, result.stderr
+    assert "(prefetched)" not in result.stderr
+    assert _restored(site) == make_segment(3, tli=2) != make_segment(3)
+
+
 def test_fetch_waits_for_the_segment_the_helper_is_fetching(site: dict[str, str]) -> None:
     spool = _spool(site)
     spool.mkdir(parents=True)
