@@ -337,6 +337,8 @@ ENVIRONMENT_READS = {
     ("codec/compress.py", "PYTHON_ZSTANDARD_IMPORT_POLICY"),
     # the background process is spawned with the caller's environment
     ("background.py", "*"),
+    # the settings' fingerprint digests the storage SDKs' own variables (AWS_*, ...)
+    ("archive/lookahead.py", "*"),
 }
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from helpers import (
@@ -242,7 +243,8 @@ def test_a_damaged_or_forged_record_is_not_trusted(site: Site) -> None:
     site.stop_background()
     for name in names[2:]:  # only names[1] waits: no background process is started
         (site.status / f"{name}.ready").rename(site.status / f"{name}.done")
-    spool = lookahead.Spool(str(site.pg_wal), Config(repo=str(site.repo)))
+    with mock.patch.dict(os.environ, site.env, clear=True):  # the calls' environment
+        spool = lookahead.Spool(str(site.pg_wal), Config(repo=str(site.repo)))
     os.makedirs(spool.records)
     record_path = Path(spool.record_path(names[1]))
     stat = lookahead.stat_of(str(site.pg_wal / names[1]))
@@ -314,6 +316,43 @@ def test_calls_with_other_settings_do_not_use_a_process_or_records_of_the_old_on
             lookahead.Spool(str(site.pg_wal), Config(repo=str(site.repo), compression_level=7))
         ).fingerprint
     )
+
+
+def test_the_fingerprint_covers_what_a_push_uses_and_not_the_other_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = tmp_path / "wal.key"
+    key.write_bytes(b"k" * 32)
+    base = {"repo": str(tmp_path / "repo"), "encryption_key_file": "wal.key"}
+
+    def fp(**changes: object) -> str:
+        return lookahead.fingerprint_of(Config(**{**base, **changes}))
+
+    first = fp()
+    assert fp() == first
+    # other commands' settings, and the process's own, do not count
+    assert fp(fetch_prefetch=16, check_archive_wait=5.0, retention_retain=3) == first
+    assert fp(log_level="debug", background_idle=10.0, conninfo="host=x") == first
+    # what a push stores with, or where, does
+    assert fp(compression_level=7) != first
+    assert fp(encryption="symmetric") != first
+    assert fp(s3_endpoint_url="http://127.0.0.1:9") != first
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # boto3 reads it
+    assert fp() != first
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    assert fp() == first
+    # the key file: replaced in place, or the relative path resolved elsewhere
+    replacement = tmp_path / "new.key"
+    replacement.write_bytes(b"n" * 32)
+    replacement.rename(key)
+    replaced = fp()
+    assert replaced != first
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "wal.key").write_bytes(b"n" * 32)
+    monkeypatch.chdir(elsewhere)
+    assert fp() != replaced
 
 
 def test_records_stay_bounded_while_calls_push_their_files_themselves(tmp_path: Path) -> None:

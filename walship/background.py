@@ -240,7 +240,8 @@ def _sweep(spool: Spool) -> None:
         if head == LOG and pid.isdigit():
             path = os.path.join(spool.path, entry)
             try:
-                if now - os.stat(path).st_mtime > STALE_RELAY_SECONDS:
+                # ctime: the call's rename of the log sets it (not its mtime)
+                if now - os.stat(path).st_ctime > STALE_RELAY_SECONDS:
                     os.unlink(path)
             except OSError:
                 pass
@@ -427,7 +428,10 @@ class _Process:
             opener.start()
         self.push.clean_start()
         self.read.clean_start()
-        self.spool.serving()  # which settings this process pushes with (for the calls)
+        try:
+            self.spool.serving()  # which settings this process pushes with (for the calls)
+        except OSError as exc:  # the calls then push their files themselves
+            log.warning("background.error", f"cannot write to the spool: {exc.strerror}")
         _sweep(self.spool)
         stamp = _code_stamp()
         idle = float(self.cfg.background_idle)
@@ -486,6 +490,12 @@ class _Process:
             if self._backend is not None:
                 self._backend.close()
 
+    def _in_recovery(self) -> bool:
+        pgdata = str(self.cfg.pgdata or "")
+        return any(
+            os.path.exists(os.path.join(pgdata, f)) for f in ("recovery.signal", "standby.signal")
+        )
+
     def _lock_path(self) -> str:
         return os.path.join(self.spool.path, LOCK)
 
@@ -497,12 +507,15 @@ class _Process:
         if (lock.st_dev, lock.st_ino) != self.lock_id:
             return "its spool was removed (and made again)"
         if (
-            self.spool.push_settings_announced()
+            os.path.isdir(self.spool.records)
+            and self.spool.push_settings_announced()
             and not self.spool.push_settings_are_mine()
             and not os.path.isdir(self.spool.readahead)
+            and not self._in_recovery()
         ):
             # the calls push with other settings (another --config or environment):
-            # the next one starts a process with theirs
+            # the next one starts a process with theirs (not during recovery, where the
+            # process serves the fetches, whose settings may differ)
             return "archive_command's settings are not this process's"
         try:
             if _code_stamp() != stamp:

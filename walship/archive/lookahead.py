@@ -59,8 +59,43 @@ BUSY = ".busy"
 TMP = ".tmp-"
 MAGIC = "walship-record/2"
 #: settings a fingerprint leaves out: they change neither what a push stores nor how
-#: (the background process fills in pgdata; the log settings change what is logged)
-UNFINGERPRINTED = frozenset({"pgdata", "config", "log_level", "log_format", "agent_dir"})
+#: (the background process fills in pgdata; the log settings change what is logged;
+#: the keyring holds keys for reading; the others are other commands')
+UNFINGERPRINTED = frozenset(
+    {
+        "pgdata",
+        "config",
+        "log_level",
+        "log_format",
+        "agent",
+        "agent_dir",
+        "background_idle",
+        "conninfo",
+        "encryption_keyring",
+    }
+)
+UNFINGERPRINTED_PREFIXES = ("fetch_", "check_", "drill_", "retention_", "metrics_", "backup_")
+#: settings naming a file whose contents a push uses: its absolute path and its stat
+#: identity go into the fingerprint (a key replaced in place, a relative path
+#: resolved in another directory)
+FINGERPRINTED_FILES = ("encryption_key_file", "gcs_credentials_file")
+#: the environment the storage SDKs read besides walship's settings (endpoints,
+#: profiles, credentials, proxies, CA bundles)
+FINGERPRINTED_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "CLOUDSDK_")
+FINGERPRINTED_ENV = frozenset(
+    {
+        "STORAGE_EMULATOR_HOST",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+    }
+)
 #: a file whose ctime is this close to the moment its read started is not recorded
 #: (a later change could carry the same timestamp); see :func:`settled`
 MARGIN_NS = 50_000_000
@@ -123,17 +158,35 @@ def tag_of(cfg: Config) -> str:
 
 
 def fingerprint_of(cfg: Config) -> str:
-    """A digest of every setting that decides what a push stores and how (compression,
-    encryption and its keys, the store's settings and credentials, ...): the calls
-    and the background process compare theirs, so that a process started with other
-    settings (another ``--config``, environment or file contents) pushes nothing
-    that a call acknowledges. Secrets go in only digested with the rest."""
+    """A digest of what decides what a push stores and how: the settings but those of
+    other commands (:data:`UNFINGERPRINTED`), the key and credential files' paths and
+    stat identities, and the storage SDKs' environment. The calls and the background
+    process compare theirs, so that a process started with other settings (another
+    ``--config``, environment or file contents, a key replaced) pushes nothing that
+    a call acknowledges. Secrets go in only digested with the rest."""
     from ..config import SETTINGS
 
-    text = "\n".join(
-        f"{s.name}={getattr(cfg, s.name)!r}" for s in SETTINGS if s.name not in UNFINGERPRINTED
+    lines = [
+        f"{s.name}={getattr(cfg, s.name)!r}"
+        for s in SETTINGS
+        if s.name not in UNFINGERPRINTED and not s.name.startswith(UNFINGERPRINTED_PREFIXES)
+    ]
+    for name in FINGERPRINTED_FILES:
+        value = getattr(cfg, name)
+        if value:
+            path = os.path.abspath(str(value))
+            try:
+                st = os.stat(path)
+                identity = f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns}"
+            except OSError:
+                identity = "-"
+            lines.append(f"{name}@{path} {identity}")
+    lines.extend(
+        f"${key}={value}"
+        for key, value in sorted(os.environ.items())
+        if key.startswith(FINGERPRINTED_ENV_PREFIXES) or key in FINGERPRINTED_ENV
     )
-    return sha256_hex(text.encode("utf-8", "surrogateescape"))[:32]
+    return sha256_hex("\n".join(lines).encode("utf-8", "surrogateescape"))[:32]
 
 
 Stat = tuple[int, int, int, int, int]
