@@ -279,6 +279,25 @@ def cpu_share(before: list[int], after: list[int]) -> dict[str, float]:
     return {"cpu_busy_pct": 100 * (total - idle) / total, "cpu_steal_pct": 100 * steal / total}
 
 
+#: TcpExt counters (/proc/net/netstat) that tell a drain stalled by TCP on loopback:
+#: retransmission timeouts, receive queues pruned (packets dropped by a slow reader),
+#: retransmissions lost again
+TCP_COUNTERS = ("TCPTimeouts", "PruneCalled", "TCPLostRetransmit")
+
+
+def tcp_counters() -> dict[str, int]:
+    try:
+        with open("/proc/net/netstat") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=False))
+            return {k: table[k] for k in TCP_COUNTERS if k in table}
+    return {}
+
+
 def proc_cpu_s(pid: int) -> float:
     """CPU seconds (user + system, its waited-for children included) of ``pid``."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -753,6 +772,7 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
         os.sync()
         server_cpu = ctx.s3.cpu_s() if ctx.s3 is not None and tool.name in S3_TOOLS else None
         cpu0 = system_cpu()
+        tcp0 = tcp_counters()
         t0 = time.monotonic()
         os.kill(pid, signal.SIGHUP)  # our server, by its pid: the archiver wakes and archives
         last_change, left = t0, waiting
@@ -775,6 +795,10 @@ def drain(ctx: Ctx, snap: Snapshot, tool: Tool, reps: int, memory: PeakMemory) -
             time.sleep(0.01)
         seconds = now - t0
         result.update(cpu_share(cpu0, system_cpu()))
+        tcp = {k: v - tcp0.get(k, 0) for k, v in tcp_counters().items()}
+        result["tcp_during_drain"] = tcp
+        if tcp.get("TCPTimeouts"):
+            log(f"  {tool.name}: TCP retransmission timeouts during the drain: {tcp}")
         log(
             f"  {tool.name}: {len(snap.segments) / seconds:.1f} seg/s, CPU busy "
             f"{result['cpu_busy_pct']:.0f} %, stolen {result['cpu_steal_pct']:.1f} %"
