@@ -355,6 +355,17 @@ def test_the_fingerprint_covers_what_a_push_uses_and_not_the_other_commands(
     assert fp() != replaced
 
 
+def test_archive_status_counts_what_is_pushed_ahead_whatever_its_settings(site: Site) -> None:
+    """An operator's shell need not have the server's settings or environment."""
+    names = _pushed_ahead(site, last=3)
+    cmd = [*WALSHIP, "archive-status", "--pgdata", str(site.pgdata)]
+    for extra in ({}, {"WALSHIP_COMPRESSION_LEVEL": "7", "AWS_PROFILE": "operator"}):
+        line = subprocess.run(
+            cmd, env={**site.env, **extra}, capture_output=True, text=True, check=True
+        ).stdout
+        assert f"ready=2 oldest={names[1]}" in line and "pushed_ahead=2 " in line, line
+
+
 def test_records_stay_bounded_while_calls_push_their_files_themselves(tmp_path: Path) -> None:
     """No background process runs (it went idle) and the server archives one file
     at a time: each call records its file, and removes the records of files that

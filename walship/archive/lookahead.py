@@ -263,7 +263,7 @@ class Spool:
     def record_path(self, name: str) -> str:
         return os.path.join(self.records, name)
 
-    def read(self, name: str) -> Record | None:
+    def read(self, name: str, any_settings: bool = False) -> Record | None:
         try:
             with open(self.record_path(name), encoding="ascii") as fh:
                 text = fh.read(512)
@@ -272,13 +272,15 @@ class Spool:
         record = Record.parse(text)
         if record is None or record.tag != self.tag or record.name != name:
             return None
-        if record.fingerprint != self.fingerprint:
+        if record.fingerprint != self.fingerprint and not any_settings:
             return None  # pushed with other settings: not this call's to acknowledge
         return record
 
-    def acknowledged(self, name: str, path: str) -> Record | None:
-        """The record for ``name`` if the file at ``path`` is exactly what it recorded."""
-        record = self.read(name)
+    def acknowledged(self, name: str, path: str, any_settings: bool = False) -> Record | None:
+        """The record for ``name`` if the file at ``path`` is exactly what it recorded
+        (and it was pushed with this spool's settings, unless ``any_settings``: a
+        report of what is pushed ahead, from a shell with other settings)."""
+        record = self.read(name, any_settings)
         if record is None:
             return None
         try:

@@ -44,7 +44,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if cfg.repo:
         spool = lookahead.Spool(pg_wal, cfg)
         ready = set(spool.ready())
-        ahead = sum(1 for name in ready if spool.acknowledged(name, os.path.join(pg_wal, name)))
+        # whatever settings they were pushed with: an operator's shell need not have the
+        # server's environment
+        ahead = sum(
+            1 for name in ready if spool.acknowledged(name, os.path.join(pg_wal, name), True)
+        )
         running = spool.background_running()
     out: dict[str, object] = {
         "ready": backlog.ready,
