@@ -245,6 +245,7 @@ def test_a_damaged_or_forged_record_is_not_trusted(site: Site) -> None:
         (site.status / f"{name}.ready").rename(site.status / f"{name}.done")
     with mock.patch.dict(os.environ, site.env, clear=True):  # the calls' environment
         spool = lookahead.Spool(str(site.pg_wal), Config(repo=str(site.repo)))
+        assert spool.fingerprint  # digested in that environment
     os.makedirs(spool.records)
     record_path = Path(spool.record_path(names[1]))
     stat = lookahead.stat_of(str(site.pg_wal / names[1]))

@@ -252,11 +252,20 @@ class Spool:
     def __init__(self, pg_wal: str, cfg: Config) -> None:
         self.pg_wal = pg_wal
         self.tag = tag_of(cfg)
-        self.fingerprint = fingerprint_of(cfg)
+        self._cfg = cfg
+        self._fingerprint: str | None = None
         self.path = os.path.join(pg_wal, SPOOL, self.tag)
         self.records = os.path.join(self.path, RECORDS)
         self.readahead = os.path.join(self.path, READAHEAD)
         self.status = os.path.join(pg_wal, "archive_status")
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`fingerprint_of` the settings, computed when first needed (a fetch that
+        claims a spooled segment, or a path wanted from the spool, needs none)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_of(self._cfg)
+        return self._fingerprint
 
     # ---------------------------------------------------------- records
 
